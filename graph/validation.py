@@ -119,6 +119,17 @@ class _Validator:
         deps = self.deps.get(node_id)
         if deps is not None:
             return deps
+        try:
+            return self._check_node(node_id)
+        except Exception as exc:  # e.g. a pack's INPUT_TYPES raising: reported on the node, never raised
+            self.node_errors[node_id] = [errors.error(
+                "exception_during_validation", "Exception when validating node", str(exc),
+                exception_type=type(exc).__name__, traceback=traceback.format_exc())]
+            self.own_ok[node_id] = False
+            self.deps[node_id] = []
+            return []
+
+    def _check_node(self, node_id: str) -> list:
         node = self.prompt[node_id]
         spec = self.catalogue.get(node["class_type"])
         raw_inputs = node.get("inputs") or {}
@@ -191,7 +202,8 @@ class _Validator:
                         f"{name}, {val!r}, {exc}", input_config=ispec.to_catalogue(self.services),
                         received_value=val))
                     continue
-            values[name] = val
+            # literal lists stay wrapped, so the scheduler never mistakes ["a", 1] for a link
+            values[name] = {"__value__": val} if isinstance(val, list) else val
             if skip_builtin_for_all or name in claims:
                 continue
             opts = ispec.options

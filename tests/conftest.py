@@ -1,0 +1,47 @@
+"""Shared helpers: a catalogue of built-in, V1 test pack and native test nodes, and a one-call job runner."""
+import uuid
+
+import pytest
+
+from execution.caches import ClassicCache
+from execution.events import RecordingSink
+from execution.scheduler import Executor, Job
+from graph.validation import validate_prompt
+from nodes import builtin_catalogue
+from nodes.v1_adapter import compile_v1
+from tests.fixtures import native_nodes, v1_pack
+
+
+def make_catalogue():
+    catalogue = builtin_catalogue()
+    for name, cls in v1_pack.NODE_CLASS_MAPPINGS.items():
+        catalogue.add(compile_v1(cls, name, python_module="custom_nodes.v1_pack"))
+    for cls in native_nodes.NODES:
+        catalogue.add(cls.SPEC)
+    return catalogue
+
+
+class Engine:
+    """A catalogue + executor pair with a helper that validates and runs a prompt."""
+
+    def __init__(self, cache=None):
+        self.catalogue = make_catalogue()
+        self.executor = Executor(self.catalogue, cache if cache is not None else ClassicCache())
+
+    def validate(self, prompt, targets=None):
+        return validate_prompt(prompt, self.catalogue, targets)
+
+    def run(self, prompt, targets=None, extra_data=None, control=None, sink=None):
+        result = self.validate(prompt, targets)
+        assert result.ok, (result.error, result.node_errors)
+        sink = sink if sink is not None else RecordingSink()
+        job = Job(str(uuid.uuid4()), result.prompt, result.outputs, extra_data or {}, result.order)
+        if control is not None:
+            job.control = control
+        outcome = self.executor.execute_sync(job, sink)
+        return outcome, sink
+
+
+@pytest.fixture
+def engine():
+    return Engine()
