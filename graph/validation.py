@@ -52,7 +52,9 @@ def coerce_literal(value: Any, kind: str) -> Any:
             raise ValueError("not a finite number")
         return int(value)
     if kind == FLOAT:
-        result = float(value)
+        result = float(value.strip() if isinstance(value, str) else value)
+        if math.isnan(result):
+            raise ValueError("NaN is not a number")
         return result
     if kind == STRING:
         return value if isinstance(value, str) else str(value)

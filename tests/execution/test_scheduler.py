@@ -309,3 +309,75 @@ def test_every_message_carries_the_prompt_id(engine):
     _, sink = engine.run(chain_prompt())
     ids = {data["prompt_id"] for _, data in sink.events}
     assert len(ids) == 1
+
+
+def test_return_forms_blocker_raw_links_and_previews():
+    """A whole-node ExecutionBlocker return, a rawLink input, a wrong-arity return, and ctx previews."""
+    from execution.blocker import ExecutionBlocker
+    from nodes.declare import Int, Output, Socket, node
+    from nodes.v1_adapter import compile_v1
+
+    class WholeBlock:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"value": ("INT",)}}
+        RETURN_TYPES = ("INT", "INT")
+        FUNCTION = "run"
+
+        def run(self, value):
+            return ExecutionBlocker(None)
+
+    class TooFew:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"value": ("INT",)}}
+        RETURN_TYPES = ("INT", "INT")
+        FUNCTION = "run"
+
+        def run(self, value):
+            return (value,)
+
+    @node(category="tests", outputs=[Output("STRING")])
+    class SeeLink:
+        """Receives the link itself."""
+        source = Socket("*", raw_link=True)
+        size = Int(4)
+
+        def run(self, ctx, source, size):
+            ctx.send_preview(f"preview-{size}")
+            return (f"{source[0]}:{source[1]}",)
+
+    engine = Engine()
+    engine.catalogue.add(compile_v1(WholeBlock, "WholeBlock"))
+    engine.catalogue.add(compile_v1(TooFew, "TooFew"))
+    engine.catalogue.add(SeeLink.SPEC)
+    blocked = {"c": {"class_type": "V1Const", "inputs": {"value": 1}},
+               "w": {"class_type": "WholeBlock", "inputs": {"value": ["c", 0]}},
+               "out": {"class_type": "PreviewAny", "inputs": {"source": ["w", 1]}},
+               "ok": {"class_type": "PreviewAny", "inputs": {"source": ["c", 0]}}}
+    outcome, _ = engine.run(blocked)
+    assert outcome.status == "success" and "out" not in outcome.outputs and outcome.outputs["ok"] == {"text": ["1"]}
+
+    raw = {"r": {"class_type": "V1Raise", "inputs": {"value": 1}},
+           "s": {"class_type": "SeeLink", "inputs": {"source": ["r", 0], "size": 3}},
+           "out": {"class_type": "PreviewAny", "inputs": {"source": ["s", 0]}}}
+    outcome, sink = engine.run(raw)
+    assert outcome.status == "success" and outcome.outputs["out"] == {"text": ["r:0"]}
+    assert "r" not in outcome.executed  # a raw link is not a dependency
+    assert [p[1:3] for p in sink.previews] == [("s", "preview-3")]
+
+    few = {"c": {"class_type": "V1Const", "inputs": {"value": 1}},
+           "t": {"class_type": "TooFew", "inputs": {"value": ["c", 0]}},
+           "out": {"class_type": "PreviewAny", "inputs": {"source": ["t", 0]}}}
+    outcome, sink = engine.run(few)
+    assert outcome.status == "error"
+    assert "returned 1 value(s) but declares 2" in sink.of("execution_error")[0]["exception_message"]
+
+
+def test_a_broken_sink_never_takes_the_job_down(engine):
+    class Exploding(RecordingSink):
+        def send(self, event, data):
+            raise RuntimeError("socket closed")
+
+    outcome, _ = engine.run(chain_prompt(), sink=Exploding())
+    assert outcome.status == "success" and outcome.outputs["4"] == {"text": ["30"]}

@@ -302,3 +302,38 @@ def test_literal_lists_stay_distinct_from_links(cat):
     result = validate_prompt(prompt, cat)
     assert result.ok
     assert result.prompt["1"]["inputs"]["source"] == {"__value__": ["1", 0]}
+
+
+MALFORMED = [
+    {"1": {"class_type": 5}},
+    {"1": {"class_type": ["PreviewAny"]}},
+    {"1": {"class_type": "PreviewAny", "inputs": None}},
+    {"1": {"class_type": "PreviewAny", "inputs": {"source": {"__value__": None}}}},
+    {"1": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}, "extra": {"x": [1]}}},
+    {"1": {"class_type": "IntMath", "inputs": {"a": float("inf"), "b": float("nan"), "operation": None}},
+     "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}},
+    {"1": {"class_type": "IntMath", "inputs": {"a": 10 ** 40, "b": [], "operation": ["add"]}},
+     "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}},
+    {"1": {"class_type": "PrimitiveFloat", "inputs": {"value": "nan"}},
+     "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}},
+    {"1": {"class_type": "PreviewAny", "inputs": {"source": ["1", -1]}}},
+    {"1": {"class_type": "PreviewAny", "inputs": {"source": [True, 0]}}},
+    {"": {"class_type": "PreviewAny", "inputs": {"source": ["", 0]}}},
+]
+
+
+@pytest.mark.parametrize("prompt", MALFORMED)
+def test_malformed_prompts_give_structured_errors_never_exceptions(cat, prompt):
+    result = validate_prompt(prompt, cat)
+    if not result.ok:
+        assert result.error["type"] in ("invalid_prompt", "prompt_no_outputs", "prompt_outputs_failed_validation")
+        for entry in result.node_errors.values():
+            assert entry["errors"] and all({"type", "message", "details", "extra_info"} <= set(e)
+                                           for e in entry["errors"])
+
+
+def test_nan_and_infinite_numbers_are_rejected(cat):
+    prompt = {"1": node("PrimitiveFloat", value="nan"), "2": node("PreviewAny", source=["1", 0])}
+    assert only_error(validate_prompt(prompt, cat), "1")["type"] == "invalid_input_type"
+    prompt = {"1": node("PrimitiveInt", value=float("inf")), "2": node("PreviewAny", source=["1", 0])}
+    assert only_error(validate_prompt(prompt, cat), "1")["type"] == "invalid_input_type"

@@ -1,0 +1,36 @@
+"""Run every benchmark in bench/ (or the ones named) and print their reports.
+
+    python bench/run.py                  # all
+    python bench/run.py engine_overhead  # one
+Copy the tables into bench/RESULTS.md with the date and the command.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+BENCHMARKS = ["engine_overhead"]
+
+
+def main(argv=None) -> int:
+    names = (argv if argv is not None else sys.argv[1:]) or BENCHMARKS
+    status = 0
+    for name in names:
+        if name not in BENCHMARKS:
+            print(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+            return 2
+        print(f"## {name} ({time.strftime('%Y-%m-%d')})\n", flush=True)
+        module = importlib.import_module(name)
+        status |= module.main([]) or 0
+        print()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
