@@ -235,11 +235,15 @@ class JobRun:
                 self.ready.append(node_id)
 
     def serve_cached(self, node_id: str, entry: CachedOutput) -> None:
-        if entry.ui:
-            self.ui_outputs[node_id] = entry.ui
-            self.emit("executed", {"node": node_id, "display_node": self.graph.get_display_node_id(node_id),
-                                   "output": entry.ui})
+        self.publish_ui(node_id, entry.ui)
         self.complete(node_id, entry)
+
+    def publish_ui(self, node_id: str, ui: Optional[dict]) -> None:
+        """Record a node's ui output for the history and send `executed` (cached nodes included)."""
+        if ui:
+            self.ui_outputs[node_id] = ui
+            self.emit("executed", {"node": node_id, "display_node": self.graph.get_display_node_id(node_id),
+                                   "output": ui})
 
     def complete(self, node_id: str, entry: CachedOutput) -> None:
         self.results[node_id] = entry
@@ -302,12 +306,7 @@ class JobRun:
     async def step(self, node_id: str) -> None:
         owner = self.aliases.get(node_id)
         if owner is not None:
-            entry = self.results[owner]
-            if entry.ui:
-                self.ui_outputs[node_id] = entry.ui
-                self.emit("executed", {"node": node_id, "display_node": self.graph.get_display_node_id(node_id),
-                                       "output": entry.ui})
-            self.complete(node_id, entry)
+            self.serve_cached(node_id, self.results[owner])
             return
         spec = self.spec_of(node_id)
         if node_id in self.expanding:
@@ -435,11 +434,7 @@ class JobRun:
         self.cache.put(self.keys.key(node_id), entry)
         self.executed.append(node_id)
         self.progress.finish(node_id)
-        if ui:
-            self.ui_outputs[node_id] = ui
-            self.emit("executed", {"node": node_id, "display_node": self.graph.get_display_node_id(node_id),
-                                   "output": ui})
-        self.complete(node_id, entry)
+        self.serve_cached(node_id, entry)
 
     # -- the loop ------------------------------------------------------------------------------------------------
     async def prepare(self) -> List[str]:
@@ -455,7 +450,8 @@ class JobRun:
         return cached
 
     async def loop(self) -> None:
-        for out in self.required_outputs:
+        # ready is a stack: request the outputs last-first so the first output's chain runs first
+        for out in reversed(self.required_outputs):
             self.request(out)
         while True:
             if self.control.interrupted:

@@ -25,6 +25,7 @@ def test_first_run_executes_in_dependency_order(engine):
     order = outcome.executed
     assert order.index("1") < order.index("2") < order.index("3") < order.index("4")
     assert sorted(order) == ["1", "2", "3", "4", "5", "6"]
+    assert order.index("4") < order.index("6")  # outputs complete in prompt order, each chain depth-first
     names = sink.names()
     assert names[0] == "execution_start" and names[1] == "execution_cached" and names[-1] == "execution_success"
     executing = [d["node"] for d in sink.of("executing")]
