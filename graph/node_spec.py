@@ -88,7 +88,7 @@ class NodeSpec:
       create()                                  -> instance kept per node id across runs (None for stateless nodes)
       execute(instance, ctx, inputs)            -> raw return value, or an awaitable of it
       fingerprint(ctx, literal_inputs)          -> change fingerprint (IS_CHANGED); NaN or an exception = always re-run
-      validate(ctx, values, input_types)        -> True, or a message string (VALIDATE_INPUTS); may be awaitable
+      validate(node_id, literals, input_types, services) -> True, or a message (VALIDATE_INPUTS); may be awaitable
       check_lazy(instance, ctx, inputs)         -> names of lazy inputs still needed; may be awaitable
     `validate_claims` names the inputs `validate` checks itself: the built-in bound and combo checks skip them.
     `validate_wants_types` means linked inputs are not type-checked; their received types go to `validate`.

@@ -253,7 +253,7 @@ class _Validator:
         if not spec.validate_takes_all:
             literals = {k: v for k, v in literals.items() if k in spec.validate_claims}
         try:
-            result = _run_maybe_async(spec.validate(node_id, literals, received_types))
+            result = _run_maybe_async(spec.validate(node_id, literals, received_types, self.services))
         except Exception as exc:  # a node's own validator failing is reported, never raised
             return [errors.error("exception_during_validation", "Exception when validating node", str(exc),
                                  exception_type=type(exc).__name__, traceback=traceback.format_exc())]

@@ -11,7 +11,8 @@
             return (a + b if operation == "add" else a - b,)
 
 Inputs are class attributes, in the order the editor shows them. `run` may be `async def`. Optional hooks:
-`fingerprint(self, ctx, **literals)` (re-run when it changes), `validate(self, **literals) -> True | str`, and
+`fingerprint(self, ctx, **literals)` (re-run when it changes), `validate(self, services, **literals) -> True | str`
+(it claims the inputs it names: their built-in bound checks are skipped), and
 `lazy_needs(self, ctx, **inputs) -> [names]` for inputs declared `lazy=True`. The decorator compiles all of this
 into a `graph.node_spec.NodeSpec` stored as `cls.SPEC`.
 """
@@ -120,10 +121,10 @@ def node(name: Optional[str] = None, *, category: str, outputs: Sequence[Output]
                 return impl.fingerprint(ctx, **literals)
         if hasattr(cls, "validate"):
             params = inspect.signature(cls.validate).parameters
-            claims = frozenset(p for p in params if p != "self")
+            claims = frozenset(p for p in params if p not in ("self", "services"))
 
-            def validate(node_id: str, literals: dict, input_types: dict) -> Any:
-                return impl.validate(**literals)
+            def validate(node_id: str, literals: dict, input_types: dict, services: Any = None) -> Any:
+                return impl.validate(services, **literals)
         if hasattr(cls, "lazy_needs"):
             is_async = is_async or inspect.iscoroutinefunction(cls.lazy_needs)
 

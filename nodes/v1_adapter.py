@@ -120,7 +120,7 @@ def compile_v1(cls: type, name: Optional[str] = None, python_module: str = "cust
         wants_types = "input_types" in v_names
         claims = frozenset(n for n in v_names if n not in _SELF_NAMES and n != "input_types")
 
-        def validate(node_id: str, literals: dict, input_types: dict) -> Any:
+        def validate(node_id: str, literals: dict, input_types: dict, services: Any = None) -> Any:
             kwargs = _filter(literals, v_names, takes_all)
             if wants_types:
                 kwargs["input_types"] = input_types

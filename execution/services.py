@@ -1,0 +1,22 @@
+"""Services: the engine-wide resources a node may use, handed to it through its context (never module globals).
+
+One `Services` per server (or CLI run): folder paths, and -- as later parts land -- the model manager and
+settings. Tests build their own with temporary folders.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from model_management.paths import Paths
+
+
+@dataclass
+class Services:
+    paths: Paths
+    settings: Dict[str, Any] = field(default_factory=dict)
+    models: Optional[Any] = None  # the model manager (model_management), once it exists
+
+    @classmethod
+    def for_directory(cls, base_dir: str, **paths: Any) -> "Services":
+        return cls(Paths(base_dir, **paths))
