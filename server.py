@@ -1,75 +1,213 @@
-"""Tessera's HTTP entry point: `python server.py`.
+"""Tessera's entry point: `python server.py` serves the ComfyUI-compatible HTTP/websocket API (DESIGN.md §3);
+`python server.py --run WORKFLOW.json` runs one workflow headless and exits.
 
-For now this serves the health route and the node catalogue; the full ComfyUI-compatible API (queue, websocket,
-history, files) is built on the same app factory.
+This module parses the command line and assembles the app: folders and services, the catalogue (built-in nodes
+plus custom node packs), the durable queue, the worker thread, the websocket hub and the routes in api/.
 """
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import os
 import sys
 from typing import List, Optional
 
 from aiohttp import web
 
-from graph.catalogue import Catalogue
+from api import routes_files, routes_info, routes_queue
+from api.security import make_middlewares
+from api.state import STATE, ServerState, state_of
+from api.websocket import ClientHub, ServerSink
+from compat.prompt_server import PromptServer
+from execution.caches import make_cache
+from execution.job_store import JobStore
+from execution.scheduler import Executor
+from execution.services import Services
+from execution.worker import Worker
+from model_management.paths import Paths
 from nodes import builtin_catalogue
 
 log = logging.getLogger("tessera")
 
-CATALOGUE_KEY = web.AppKey("catalogue", Catalogue)
-
-
-def add_route(app: web.Application, method: str, path: str, handler) -> None:
-    """Every API route is served bare and under /api (DESIGN.md §3)."""
-    app.router.add_route(method, path, handler)
-    app.router.add_route(method, "/api" + path, handler)
-
-
-async def health(request: web.Request) -> web.Response:
-    catalogue = request.app[CATALOGUE_KEY]
-    return web.json_response({"status": "ok", "nodes": len(catalogue)})
-
-
-async def object_info(request: web.Request) -> web.Response:
-    return web.json_response(request.app[CATALOGUE_KEY].object_info())
-
-
-async def object_info_one(request: web.Request) -> web.Response:
-    name = request.match_info["node_class"]
-    info = request.app[CATALOGUE_KEY].object_info(only=name)
-    if not info:
-        return web.json_response({"error": f"unknown node class {name!r}"}, status=404)
-    return web.json_response(info)
-
-
-def create_app(catalogue: Optional[Catalogue] = None) -> web.Application:
-    app = web.Application()
-    app[CATALOGUE_KEY] = catalogue if catalogue is not None else builtin_catalogue()
-    add_route(app, "GET", "/health", health)
-    add_route(app, "GET", "/object_info", object_info)
-    add_route(app, "GET", "/object_info/{node_class}", object_info_one)
-    return app
+HERE = os.path.dirname(os.path.abspath(__file__))
+WEB_ROOT = os.path.join(HERE, "web")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Tessera: a node-graph workflow engine for Stable Diffusion")
-    parser.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8188, help="port to listen on (default 8188)")
-    parser.add_argument("--verbose", action="store_true", help="log debug messages")
-    return parser.parse_args(argv)
+    p = argparse.ArgumentParser(description="Tessera: a node-graph workflow engine for Stable Diffusion")
+    p.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8188, help="port to listen on (default 8188)")
+    p.add_argument("--base-directory", default=HERE, help="root of output/, input/, temp/, user/, models/")
+    p.add_argument("--output-directory", help="where SaveImage writes (default BASE/output)")
+    p.add_argument("--input-directory", help="where LoadImage reads and uploads go (default BASE/input)")
+    p.add_argument("--temp-directory", help="where previews go (default BASE/temp)")
+    p.add_argument("--user-directory", help="settings and the job database (default BASE/user)")
+    p.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
+                   help="an extra_model_paths.yaml with more model folders (may be repeated)")
+    p.add_argument("--cpu", action="store_true", help="run everything on the CPU")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--cache-classic", action="store_true", help="keep what the latest job used (default)")
+    cache.add_argument("--cache-lru", type=int, metavar="N", help="keep what the last N jobs used")
+    cache.add_argument("--cache-ram", type=float, nargs="?", const=4.0, metavar="GB",
+                       help="keep outputs while this much RAM stays free (default 4 GB)")
+    cache.add_argument("--cache-none", action="store_true", help="keep no outputs between jobs")
+    p.add_argument("--disable-all-custom-nodes", action="store_true", help="load no custom node packs")
+    p.add_argument("--max-upload-size", type=float, default=100, metavar="MB", help="upload limit (default 100)")
+    p.add_argument("--auth-token", default=os.environ.get("TESSERA_AUTH_TOKEN"),
+                   help="require this bearer token on every request (needed to listen beyond loopback)")
+    p.add_argument("--insecure-allow-remote-without-auth", action="store_true",
+                   help="allow --listen on a non-loopback address without --auth-token (not recommended)")
+    p.add_argument("--requeue-running", action="store_true",
+                   help="after a crash, put the job that was running back in the queue instead of failing it")
+    p.add_argument("--max-history", type=int, default=10000, help="finished jobs kept in history")
+    p.add_argument("--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--run", metavar="WORKFLOW", help="run this API- or UI-format workflow file and exit")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="with --run: override an input (may be repeated)")
+    return p.parse_args(argv)
+
+
+def cache_from(args: argparse.Namespace):
+    if args.cache_lru is not None:
+        return make_cache("lru", lru_size=args.cache_lru)
+    if args.cache_ram is not None:
+        return make_cache("ram", ram_headroom_gb=args.cache_ram)
+    if args.cache_none:
+        return make_cache("none")
+    return make_cache("classic")
+
+
+def services_from(args: argparse.Namespace) -> Services:
+    paths = Paths(args.base_directory, args.output_directory, args.input_directory, args.temp_directory,
+                  args.user_directory)
+    for yaml_path in args.extra_model_paths_config:
+        paths.load_model_paths_yaml(yaml_path)
+    return Services(paths, settings={"cpu": args.cpu})
+
+
+def load_catalogue(args: argparse.Namespace, services: Services) -> tuple:
+    catalogue = builtin_catalogue()
+    packs: list = []
+    try:
+        from nodes.packs import load_packs
+    except ImportError:  # pack loading is optional in stripped-down installs
+        return catalogue, packs
+    packs = load_packs(services.paths.custom_node_dirs, catalogue, services,
+                       disabled=args.disable_all_custom_nodes)
+    for pack in packs:
+        if not pack.ok:
+            log.warning("custom node pack %s failed to load (skipped)", pack.name)
+    return catalogue, packs
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(args: argparse.Namespace) -> web.Application:
+    services = services_from(args)
+    app = web.Application(client_max_size=int(args.max_upload_size * 1024 * 1024),
+                          middlewares=make_middlewares(args.auth_token))
+    hub = ClientHub({"supports_preview_metadata": True,
+                     "max_upload_size": int(args.max_upload_size * 1024 * 1024)})
+    store = JobStore(os.path.join(services.paths.user_dir, "tessera.db"), args.requeue_running, args.max_history)
+    state = ServerState(args, services, None, None, store, hub)
+    app[STATE] = state
+    compat_server = PromptServer(state, app)  # before packs load: they register routes on it
+    catalogue, packs = load_catalogue(args, services)
+    state.catalogue, state.packs = catalogue, packs
+    state.executor = Executor(catalogue, cache_from(args), services)
+
+    def observe(event: str, data: dict) -> None:
+        if event == "executing":
+            state.worker.current_node = data.get("node")
+        compat_server.observe(event, data)
+
+    def sink_for(job):
+        return ServerSink(hub, job.client_id, on_event=observe)
+
+    state.worker = Worker(store, state.executor, sink_for, state.broadcast_status, services)
+
+    for method, path, handler in routes_queue.ROUTES + routes_info.ROUTES + routes_files.ROUTES:
+        app.router.add_route(method, path, handler)
+        app.router.add_route(method, "/api" + path, handler)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/api/ws", websocket)
+    app.router.add_get("/health", health)
+    for pack in packs:
+        if pack.ok and pack.web_directory and os.path.isdir(pack.web_directory):
+            app.router.add_static(f"/extensions/{pack.name}", pack.web_directory)
+    app.router.add_routes(compat_server.routes)
+    if os.path.isfile(os.path.join(WEB_ROOT, "index.html")):
+        app.router.add_get("/", index)
+        app.router.add_static("/", WEB_ROOT)
+    else:
+        app.router.add_get("/", index_placeholder)
+
+    async def on_startup(app: web.Application) -> None:
+        import asyncio
+        await hub.start()
+        compat_server.loop = asyncio.get_running_loop()
+        state.worker.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        state.worker.stop()
+        await hub.stop()
+        store.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    state = state_of(request)
+
+    def resend_current(sid: str) -> None:
+        current = state.worker.current
+        if current is not None and current.client_id == sid and state.worker.current_node is not None:
+            state.hub.send_threadsafe("executing", {"node": state.worker.current_node,
+                                                    "prompt_id": current.prompt_id}, sid)
+
+    return await state.hub.handle(request, state.status_payload, resend_current)
+
+
+async def health(request: web.Request) -> web.Response:
+    state = state_of(request)
+    return web.json_response({"status": "ok", "nodes": len(state.catalogue),
+                              "queue_remaining": state.store.pending_count()})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(os.path.join(WEB_ROOT, "index.html"))
+
+
+async def index_placeholder(request: web.Request) -> web.Response:
+    return web.Response(text="<!doctype html><title>Tessera</title><p>Tessera is running. The API is at "
+                             "/prompt, /queue, /history and /ws.</p>", content_type="text/html")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if args.listen not in ("127.0.0.1", "localhost", "::1"):
-        print(f"error: refusing to listen on {args.listen}: only loopback is allowed until authentication "
-              f"is configured (DESIGN.md §8)", file=sys.stderr)
-        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    app = create_app()
+    if args.run:
+        from execution.cli_runner import run_workflow_file
+        return run_workflow_file(args, services_from(args), load_catalogue)
+    if not is_loopback(args.listen) and not args.auth_token and not args.insecure_allow_remote_without_auth:
+        print(f"error: refusing to listen on {args.listen} without --auth-token (anyone on the network could run "
+              f"jobs and read files); pass --auth-token TOKEN, or --insecure-allow-remote-without-auth",
+              file=sys.stderr)
+        return 2
+    sys.modules.setdefault("server", sys.modules[__name__])  # packs `import server` for PromptServer
+    app = create_app(args)
     print(f"Tessera listening on http://{args.listen}:{args.port}", flush=True)
-    web.run_app(app, host=args.listen, port=args.port, print=None)
+    web.run_app(app, host=args.listen, port=args.port, print=None, access_log=None)
     return 0
 
 

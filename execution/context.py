@@ -85,7 +85,9 @@ class NodeContext:
             self.send_preview(preview)
 
     def send_preview(self, image: Any, image_format: str = "JPEG", max_size: Optional[int] = None) -> None:
-        """Send a preview image (PIL image) for this node, if the job asked for previews."""
+        """Send a preview image for this node: a PIL image, or the V1 tuple (format, image, max_size)."""
+        if isinstance(image, tuple) and len(image) == 3:
+            image_format, image, max_size = image
         self.job.sink.preview(self.job.prompt_id, self.display_node_id, image, image_format, max_size)
 
     def graph_builder(self) -> GraphBuilder:

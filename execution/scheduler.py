@@ -53,6 +53,7 @@ class JobOutcome:
     executed: List[str] = field(default_factory=list)
     cached: List[str] = field(default_factory=list)
     seconds: float = 0.0
+    meta: Dict[str, dict] = field(default_factory=dict)  # per ui output: display / parent / real node ids
 
     @property
     def completed(self) -> bool:
@@ -515,8 +516,11 @@ class JobRun:
                 del self.executor.instances[key]
         if status == "success":
             self.emit("execution_success", {"timestamp": _now_ms()}, record=True)
+        meta = {node_id: {"node_id": node_id, "display_node": self.graph.get_display_node_id(node_id),
+                          "parent_node": self.graph.get_parent_node_id(node_id),
+                          "real_node_id": self.graph.get_real_node_id(node_id)} for node_id in self.ui_outputs}
         return JobOutcome(status, dict(self.ui_outputs), self.messages, error, list(self.executed), cached,
-                          time.perf_counter() - started)
+                          time.perf_counter() - started, meta)
 
     def failure_event(self, failure: NodeFailure) -> dict:
         exc = failure.exc.__cause__ if isinstance(failure.exc, NodeFailure) else failure.exc

@@ -1,0 +1,1 @@
+"""The HTTP and websocket API (DESIGN.md §3), split by concept; server.py assembles it."""

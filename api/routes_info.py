@@ -1,0 +1,152 @@
+"""Read-only information routes: /object_info, /system_stats, /features, /embeddings, /models, /extensions,
+/view_metadata (DESIGN.md §3)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import struct
+import sys
+
+from aiohttp import web
+
+from api.state import json_error, state_of
+from model_management.paths import PathError
+
+VERSION = "0.1.0"
+
+
+async def object_info(request: web.Request) -> web.Response:
+    state = state_of(request)
+    return web.json_response(state.catalogue.object_info(state.services))
+
+
+async def object_info_one(request: web.Request) -> web.Response:
+    state = state_of(request)
+    name = request.match_info["node_class"]
+    info = state.catalogue.object_info(state.services, only=name)
+    if not info:
+        return json_error(404, f"unknown node class {name!r}", "not_found")
+    return web.json_response(info)
+
+
+def _memory() -> tuple:
+    total = free = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                elif line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return total, free
+
+
+def _devices() -> list:
+    import torch
+    devices = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(index)
+            devices.append({"name": torch.cuda.get_device_name(index), "type": "cuda", "index": index,
+                            "vram_total": total, "vram_free": free, "torch_vram_total": total,
+                            "torch_vram_free": free})
+    else:
+        total, free = _memory()
+        devices.append({"name": "cpu", "type": "cpu", "index": None, "vram_total": total, "vram_free": free,
+                        "torch_vram_total": total, "torch_vram_free": free})
+    return devices
+
+
+async def system_stats(request: web.Request) -> web.Response:
+    import torch
+    state = state_of(request)
+    total, free = _memory()
+    failed = [{"name": p.name, "path": p.path, "error": p.error} for p in state.packs if not p.ok]
+    return web.json_response({
+        "system": {"os": sys.platform, "ram_total": total, "ram_free": free, "comfyui_version": VERSION,
+                   "tessera_version": VERSION, "python_version": sys.version,
+                   "pytorch_version": torch.__version__, "embedded_python": False, "argv": sys.argv,
+                   "platform": platform.platform()},
+        "devices": _devices(),
+        "custom_nodes": {"loaded": [p.name for p in state.packs if p.ok], "failed": failed},
+    })
+
+
+async def features(request: web.Request) -> web.Response:
+    state = state_of(request)
+    return web.json_response(state.hub.server_features)
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    names = state_of(request).services.paths.list_files("embeddings")
+    return web.json_response([os.path.splitext(n)[0] for n in names])
+
+
+async def model_kinds(request: web.Request) -> web.Response:
+    return web.json_response(state_of(request).services.paths.kinds())
+
+
+async def model_files(request: web.Request) -> web.Response:
+    paths = state_of(request).services.paths
+    folder = request.match_info["folder"]
+    if folder not in paths.kinds():
+        return json_error(404, f"unknown model folder {folder!r}", "not_found")
+    return web.json_response(paths.list_files(folder))
+
+
+async def extensions(request: web.Request) -> web.Response:
+    state = state_of(request)
+    files = []
+    for pack in state.packs:
+        if not pack.ok or not pack.web_directory or not os.path.isdir(pack.web_directory):
+            continue
+        for dirpath, _, names in os.walk(pack.web_directory):
+            for name in sorted(names):
+                if name.endswith(".js"):
+                    rel = os.path.relpath(os.path.join(dirpath, name), pack.web_directory).replace(os.sep, "/")
+                    files.append(f"/extensions/{pack.name}/{rel}")
+    return web.json_response(sorted(files))
+
+
+def read_safetensors_metadata(path: str) -> dict:
+    """The `__metadata__` block of a safetensors header, read without loading tensors."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("file too short for a safetensors header")
+        (length,) = struct.unpack("<Q", head)
+        if length > 100 * 1024 * 1024:
+            raise ValueError("safetensors header is implausibly large")
+        header = json.loads(f.read(length))
+    return header.get("__metadata__", {}) if isinstance(header, dict) else {}
+
+
+async def view_metadata(request: web.Request) -> web.Response:
+    paths = state_of(request).services.paths
+    folder = request.match_info["folder"]
+    filename = request.query.get("filename", "")
+    if folder not in paths.kinds():
+        return json_error(404, f"unknown model folder {folder!r}", "not_found")
+    if not filename.endswith(".safetensors"):
+        return json_error(400, "metadata is only available for .safetensors files")
+    try:
+        path = paths.full_path(folder, filename)
+    except PathError:
+        path = None
+    if path is None:
+        return json_error(404, f"{filename!r} not found in {folder}", "not_found")
+    try:
+        return web.json_response(read_safetensors_metadata(path))
+    except (ValueError, OSError) as exc:
+        return json_error(400, f"cannot read metadata of {filename!r}: {exc}")
+
+
+ROUTES = [
+    ("GET", "/object_info", object_info), ("GET", "/object_info/{node_class}", object_info_one),
+    ("GET", "/system_stats", system_stats), ("GET", "/features", features),
+    ("GET", "/embeddings", embeddings), ("GET", "/models", model_kinds), ("GET", "/models/{folder}", model_files),
+    ("GET", "/extensions", extensions), ("GET", "/view_metadata/{folder}", view_metadata),
+]

@@ -1,0 +1,140 @@
+"""The worker: one thread that takes jobs from the durable queue and runs them, one at a time.
+
+It re-validates each job against the current catalogue (files may have changed since it was queued), runs it with
+its own event loop (async nodes run concurrently inside a job), writes the history, and only then sends
+`executing {node: null}` -- so a client that sees the job end can read its history at once. Interrupts and /free
+requests from the HTTP side are handed over through thread-safe flags.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import traceback
+from typing import Any, Callable, Optional
+
+from execution.context import JobControl
+from execution.events import EventSink
+from execution.job_store import ERROR, INTERRUPTED, SUCCESS, JobStore, QueuedJob
+from execution.scheduler import Executor, Job
+from graph.validation import validate_prompt
+
+log = logging.getLogger("tessera.worker")
+
+_STATUS = {"success": SUCCESS, "error": ERROR, "interrupted": INTERRUPTED}
+
+
+class Worker:
+    def __init__(self, store: JobStore, executor: Executor, sink_for: Callable[[QueuedJob], EventSink],
+                 on_queue_change: Callable[[], None] = lambda: None, services: Any = None) -> None:
+        self.store = store
+        self.executor = executor
+        self.sink_for = sink_for
+        self.on_queue_change = on_queue_change
+        self.services = services
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.current: Optional[QueuedJob] = None
+        self.current_node: Optional[str] = None
+        self._control: Optional[JobControl] = None
+        self._free_request: Optional[tuple] = None
+        self.jobs_done = 0
+
+    # -- control from other threads ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tessera-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.interrupt()
+        self.store.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def interrupt(self, prompt_id: Optional[str] = None) -> bool:
+        """Interrupt the running job (only if it is `prompt_id`, when given). True if something was interrupted."""
+        with self._lock:
+            if self._control is None or self.current is None:
+                return False
+            if prompt_id is not None and prompt_id != self.current.prompt_id:
+                return False
+            self._control.interrupt()
+            return True
+
+    def request_free(self, unload_models: bool, free_memory: bool) -> None:
+        with self._lock:
+            self._free_request = (unload_models, free_memory)
+        if self.current is None:
+            self._apply_free()
+
+    # -- the thread ----------------------------------------------------------------------------------------------
+    def _apply_free(self) -> None:
+        with self._lock:
+            request, self._free_request = self._free_request, None
+        if not request:
+            return
+        unload_models, free_memory = request
+        if free_memory:
+            self.executor.free()
+        models = getattr(self.services, "models", None) if self.services is not None else None
+        if unload_models and models is not None and hasattr(models, "unload_all"):
+            models.unload_all()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            while not self._stop.is_set():
+                self._apply_free()
+                job = self.store.claim_next(timeout=0.5)
+                if job is None:
+                    continue
+                if self._stop.is_set():
+                    break
+                self._run_job(loop, job)
+        finally:
+            loop.close()
+
+    def _run_job(self, loop: asyncio.AbstractEventLoop, queued: QueuedJob) -> None:
+        control = JobControl()
+        with self._lock:
+            self.current, self._control = queued, control
+        self.on_queue_change()
+        sink = self.sink_for(queued)
+        try:
+            status, outputs, messages, meta = self._execute(loop, queued, control, sink)
+        except Exception as exc:  # a bug in the engine: the job fails, the worker lives on
+            log.error("job %s failed inside the engine:\n%s", queued.prompt_id, traceback.format_exc())
+            status, outputs, meta = ERROR, {}, {}
+            messages = [["execution_error", {"prompt_id": queued.prompt_id, "node_id": None, "node_type": None,
+                                             "exception_type": type(exc).__name__,
+                                             "exception_message": f"internal error: {exc}",
+                                             "traceback": traceback.format_exc().splitlines(), "executed": [],
+                                             "current_inputs": {}, "current_outputs": [],
+                                             "timestamp": int(time.time() * 1000)}]]
+            sink.send("execution_error", dict(messages[0][1]))
+        self.store.finish(queued.prompt_id, status, outputs, messages, meta)
+        with self._lock:
+            self.current, self._control = None, None
+        self.jobs_done += 1
+        sink.send("executing", {"node": None, "display_node": None, "prompt_id": queued.prompt_id})
+        self.on_queue_change()
+
+    def _execute(self, loop: asyncio.AbstractEventLoop, queued: QueuedJob, control: JobControl,
+                 sink: EventSink) -> tuple:
+        checked = validate_prompt(queued.prompt, self.executor.catalogue, queued.outputs_to_execute or None,
+                                  self.services)
+        if not checked.ok:
+            data = {"prompt_id": queued.prompt_id, "node_id": None, "node_type": None,
+                    "exception_type": "ValidationError",
+                    "exception_message": f"{checked.error['message']}: {checked.error['details']}",
+                    "traceback": [], "executed": [], "current_inputs": {}, "current_outputs": [],
+                    "node_errors": checked.node_errors, "timestamp": int(time.time() * 1000)}
+            sink.send("execution_start", {"prompt_id": queued.prompt_id, "timestamp": data["timestamp"]})
+            sink.send("execution_error", data)
+            return ERROR, {}, [["execution_error", data]], {}
+        job = Job(queued.prompt_id, checked.prompt, checked.outputs, queued.extra_data, checked.order, control)
+        outcome = loop.run_until_complete(self.executor.execute(job, sink))
+        return _STATUS[outcome.status], outcome.outputs, outcome.messages, outcome.meta
