@@ -190,10 +190,10 @@ class Paths:
             for kind, value in section.items():
                 if kind in ("base_path", "is_default") or value is None:
                     continue
-                for line in str(value).splitlines():
-                    line = line.strip()
-                    if not line:
-                        continue
+                entries = [str(v) for v in value] if isinstance(value, list) else str(value).splitlines()
+                lines = [line.strip() for line in entries if line.strip()]
+                # default folders are inserted at the front one by one: go backwards to keep the YAML's order
+                for line in reversed(lines) if is_default else lines:
                     full = os.path.normpath(os.path.join(base, os.path.expanduser(line)))
                     if kind == "custom_nodes":
                         if full not in self.custom_node_dirs:
@@ -245,8 +245,20 @@ def _list_tree(roots: Iterable[str], extensions: Iterable[str], skip_dirs: Itera
     for root in roots:
         if not os.path.isdir(root):
             continue
+        # followed symlinks can form cycles (a link to a parent): never descend into a folder already on the path
+        ancestors = {root: {os.path.realpath(root)}}
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in skip]
+            seen = ancestors.pop(dirpath, set())
+            kept = []
+            for d in dirnames:
+                if d.startswith(".") or d in skip:
+                    continue
+                real = os.path.realpath(os.path.join(dirpath, d))
+                if real in seen:
+                    continue
+                ancestors[os.path.join(dirpath, d)] = seen | {real}
+                kept.append(d)
+            dirnames[:] = kept
             rel_dir = os.path.relpath(dirpath, root)
             for name in filenames:
                 if name.startswith("."):

@@ -7,9 +7,9 @@ from graph.node_spec import NodeSpec
 
 
 def builtin_specs() -> List[NodeSpec]:
-    from nodes import arithmetic, image_basic, preview_any, primitives
+    from nodes import arithmetic, image_basic, image_io, preview_any, primitives
     specs = []
-    for module in (primitives, arithmetic, image_basic, preview_any):
+    for module in (primitives, arithmetic, image_basic, image_io, preview_any):
         specs.extend(cls.SPEC for cls in module.NODES)
     return specs
 
@@ -17,3 +17,13 @@ def builtin_specs() -> List[NodeSpec]:
 def builtin_catalogue():
     from graph.catalogue import Catalogue
     return Catalogue(builtin_specs())
+
+
+def __getattr__(name: str):
+    """ComfyUI's `nodes` module names (NODE_CLASS_MAPPINGS, MAX_RESOLUTION, built-in classes such as
+    `nodes.EmptyImage`) for custom node packs that `import nodes`; served by compat/comfy_nodes.py."""
+    if name.startswith("_"):
+        raise AttributeError(f"module 'nodes' has no attribute {name!r}")
+    from compat import comfy_nodes
+
+    return comfy_nodes.lookup(name)
