@@ -32,7 +32,7 @@ class ServerState:
         return {"exec_info": {"queue_remaining": self.store.pending_count()}}
 
     def broadcast_status(self) -> None:
-        self.hub.send_threadsafe("status", {"status": self.status_payload()})
+        self.hub.broadcast_status(self.status_payload)
 
 
 STATE = web.AppKey("tessera_state", ServerState)

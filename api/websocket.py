@@ -8,6 +8,7 @@ to everyone). Preview images go out as binary frames: type 1 (format + bytes) or
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import json
 import logging
@@ -23,6 +24,7 @@ from execution.events import EventSink
 log = logging.getLogger("tessera.ws")
 
 PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA = 1, 4
+_LATEST_STATUS = object()  # placeholder: the status payload is computed when the message is delivered
 FORMAT_CODES = {"JPEG": 1, "PNG": 2}
 
 
@@ -43,13 +45,16 @@ class ClientHub:
     def __init__(self, server_features: Optional[dict] = None) -> None:
         self.clients: Dict[str, Client] = {}
         self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self.queue: Optional[asyncio.Queue] = None
+        self._inbox: collections.deque = collections.deque()
+        self._wake_scheduled = False
         self.server_features = server_features or {}
         self._pump: Optional[asyncio.Task] = None
+        self._status_scheduled = False
+        self._status_payload: Callable[[], dict] = dict
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue = asyncio.Queue()
+        self._wake = asyncio.Event()
         self._pump = asyncio.ensure_future(self._deliver_forever())
 
     async def stop(self) -> None:
@@ -60,33 +65,56 @@ class ClientHub:
 
     # -- sending ---------------------------------------------------------------------------------------------------
     def send_threadsafe(self, event: str, data: Any, sid: Optional[str] = None) -> None:
-        """From any thread: queue a JSON event (or a Preview) for delivery."""
+        """From any thread: queue a JSON event (or a Preview) for delivery. Bursts share one loop wake-up."""
         if self.loop is None or self.loop.is_closed():
             return
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (event, data, sid))
-        except RuntimeError:  # loop shutting down
-            pass
+        self._inbox.append((event, data, sid))
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # loop shutting down
+                pass
 
     async def send(self, event: str, data: Any, sid: Optional[str] = None) -> None:
-        await self.queue.put((event, data, sid))
+        self.send_threadsafe(event, data, sid)
+
+    def broadcast_status(self, payload: Callable[[], dict]) -> None:
+        """From any thread: tell every client the queue changed. Bursts collapse into one message carrying the
+        state at delivery time, so a busy queue does not flood every client with stale counts."""
+        if self.loop is None or self.loop.is_closed():
+            return
+        self._status_payload = payload
+        if not self._status_scheduled:
+            self._status_scheduled = True
+            self.send_threadsafe("status", _LATEST_STATUS, None)
 
     async def _deliver_forever(self) -> None:
         while True:
-            event, data, sid = await self.queue.get()
-            targets = [self.clients.get(sid)] if sid is not None else list(self.clients.values())
-            for client in targets:
-                if client is None or client.ws.closed:
-                    continue
-                try:
-                    if isinstance(data, Preview):
-                        await client.ws.send_bytes(_preview_frame(data, client))
-                    else:
-                        await client.ws.send_str(json.dumps({"type": event, "data": data}, default=repr))
-                except (ConnectionError, RuntimeError, asyncio.CancelledError) as exc:
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    log.debug("dropping message to a closed client: %s", exc)
+            await self._wake.wait()
+            self._wake.clear()
+            self._wake_scheduled = False
+            while self._inbox:
+                await self._deliver(*self._inbox.popleft())
+
+    async def _deliver(self, event: str, data: Any, sid: Optional[str]) -> None:
+        if data is _LATEST_STATUS:
+            self._status_scheduled = False
+            data = {"status": self._status_payload()}
+        targets = [self.clients.get(sid)] if sid is not None else list(self.clients.values())
+        text = None if isinstance(data, Preview) else json.dumps({"type": event, "data": data}, default=repr)
+        for client in targets:
+            if client is None or client.ws.closed:
+                continue
+            try:
+                if text is None:
+                    await client.ws.send_bytes(_preview_frame(data, client))
+                else:
+                    await client.ws.send_str(text)
+            except (ConnectionError, RuntimeError, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                log.debug("dropping message to a closed client: %s", exc)
 
     # -- the /ws route ---------------------------------------------------------------------------------------------
     async def handle(self, request: web.Request, status_payload: Callable[[], dict],

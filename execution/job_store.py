@@ -41,7 +41,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, number);
 CREATE INDEX IF NOT EXISTS jobs_history ON jobs (finished_seq);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -75,12 +74,11 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9)
         self._db.executescript(_SCHEMA)
         self.recovered: List[str] = self._recover(requeue_running)
-        row = self._db.execute("SELECT value FROM counters WHERE name='number'").fetchone()
-        if row is None:
-            top = self._db.execute("SELECT MAX(ABS(number)) FROM jobs").fetchone()[0] or 0
-            self._db.execute("INSERT INTO counters VALUES ('number', ?)", (int(top) + 1,))
+        top = self._db.execute("SELECT MAX(ABS(number)) FROM jobs").fetchone()[0] or 0
+        self._number = int(top) + 1  # in memory: numbers only order the queue, the rows hold them durably
         row = self._db.execute("SELECT MAX(finished_seq) FROM jobs").fetchone()
         self._seq = (row[0] or 0) + 1
+        self._history_count = self._count_history()
 
     def close(self) -> None:
         with self._lock:
@@ -108,10 +106,13 @@ class JobStore:
         return ids
 
     # -- queueing -----------------------------------------------------------------------------------------------
+    def _count_history(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM jobs WHERE finished_seq IS NOT NULL").fetchone()[0]
+
     def next_number(self, front: bool = False) -> int:
         with self._lock:
-            value = self._db.execute("SELECT value FROM counters WHERE name='number'").fetchone()[0]
-            self._db.execute("UPDATE counters SET value=? WHERE name='number'", (value + 1,))
+            value = self._number
+            self._number += 1
             return -value if front else value
 
     def enqueue(self, prompt_id: str, prompt: dict, extra_data: dict, outputs: list,
@@ -160,13 +161,14 @@ class JobStore:
                              (status, time.time(), self._seq, json.dumps(outputs, default=repr),
                               json.dumps(messages, default=repr), json.dumps(meta or {}), prompt_id))
             self._seq += 1
+            self._history_count += 1
             self._enforce_retention()
 
     def _enforce_retention(self) -> None:
-        count = self._db.execute("SELECT COUNT(*) FROM jobs WHERE finished_seq IS NOT NULL").fetchone()[0]
-        if count > self.max_history:
+        if self._history_count > self.max_history:
             self._db.execute("DELETE FROM jobs WHERE prompt_id IN (SELECT prompt_id FROM jobs WHERE finished_seq "
-                             "IS NOT NULL ORDER BY finished_seq LIMIT ?)", (count - self.max_history,))
+                             "IS NOT NULL ORDER BY finished_seq LIMIT ?)", (self._history_count - self.max_history,))
+            self._history_count = self._count_history()
 
     # -- the queue view ----------------------------------------------------------------------------------------
     def _items(self, status: str) -> List[QueuedJob]:
@@ -238,10 +240,12 @@ class JobStore:
         with self._lock:
             for prompt_id in prompt_ids:
                 self._db.execute("DELETE FROM jobs WHERE prompt_id=? AND finished_seq IS NOT NULL", (str(prompt_id),))
+            self._history_count = self._count_history()
 
     def clear_history(self) -> None:
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE finished_seq IS NOT NULL")
+            self._history_count = 0
 
     # -- the unified job list (/api/jobs) ----------------------------------------------------------------------------
     def jobs(self, statuses: Optional[List[str]] = None, limit: Optional[int] = None, offset: int = 0,
