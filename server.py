@@ -141,6 +141,7 @@ def create_app(args: argparse.Namespace) -> web.Application:
     app.router.add_get("/ws", websocket)
     app.router.add_get("/api/ws", websocket)
     app.router.add_get("/health", health)
+    app.router.add_get("/api/health", health)
     for pack in packs:
         if pack.ok and pack.web_directory and os.path.isdir(pack.web_directory):
             app.router.add_static(f"/extensions/{pack.name}", pack.web_directory)

@@ -113,14 +113,30 @@ def _unique_name(folder: str, name: str, data: bytes, overwrite: bool) -> str:
 async def _read_upload(request: web.Request) -> dict:
     if not request.content_type.startswith("multipart/"):
         raise web.HTTPUnsupportedMediaType(text="uploads must be multipart/form-data with an 'image' file")
+    limit = request.app._client_max_size
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     fields: dict = {}
-    reader = await request.multipart()
-    async for part in reader:
-        if part.name == "image":
-            fields["filename"] = part.filename
-            fields["image"] = await part.read(decode=False)
-        elif part.name:
-            fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")
+    total = 0
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            data = bytearray()
+            while True:
+                chunk = await part.read_chunk(1 << 16)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:  # multipart bodies are streamed: the app-wide limit does not apply by itself
+                    raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
+                data.extend(chunk)
+            if part.name == "image":
+                fields["filename"] = part.filename
+                fields["image"] = bytes(data)
+            elif part.name:
+                fields[part.name] = bytes(data).decode("utf-8", "replace")
+    except (ValueError, AssertionError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(text=f"malformed multipart body: {exc}")
     return fields
 
 

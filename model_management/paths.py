@@ -151,11 +151,13 @@ class Paths:
         folder = self.folders.get(kind)
         if folder is None or not isinstance(name, str) or not name:
             return None
+        # Model folders are the user's own: a symlink placed there (models kept on another disk) is honoured,
+        # but the name itself may not climb out (no absolute paths, no "..").
+        parts = name.replace("\\", "/").split("/")
+        if os.path.isabs(name) or "\x00" in name or any(p in ("..", "") for p in parts):
+            return None
         for root in folder.paths:
-            try:
-                candidate = safe_join(root, name)
-            except PathError:
-                return None
+            candidate = os.path.join(root, *parts)
             if os.path.isfile(candidate):
                 return candidate
         return None

@@ -124,9 +124,8 @@ def test_upload_mask_applies_alpha_to_the_original(server):
 
 
 def test_oversized_upload_is_a_413_and_the_server_keeps_serving(server):
-    status, raw, _ = server.request("POST", "/upload/image", raw=multipart({}, "big.png",
-                                                                           b"\0" * (2 * 1024 * 1024))[0],
-                                    headers=multipart({}, "big.png", b"")[1])
+    body, headers = multipart({}, "big.png", b"\0" * (2 * 1024 * 1024))
+    status, raw, _ = server.request("POST", "/upload/image", raw=body, headers=headers)
     assert status == 413 and json.loads(raw)["error"]["type"] == "payload_too_large"
     assert server.request("GET", "/health")[0] == 200
 
@@ -137,6 +136,7 @@ def test_oversized_upload_is_a_413_and_the_server_keeps_serving(server):
     ("POST", "/prompt", b"", {"Content-Type": "application/json"}, 400),
     ("POST", "/prompt", b"--x--", {"Content-Type": "multipart/form-data; boundary=x"}, 415),
     ("POST", "/upload/image", b"{}", {"Content-Type": "application/json"}, 415),
+    ("POST", "/upload/image", b"--zz\r\ngarbage", {"Content-Type": "multipart/form-data; boundary=x"}, 400),
     ("GET", "/no/such/route", None, {}, 404),
     ("DELETE", "/prompt", None, {}, 405),
     ("PUT", "/queue", b"{}", {}, 405),

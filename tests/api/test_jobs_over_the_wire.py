@@ -169,7 +169,7 @@ def test_interrupt_without_prompt_id_stops_the_current_job(server):
 
 
 def test_previews_as_binary_frames_type_1_and_type_4(server):
-    async def scenario(announce):
+    async def scenario(announce, steps):
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"{server.url}/ws?clientId=pv-{announce}") as ws:
                 await ws.receive()
@@ -178,17 +178,18 @@ def test_previews_as_binary_frames_type_1_and_type_4(server):
                                                   "data": {"supports_preview_metadata": True}}))
                     flags = json.loads((await ws.receive()).data)
                     assert flags["type"] == "feature_flags" and flags["data"]["supports_preview_metadata"]
-                async with session.post(f"{server.url}/prompt", json={"prompt": slow_prompt(3, 0.0, True),
+                async with session.post(f"{server.url}/prompt", json={"prompt": slow_prompt(steps, 0.0, True),
                                                                       "client_id": f"pv-{announce}"}) as r:
                     prompt_id = (await r.json())["prompt_id"]
                 _, binary = await collect_until_done(ws, prompt_id)
                 return prompt_id, binary
 
-    _, frames = run(scenario(False))
+    _, frames = run(scenario(False, 3))
     assert len(frames) == 3
     kind, fmt = struct.unpack(">II", frames[0][:8])
     assert kind == 1 and fmt == 1 and frames[0][8:10] == b"\xff\xd8"  # a JPEG
-    prompt_id, frames = run(scenario(True))
+    prompt_id, frames = run(scenario(True, 4))  # a different job: not cached
+    assert len(frames) == 4
     kind, length = struct.unpack(">II", frames[0][:8])
     meta = json.loads(frames[0][8:8 + length])
     assert kind == 4 and meta["node_id"] == "1" and meta["prompt_id"] == prompt_id
@@ -248,8 +249,6 @@ def test_history_paging_and_delete(server):
 
 def test_jobs_api_filters_sorts_and_pages(server):
     _, ok = server.post_prompt(simple_prompt(4242))
-    bad = simple_prompt()
-    bad["3"] = {"class_type": "SlowCount", "inputs": {"steps": 1, "delay": 0.0, "previews": False}}
     server.wait_history(ok["prompt_id"])
     status, jobs = server.json("GET", "/api/jobs?status=completed&limit=3&sort_order=desc")
     assert status == 200 and len(jobs["jobs"]) <= 3

@@ -137,17 +137,27 @@ def test_full_path_refuses_names_that_leave_the_folder(paths, tmp_path):
     for name in ("../../../secret.safetensors", "../checkpoints/../../../secret.safetensors", secret,
                  "a\x00.safetensors"):
         assert paths.full_path("checkpoints", name) is None, name
+
+
+def test_symlinks_the_user_placed_in_a_model_folder_are_followed(paths, tmp_path):
+    """Models kept on another disk and linked into models/ are a common setup: listed and loadable alike."""
+    other_disk = tmp_path / "other_disk"
+    other_disk.mkdir()
+    secret = touch(str(other_disk), "big.safetensors")
+    root = paths.folder_paths("checkpoints")[0]
     os.symlink(secret, os.path.join(root, "link.safetensors"))
-    assert paths.full_path("checkpoints", "link.safetensors") is None
-    os.symlink(str(tmp_path), os.path.join(root, "dirlink"))
-    assert paths.full_path("checkpoints", "dirlink/secret.safetensors") is None
+    os.symlink(str(other_disk), os.path.join(root, "dirlink"))
+    assert "link.safetensors" in paths.list_files("checkpoints")
+    assert "dirlink/big.safetensors" in paths.list_files("checkpoints")
+    assert os.path.realpath(paths.full_path("checkpoints", "link.safetensors")) == os.path.realpath(secret)
+    assert paths.full_path("checkpoints", "dirlink/big.safetensors") is not None
 
 
 def test_symlinks_inside_the_folder_are_fine(paths):
     root = paths.folder_paths("checkpoints")[0]
     target = touch(root, "real", "m.safetensors")
     os.symlink(target, os.path.join(root, "alias.safetensors"))
-    assert paths.full_path("checkpoints", "alias.safetensors") == os.path.realpath(target)
+    assert os.path.realpath(paths.full_path("checkpoints", "alias.safetensors")) == os.path.realpath(target)
 
 
 def test_safe_join(tmp_path):
