@@ -1,0 +1,250 @@
+"""`comfy.model_management`: devices, memory and interrupts as node packs query them.
+
+Interrupts are per job here: `interrupt_current_processing()` interrupts the job of the node that calls it, and
+`InterruptProcessingException` IS the scheduler's `Interrupted`, so a pack raising it ends its job as interrupted
+(not failed). Devices come from the bound model manager when it exposes one, else CUDA, MPS or the CPU.
+"""
+from __future__ import annotations
+
+import enum
+import os
+from typing import Any, Optional
+
+import torch
+
+from compat import _runtime
+from execution.context import Interrupted, current_context
+
+InterruptProcessingException = Interrupted
+OOM_EXCEPTION = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
+
+
+class VRAMState(enum.Enum):
+    DISABLED = 0  # no VRAM: the CPU runs everything
+    NO_VRAM = 1
+    LOW_VRAM = 2
+    NORMAL_VRAM = 3
+    HIGH_VRAM = 4
+    SHARED = 5
+
+
+class CPUState(enum.Enum):
+    GPU = 0
+    CPU = 1
+    MPS = 2
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def _manager() -> Any:
+    services = _runtime.state.services
+    return getattr(services, "models", None) if services is not None else None
+
+
+# -- devices ------------------------------------------------------------------------------------------------------
+def get_torch_device() -> torch.device:
+    device = getattr(_manager(), "device", None)
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    """Where nodes leave tensors between nodes (IMAGE, MASK): the CPU."""
+    return torch.device("cpu")
+
+
+def unet_offload_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def text_encoder_device() -> torch.device:
+    return get_torch_device()
+
+
+def text_encoder_offload_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def vae_device() -> torch.device:
+    return get_torch_device()
+
+
+def vae_offload_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def get_autocast_device(dev: Any) -> str:
+    return getattr(dev, "type", "cuda")
+
+
+def is_device_type(device: Any, kind: str) -> bool:
+    return getattr(device, "type", None) == kind
+
+
+def is_device_cpu(device: Any) -> bool:
+    return is_device_type(device, "cpu")
+
+
+def is_device_cuda(device: Any) -> bool:
+    return is_device_type(device, "cuda")
+
+
+def is_device_mps(device: Any) -> bool:
+    return is_device_type(device, "mps")
+
+
+def cpu_mode() -> bool:
+    return get_torch_device().type == "cpu"
+
+
+def mps_mode() -> bool:
+    return get_torch_device().type == "mps"
+
+
+cpu_state = CPUState.GPU if torch.cuda.is_available() else (CPUState.MPS if _mps_available() else CPUState.CPU)
+vram_state = VRAMState.NORMAL_VRAM if torch.cuda.is_available() else VRAMState.DISABLED
+
+
+def xformers_enabled() -> bool:
+    return False
+
+
+def pytorch_attention_enabled() -> bool:
+    return True
+
+
+def should_use_fp16(device: Any = None, model_params: int = 0, prioritize_performance: bool = True,
+                    manual_cast: bool = False) -> bool:
+    device = device if device is not None else get_torch_device()
+    return getattr(device, "type", None) == "cuda"
+
+
+def should_use_bf16(device: Any = None, model_params: int = 0, prioritize_performance: bool = True,
+                    manual_cast: bool = False) -> bool:
+    device = device if device is not None else get_torch_device()
+    return getattr(device, "type", None) == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def unet_dtype(device: Any = None, *args: Any, **kwargs: Any) -> torch.dtype:
+    return torch.float16 if should_use_fp16(device) else torch.float32
+
+
+def vae_dtype(device: Any = None, *args: Any, **kwargs: Any) -> torch.dtype:
+    return torch.float32
+
+
+def text_encoder_dtype(device: Any = None) -> torch.dtype:
+    return torch.float16 if should_use_fp16(device) else torch.float32
+
+
+def device_supports_non_blocking(device: Any) -> bool:
+    return is_device_cuda(device)
+
+
+def cast_to_device(tensor: torch.Tensor, device: Any, dtype: Optional[torch.dtype], copy: bool = False) -> Any:
+    return tensor.to(device=device, dtype=dtype, copy=copy, non_blocking=device_supports_non_blocking(device))
+
+
+# -- memory ---------------------------------------------------------------------------------------------------------
+def get_total_memory(dev: Any = None, torch_total_too: bool = False) -> Any:
+    dev = dev if dev is not None else get_torch_device()
+    if is_device_cuda(dev):
+        total = torch.cuda.get_device_properties(dev).total_memory
+        reserved = torch.cuda.memory_reserved(dev)
+        return (total, reserved) if torch_total_too else total
+    total = _ram_bytes()
+    return (total, total) if torch_total_too else total
+
+
+def get_free_memory(dev: Any = None, torch_free_too: bool = False) -> Any:
+    dev = dev if dev is not None else get_torch_device()
+    if is_device_cuda(dev):
+        free_cuda, _ = torch.cuda.mem_get_info(dev)
+        free_torch = torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+        return (free_cuda + free_torch, free_torch) if torch_free_too else free_cuda + free_torch
+    free = _ram_available()
+    return (free, free) if torch_free_too else free
+
+
+def _ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 * 1024 ** 3
+
+
+def _ram_available() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return _ram_bytes() // 2
+
+
+def soft_empty_cache(force: bool = False) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()
+    elif _mps_available() and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def module_size(module: torch.nn.Module) -> int:
+    return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
+
+
+def _delegate(name: str, *args: Any, **kwargs: Any) -> Any:
+    fn = getattr(_manager(), name, None)
+    return fn(*args, **kwargs) if callable(fn) else None
+
+
+def load_models_gpu(models: Any, memory_required: int = 0, *args: Any, **kwargs: Any) -> None:
+    """Handed to the model manager when it offers `load_models_gpu`; otherwise models stay where they are."""
+    _delegate("load_models_gpu", models, memory_required, *args, **kwargs)
+
+
+def load_model_gpu(model: Any) -> None:
+    load_models_gpu([model])
+
+
+def free_memory(memory_required: int, device: Any, keep_loaded: Any = ()) -> None:
+    _delegate("free_memory", memory_required, device, keep_loaded)
+
+
+def unload_all_models() -> None:
+    _delegate("unload_all_models")
+
+
+def cleanup_models(*args: Any, **kwargs: Any) -> None:
+    _delegate("cleanup_models")
+
+
+# -- interrupts -------------------------------------------------------------------------------------------------------
+def interrupt_current_processing(value: bool = True) -> None:
+    """Interrupt the job of the calling node. `value=False` is accepted and ignored: interrupts are per job and a
+    new job starts clear, and letting a node clear its own job's flag would swallow a user's interrupt."""
+    ctx = current_context()
+    if value and ctx is not None:
+        ctx.job.control.interrupt()
+
+
+def processing_interrupted() -> bool:
+    ctx = current_context()
+    return bool(ctx is not None and ctx.interrupted)
+
+
+def throw_exception_if_processing_interrupted() -> None:
+    ctx = current_context()
+    if ctx is not None:
+        ctx.check_interrupt()

@@ -1,0 +1,1 @@
+"""`comfy_execution`: graph expansion and execution helpers packs import (re-exports of the engine's own)."""
