@@ -131,6 +131,7 @@ def create_app(args: argparse.Namespace) -> web.Application:
         compat_server.observe(event, data)
 
     def sink_for(job):
+        compat_server.client_id = job.client_id  # packs read PromptServer.instance.client_id while a job runs
         return ServerSink(hub, job.client_id, on_event=observe)
 
     state.worker = Worker(store, state.executor, sink_for, state.broadcast_status, services)
@@ -204,15 +205,16 @@ async def index_placeholder(request: web.Request) -> web.Response:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    sys.modules.setdefault("server", sys.modules[__name__])  # packs `import server` for PromptServer
     if args.run:
         from execution.cli_runner import run_workflow_file
+        PromptServer(None, web.Application())  # packs may register routes; headless, nobody serves them
         return run_workflow_file(args, services_from(args), load_catalogue)
     if not is_loopback(args.listen) and not args.auth_token and not args.insecure_allow_remote_without_auth:
         print(f"error: refusing to listen on {args.listen} without --auth-token (anyone on the network could run "
               f"jobs and read files); pass --auth-token TOKEN, or --insecure-allow-remote-without-auth",
               file=sys.stderr)
         return 2
-    sys.modules.setdefault("server", sys.modules[__name__])  # packs `import server` for PromptServer
     app = create_app(args)
     print(f"Tessera listening on http://{args.listen}:{args.port}", flush=True)
     web.run_app(app, host=args.listen, port=args.port, print=None, access_log=None)

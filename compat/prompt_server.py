@@ -50,7 +50,7 @@ class PromptServer:
         self._state = state
         self.app = app
         self.routes = web.RouteTableDef()
-        self.prompt_queue = _QueueView(state)
+        self.prompt_queue = _QueueView(state) if state is not None else None
         self.client_id: Optional[str] = None
         self.last_node_id: Optional[str] = None
         self.last_prompt_id: Optional[str] = None
@@ -59,22 +59,24 @@ class PromptServer:
         PromptServer.instance = self
 
     def send_sync(self, event: str, data: Any, sid: Optional[str] = None) -> None:
-        self._state.hub.send_threadsafe(event, data, sid)
+        if self._state is not None:  # None in the headless runner: there is nobody to tell
+            self._state.hub.send_threadsafe(event, data, sid)
 
     async def send(self, event: str, data: Any, sid: Optional[str] = None) -> None:
-        self._state.hub.send_threadsafe(event, data, sid)
+        self.send_sync(event, data, sid)
 
     async def send_json(self, event: str, data: Any, sid: Optional[str] = None) -> None:
-        self._state.hub.send_threadsafe(event, data, sid)
+        self.send_sync(event, data, sid)
 
     def send_progress_text(self, text: str, node_id: str, sid: Optional[str] = None) -> None:
         self.send_sync("progress_text", {"text": text, "node": node_id}, sid or self.client_id)
 
     def add_on_prompt_handler(self, handler: Callable[[dict], dict]) -> None:
-        self._state.prompt_handlers.append(handler)
+        if self._state is not None:
+            self._state.prompt_handlers.append(handler)
 
     def trigger_on_prompt(self, json_data: dict) -> dict:
-        for handler in self._state.prompt_handlers:
+        for handler in (self._state.prompt_handlers if self._state is not None else []):
             json_data = handler(json_data)
         return json_data
 

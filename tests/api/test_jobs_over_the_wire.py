@@ -308,3 +308,45 @@ def test_free_and_models_routes(server):
     assert "checkpoints" in kinds and "loras" in kinds
     assert server.json("GET", "/models/checkpoints") == (200, [])
     assert server.json("GET", "/models/not_a_kind")[0] == 404
+
+
+def test_pack_hooks_send_sync_and_on_prompt_handlers(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId=pinger") as ws:
+                await ws.receive()
+                prompt = {"1": {"class_type": "Ping", "inputs": {"text": "pong"}},
+                          "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+                          "3": {"class_type": "PrimitiveInt", "inputs": {"value": 12345}},
+                          "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}}
+                async with session.post(f"{server.url}/prompt", json={"prompt": prompt,
+                                                                      "client_id": "pinger"}) as r:
+                    prompt_id = (await r.json())["prompt_id"]
+                messages, _ = await collect_until_done(ws, prompt_id)
+                return messages
+
+    messages = run(scenario())
+    assert {"type": "server_pack.ping", "data": {"text": "pong"}} in messages
+    executed = {m["data"]["node"]: m["data"]["output"] for m in messages if m["type"] == "executed"}
+    assert executed["4"] == {"text": ["54321"]}  # rewritten by the pack's on-prompt handler
+
+
+def test_failed_job_still_ends_with_executing_null_after_history(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId=failer") as ws:
+                await ws.receive()
+                prompt = {"1": {"class_type": "IntMath", "inputs": {"a": 1, "b": 0, "operation": "divide"}},
+                          "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+                async with session.post(f"{server.url}/prompt", json={"prompt": prompt,
+                                                                      "client_id": "failer"}) as r:
+                    prompt_id = (await r.json())["prompt_id"]
+                messages, _ = await collect_until_done(ws, prompt_id)
+                async with session.get(f"{server.url}/history/{prompt_id}") as r:
+                    return messages, (await r.json())[prompt_id]
+
+    messages, entry = run(scenario())
+    error = [m["data"] for m in messages if m["type"] == "execution_error"][0]
+    assert error["node_id"] == "1" and error["node_type"] == "IntMath" and error["traceback"]
+    assert error["exception_type"] == "ZeroDivisionError"
+    assert entry["status"]["status_str"] == "error" and entry["status"]["messages"][-1][0] == "execution_error"

@@ -87,3 +87,13 @@ def test_output_directory_flag_and_saved_files_are_printed(tmp_path):
     assert result.returncode == 0, result.stderr
     printed = [line for line in result.stdout.splitlines() if line.endswith(".png")]
     assert len(printed) == 2 and all(os.path.isfile(p) and p.startswith(str(out_dir)) for p in printed)
+
+
+def test_packs_that_register_routes_load_headless_too(tmp_path):
+    import shutil
+    shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "server_pack"), tmp_path / "custom_nodes" / "server_pack")
+    wf = {"1": {"class_type": "SlowCount", "inputs": {"steps": 3, "delay": 0.0, "previews": False}},
+          "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    result = run_cli(tmp_path, wf)
+    assert result.returncode == 0, result.stderr
+    assert "#2: 3" in result.stdout and "[" + "#" * 30 + "] 3/3" in result.stderr
