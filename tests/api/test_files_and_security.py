@@ -202,3 +202,19 @@ def test_listening_beyond_loopback_needs_a_token():
     result = subprocess.run([sys.executable, "server.py", "--listen", "0.0.0.0", "--port", str(free_port())],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--auth-token" in result.stderr
+
+
+def test_view_metadata_reads_the_safetensors_header(server):
+    import torch
+    from safetensors.torch import save_file
+    path = os.path.join(server.base_dir, "models", "loras", "style.safetensors")
+    save_file({"w": torch.zeros(2)}, path, metadata={"ss_network_dim": "32", "modelspec.title": "Style"})
+    status, meta = server.json("GET", "/view_metadata/loras?filename=style.safetensors")
+    assert status == 200 and meta == {"ss_network_dim": "32", "modelspec.title": "Style"}
+    assert server.json("GET", "/view_metadata/loras?filename=missing.safetensors")[0] == 404
+    assert server.json("GET", "/view_metadata/loras?filename=../../x.safetensors")[0] == 404
+    assert server.json("GET", "/view_metadata/nope?filename=style.safetensors")[0] == 404
+    with open(os.path.join(server.base_dir, "models", "loras", "junk.safetensors"), "wb") as f:
+        f.write(b"\xff" * 4)
+    assert server.json("GET", "/view_metadata/loras?filename=junk.safetensors")[0] == 400
+    assert "style.safetensors" in server.json("GET", "/models/loras")[1]
