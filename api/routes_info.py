@@ -2,15 +2,14 @@
 /view_metadata (DESIGN.md §3)."""
 from __future__ import annotations
 
-import json
 import os
 import platform
-import struct
 import sys
 
 from aiohttp import web
 
 from api.state import json_error, state_of
+from model_management.file_loading import ModelFileError, read_safetensors_metadata
 from model_management.paths import PathError
 
 VERSION = "0.1.0"
@@ -111,19 +110,6 @@ async def extensions(request: web.Request) -> web.Response:
     return web.json_response(sorted(files))
 
 
-def read_safetensors_metadata(path: str) -> dict:
-    """The `__metadata__` block of a safetensors header, read without loading tensors."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("file too short for a safetensors header")
-        (length,) = struct.unpack("<Q", head)
-        if length > 100 * 1024 * 1024:
-            raise ValueError("safetensors header is implausibly large")
-        header = json.loads(f.read(length))
-    return header.get("__metadata__", {}) if isinstance(header, dict) else {}
-
-
 async def view_metadata(request: web.Request) -> web.Response:
     paths = state_of(request).services.paths
     folder = request.match_info["folder"]
@@ -140,7 +126,7 @@ async def view_metadata(request: web.Request) -> web.Response:
         return json_error(404, f"{filename!r} not found in {folder}", "not_found")
     try:
         return web.json_response(read_safetensors_metadata(path))
-    except (ValueError, OSError) as exc:
+    except ModelFileError as exc:
         return json_error(400, f"cannot read metadata of {filename!r}: {exc}")
 
 

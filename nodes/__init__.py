@@ -7,9 +7,11 @@ from graph.node_spec import NodeSpec
 
 
 def builtin_specs() -> List[NodeSpec]:
-    from nodes import arithmetic, image_basic, image_io, preview_any, primitives
+    from nodes import (arithmetic, conditioning, image_basic, image_io, image_transform, latent, loaders, preview_any,
+                       primitives)
     specs = []
-    for module in (primitives, arithmetic, image_basic, image_io, preview_any):
+    for module in (primitives, arithmetic, image_basic, image_io, preview_any, loaders, conditioning, latent,
+                   image_transform):
         specs.extend(cls.SPEC for cls in module.NODES)
     return specs
 

@@ -1,0 +1,147 @@
+"""Turning weight files into MODEL, CLIP and VAE objects.
+
+`load_checkpoint` reads a single-file checkpoint (or a diffusers folder), detects its family, splits the state dict
+by the fixed prefixes, builds each network with the config its shapes imply, and loads the weights strictly. Keys
+that nothing consumed are reported (real files carry EMA copies and schedule buffers, which are recognised and
+skipped; anything else is listed in `LoadedCheckpoint.leftovers`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+from model_management import detection
+from model_management.detection import ModelFamily, UnsupportedModelError
+from model_management.file_loading import ModelFileError, load_state_dict, split_prefix
+from model_management.model_objects import DiffusionModel, TextEncoderModel, VAEModel
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: Optional[DiffusionModel]
+    clip: Optional[TextEncoderModel]
+    vae: Optional[VAEModel]
+    family: ModelFamily
+    leftovers: List[str] = field(default_factory=list)
+
+
+def _load_strict(module: torch.nn.Module, state: Dict[str, torch.Tensor], what: str, path: str) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} weight(s), e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} weight(s), e.g. {', '.join(unexpected[:3])}")
+    if problems:
+        raise ModelFileError(f"{os.path.basename(path)}: the {what} weights do not fit the detected layout: "
+                             + "; ".join(problems))
+    still_meta = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if still_meta:
+        raise ModelFileError(f"{os.path.basename(path)}: the {what} has tensors the file does not provide: "
+                             f"{', '.join(still_meta[:3])}")
+
+
+def to_compute(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Weights are stored as the file has them (fp16/bf16/fp32); convert floating ones to the compute dtype."""
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if tensor.is_floating_point() and tensor.dtype != dtype:
+            tensor.data = tensor.data.to(dtype)
+    return module
+
+
+def build_unet(state: Dict[str, torch.Tensor], path: str) -> torch.nn.Module:
+    from diffusion.unet.config import detect_unet_config
+    from diffusion.unet.model import UNetModel
+    try:
+        config = detect_unet_config(state)
+    except ValueError as exc:
+        raise ModelFileError(f"{os.path.basename(path)}: {exc}")
+    with torch.device("meta"):
+        unet = UNetModel(config)
+    _load_strict(unet, state, "UNet", path)
+    return to_compute(unet, torch.float32).eval().requires_grad_(False)
+
+
+def build_vae(state: Dict[str, torch.Tensor], path: str) -> torch.nn.Module:
+    from diffusion.vae.config import detect_vae_config
+    from diffusion.vae.model import AutoencoderKL
+    try:
+        config = detect_vae_config(state)
+    except ValueError as exc:
+        raise ModelFileError(f"{os.path.basename(path)}: {exc}")
+    with torch.device("meta"):
+        vae = AutoencoderKL(config)
+    state = vae.adapt_state_dict(state) if hasattr(vae, "adapt_state_dict") else state
+    _load_strict(vae, state, "VAE", path)
+    return to_compute(vae, torch.float32).eval().requires_grad_(False)
+
+
+def build_text_encoders(family: str, parts: Dict[str, Dict[str, torch.Tensor]], path: str,
+                        embeddings=None) -> TextEncoderModel:
+    from diffusion.text.loading import build_text_stack
+    try:
+        stack = build_text_stack(family, parts, embeddings=embeddings)
+    except ValueError as exc:
+        raise ModelFileError(f"{os.path.basename(path)}: {exc}")
+    return TextEncoderModel(stack, family, path)
+
+
+def _ignored(key: str) -> bool:
+    return key.startswith(detection.IGNORED_PREFIXES) or key.endswith(".position_ids")
+
+
+def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, want_vae: bool = True,
+                    prediction: Optional[str] = None, embeddings=None) -> LoadedCheckpoint:
+    """MODEL, CLIP and VAE from one checkpoint file. `prediction` ("eps"/"v") overrides detection."""
+    if os.path.isdir(path):
+        from model_management.diffusers_folder import load_diffusers_folder
+        state, metadata = load_diffusers_folder(path)
+    else:
+        state, metadata = load_state_dict(path, with_metadata=True)
+    name = os.path.basename(path.rstrip("/"))
+    try:
+        family = detection.detect_checkpoint(state, metadata, name)
+    except UnsupportedModelError as exc:
+        raise ModelFileError(str(exc))
+    if prediction is not None:
+        family.prediction = prediction
+        family.notes.append(f"prediction type {prediction} set by configuration")
+    consumed_prefixes = [detection.UNET_PREFIX, detection.VAE_PREFIX] + family.text_prefixes
+    leftovers = [k for k in state if not k.startswith(tuple(consumed_prefixes)) and not _ignored(k)]
+    model = clip = vae = None
+    if want_model:
+        model = DiffusionModel(build_unet(split_prefix(state, detection.UNET_PREFIX), path), family, path)
+    if want_vae:
+        vae_state = split_prefix(state, detection.VAE_PREFIX)
+        if not vae_state:
+            raise ModelFileError(f"{name}: the checkpoint has no VAE weights (first_stage_model.*); "
+                                 f"load a VAE separately with Load VAE")
+        vae = VAEModel(build_vae(vae_state, path), path)
+    if want_clip:
+        if not family.text_prefixes:
+            raise ModelFileError(f"{name}: the checkpoint has no text encoder; load one with Load CLIP")
+        parts = {prefix: {k: v for k, v in split_prefix(state, prefix).items() if not _ignored(k)}
+                 for prefix in family.text_prefixes}
+        clip = build_text_encoders(family.name, parts, path, embeddings)
+    return LoadedCheckpoint(model, clip, vae, family, leftovers)
+
+
+def load_vae_file(path: str) -> VAEModel:
+    state = load_state_dict(path)
+    if detection.has_prefix(state, detection.VAE_PREFIX):
+        state = split_prefix(state, detection.VAE_PREFIX)
+    if "decoder.conv_in.weight" not in state:
+        raise ModelFileError(f"{os.path.basename(path)}: not a VAE; it looks like {detection.describe_other(state)}")
+    return VAEModel(build_vae(state, path), path)
+
+
+def load_unet_file(path: str) -> DiffusionModel:
+    state, metadata = load_state_dict(path, with_metadata=True)
+    try:
+        family, unet_state = detection.detect_unet_only(state, metadata, os.path.basename(path))
+    except UnsupportedModelError as exc:
+        raise ModelFileError(str(exc))
+    return DiffusionModel(build_unet(unet_state, path), family, path)

@@ -1,0 +1,151 @@
+"""What a weight file is: Stable Diffusion family, prediction type and variant, read from key names and shapes.
+
+The family follows from which text encoders a checkpoint carries (their key prefixes are fixed by the formats):
+SD1.x has CLIP-L under `cond_stage_model.transformer.`, SD2.x OpenCLIP-H under `cond_stage_model.model.`, SDXL base
+CLIP-L and OpenCLIP-bigG under `conditioner.embedders.0/1`, the SDXL refiner bigG alone under
+`conditioner.embedders.0.model.`. A UNet-only file is placed by its structure (label embedding, projection kind).
+Network sizes are never looked up in tables: diffusion/unet and diffusion/vae derive them from tensor shapes.
+
+Prediction type cannot always be read from weights (SD2 768-v and 512-base share a layout): explicit markers win
+(a `v_pred` key, `modelspec.prediction_type` metadata), then a heuristic for SD2, and the user can override it
+(CheckpointLoader's config, ModelSamplingDiscrete).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+SD1_TEXT = "cond_stage_model.transformer."
+SD2_TEXT = "cond_stage_model.model."
+SDXL_TEXT_L = "conditioner.embedders.0.transformer."
+SDXL_TEXT_G = "conditioner.embedders.1.model."
+REFINER_TEXT_G = "conditioner.embedders.0.model."
+
+LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
+
+# Keys real checkpoints carry that are not weights we use: the training schedule's buffers, EMA copies, markers.
+IGNORED_PREFIXES = ("model_ema.", "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+                    "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+                    "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
+                    "posterior_mean_coef1", "posterior_mean_coef2", "logvar", "lvlb_weights", "v_pred", "ztsnr",
+                    "model.diffusion_model.__", "cond_stage_model.model.logit_scale",
+                    "conditioner.embedders.1.model.logit_scale", "conditioner.embedders.0.model.logit_scale")
+
+
+class UnsupportedModelError(ValueError):
+    """The file is not a model this loader handles; the message says what it looks like instead."""
+
+
+@dataclass
+class ModelFamily:
+    name: str  # "sd1" | "sd2" | "sdxl" | "sdxl_refiner"
+    prediction: str = "eps"  # "eps" | "v"
+    inpainting: bool = False
+    zero_terminal_snr: bool = False
+    text_prefixes: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def latent_scale(self) -> float:
+        return LATENT_SCALE[self.name]
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.name in ("sdxl", "sdxl_refiner")
+
+
+def has_prefix(state: Dict[str, torch.Tensor], prefix: str) -> bool:
+    return any(k.startswith(prefix) for k in state)
+
+
+def describe_other(state: Dict[str, torch.Tensor]) -> str:
+    """A guess at what a non-checkpoint file is, for error messages."""
+    keys = list(state)
+    if any(k.startswith(("encoder.", "decoder.")) for k in keys) and any("quant_conv" in k for k in keys):
+        return "a standalone VAE (load it with Load VAE)"
+    if any(k.startswith(("lora_unet_", "lora_te", "lora_")) or ".lora_up." in k or "lora_A" in k for k in keys):
+        return "a LoRA (load it with Load LoRA)"
+    if any(k.startswith(("text_model.", "transformer.resblocks.", "token_embedding")) for k in keys):
+        return "a text encoder (load it with Load CLIP)"
+    if any(k.startswith(("input_blocks.", "middle_block.")) for k in keys):
+        return "a UNet without the rest of the checkpoint (load it with Load Diffusion Model)"
+    if any(k.startswith(("control_model.", "input_hint_block.")) for k in keys):
+        return "a ControlNet (load it with Load ControlNet Model)"
+    sample = ", ".join(keys[:4])
+    return f"an unknown architecture (first keys: {sample})"
+
+
+def unet_family(unet_state: Dict[str, torch.Tensor]) -> str:
+    """The family of a bare UNet, from its structure: a label embedding means SDXL (the refiner embeds one fewer
+    size id and its pooled width equals its context width); linear transformer projections mean SD2."""
+    label = unet_state.get("label_emb.0.0.weight")
+    proj = next((v for k, v in unet_state.items() if k.endswith(".proj_in.weight")), None)
+    if label is not None:
+        adm = label.shape[1]
+        context = next((v.shape[1] for k, v in unet_state.items() if k.endswith("attn2.to_k.weight")), None)
+        if context is not None and adm - 5 * 256 == context:
+            return "sdxl_refiner"
+        return "sdxl"
+    if proj is not None and proj.ndim == 2:
+        return "sd2"
+    return "sd1"
+
+
+def _prediction(state: Dict[str, torch.Tensor], metadata: dict, family: str, unet_prefix: str) -> tuple:
+    notes = []
+    kind = str(metadata.get("modelspec.prediction_type", "")).lower()
+    if "v_pred" in state or kind in ("v", "v_prediction"):
+        notes.append("v-prediction (marked in the file)")
+        return "v", notes
+    if kind in ("epsilon", "eps"):
+        return "eps", notes
+    if family == "sd2":
+        # SD2 768-v and 512-base share a layout. In released v-models this norm bias is visibly spread out; in
+        # eps-models it stays near zero. A heuristic: override with CheckpointLoader's config if it guesses wrong.
+        probe = state.get(unet_prefix + "output_blocks.11.1.transformer_blocks.0.norm1.bias")
+        if probe is not None and probe.numel() > 1 and float(probe.float().std(unbiased=False)) > 0.09:
+            notes.append("v-prediction (guessed from weights; override with a config if wrong)")
+            return "v", notes
+    return "eps", notes
+
+
+def detect_checkpoint(state: Dict[str, torch.Tensor], metadata: Optional[dict] = None,
+                      path: str = "checkpoint") -> ModelFamily:
+    """The family of a full checkpoint (UNet + VAE + text encoders), or UnsupportedModelError."""
+    metadata = metadata or {}
+    if not has_prefix(state, UNET_PREFIX):
+        raise UnsupportedModelError(f"{path}: not a Stable Diffusion checkpoint; it looks like "
+                                    f"{describe_other(state)}")
+    if has_prefix(state, SDXL_TEXT_G):
+        name, prefixes = "sdxl", [SDXL_TEXT_L, SDXL_TEXT_G]
+    elif has_prefix(state, REFINER_TEXT_G):
+        name, prefixes = "sdxl_refiner", [REFINER_TEXT_G]
+    elif has_prefix(state, SD2_TEXT):
+        name, prefixes = "sd2", [SD2_TEXT]
+    elif has_prefix(state, SD1_TEXT):
+        name, prefixes = "sd1", [SD1_TEXT]
+    else:
+        name, prefixes = unet_family({k[len(UNET_PREFIX):]: v for k, v in state.items()
+                                      if k.startswith(UNET_PREFIX)}), []
+    prediction, notes = _prediction(state, metadata, name, UNET_PREFIX)
+    conv_in = state.get(UNET_PREFIX + "input_blocks.0.0.weight")
+    inpainting = conv_in is not None and conv_in.shape[1] == 9
+    return ModelFamily(name, prediction, inpainting, "ztsnr" in state, prefixes, notes)
+
+
+def detect_unet_only(state: Dict[str, torch.Tensor], metadata: Optional[dict] = None,
+                     path: str = "unet") -> tuple:
+    """(family, unet state dict) for a standalone UNet file: bare LDM keys, or a checkpoint's UNet part."""
+    metadata = metadata or {}
+    if has_prefix(state, UNET_PREFIX):
+        state = {k[len(UNET_PREFIX):]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
+    if "input_blocks.0.0.weight" not in state:
+        raise UnsupportedModelError(f"{path}: not a diffusion model (UNet); it looks like {describe_other(state)}")
+    name = unet_family(state)
+    prediction, notes = _prediction(state, metadata, name, "")
+    inpainting = state["input_blocks.0.0.weight"].shape[1] == 9
+    return ModelFamily(name, prediction, inpainting, "ztsnr" in state, [], notes), state

@@ -1,0 +1,155 @@
+"""The objects that travel on MODEL, CLIP and VAE sockets.
+
+Each wraps the torch modules built by diffusion/ with what the rest of the engine needs to use them: the family
+(prediction type, latent scale), the file they came from, and per-socket options. `clone()` is cheap and shares the
+weights, so a node that changes an option (CLIP skip, sampling overrides) never alters the object a cached upstream
+node returned. LATENT tensors hold raw VAE latents; the MODEL's latent scale is applied when sampling.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, List, Optional
+
+import torch
+
+from model_management.detection import ModelFamily
+
+
+def compute_dtype(device: torch.device, for_vae: bool = False) -> torch.dtype:
+    """fp32 on CPU (half precision is slow there). On accelerators fp16, except VAEs, which overflow in fp16:
+    bf16 where supported, else fp32."""
+    if device.type == "cpu":
+        return torch.float32
+    if for_vae:
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return torch.float16
+
+
+class DiffusionModel:
+    """MODEL: the UNet plus how to sample it."""
+
+    def __init__(self, unet: torch.nn.Module, family: ModelFamily, source: str = "",
+                 device: Optional[torch.device] = None) -> None:
+        self.unet = unet
+        self.family = family
+        self.source = source
+        self.device = device or torch.device("cpu")
+        self.dtype = compute_dtype(self.device)
+        self.options: dict = {}  # sampling overrides (prediction type, zsnr, cfg hooks) set by model nodes
+
+    def clone(self) -> "DiffusionModel":
+        twin = copy.copy(self)
+        twin.options = copy.deepcopy(self.options)
+        return twin
+
+    @property
+    def prediction(self) -> str:
+        return self.options.get("prediction", self.family.prediction)
+
+    @property
+    def latent_scale(self) -> float:
+        return self.family.latent_scale
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                y: Optional[torch.Tensor] = None, control: Optional[dict] = None) -> torch.Tensor:
+        """One UNet evaluation in the compute dtype; inputs and output in the caller's dtype."""
+        dtype = self.dtype
+        out = self.unet(x.to(self.device, dtype), timesteps.to(self.device, dtype), context.to(self.device, dtype),
+                        y=None if y is None else y.to(self.device, dtype), control=control)
+        return out.to(x.dtype)
+
+
+class TextEncoderModel:
+    """CLIP: the tokenizer and text encoder(s) of a family, with the CLIP-skip setting."""
+
+    def __init__(self, stack: Any, family_name: str, source: str = "") -> None:
+        self.stack = stack
+        self.family_name = family_name
+        self.source = source
+        self.clip_skip: Optional[int] = None  # None: the family's default layer
+        self.warnings: List[str] = []
+
+    def clone(self) -> "TextEncoderModel":
+        twin = copy.copy(self)
+        twin.warnings = []
+        return twin
+
+    def with_clip_skip(self, layer: int) -> "TextEncoderModel":
+        twin = self.clone()
+        twin.clip_skip = layer
+        return twin
+
+    def encode(self, text: str, text_l: Optional[str] = None) -> tuple:
+        """(cond [1, tokens, dim], pooled or None, warnings). `text_l` is SDXL's separate CLIP-L prompt."""
+        return self.stack.encode_prompt(text, clip_skip=self.clip_skip, text_l=text_l)
+
+
+class VAEModel:
+    """VAE: pixels <-> latents. Images are [B, H, W, C] in 0..1; latents raw (unscaled)."""
+
+    def __init__(self, vae: torch.nn.Module, source: str = "", device: Optional[torch.device] = None) -> None:
+        self.vae = vae
+        self.source = source
+        self.device = device or torch.device("cpu")
+        self.dtype = compute_dtype(self.device, for_vae=True)
+
+    @property
+    def downscale(self) -> int:
+        return int(self.vae.downscale_factor)
+
+    def _pixels(self, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 4 or image.shape[-1] < 3:
+            raise ValueError(f"expected an IMAGE [B, H, W, C], got shape {list(image.shape)}")
+        f = self.downscale
+        h, w = (image.shape[1] // f) * f, (image.shape[2] // f) * f
+        if h == 0 or w == 0:
+            raise ValueError(f"the image ({image.shape[2]}x{image.shape[1]}) is smaller than the VAE's factor {f}")
+        top, left = (image.shape[1] - h) // 2, (image.shape[2] - w) // 2  # centre-crop to a multiple of f
+        image = image[:, top:top + h, left:left + w, :3]
+        return image.movedim(-1, 1).to(self.device, self.dtype) * 2.0 - 1.0
+
+    @staticmethod
+    def _image(pixels: torch.Tensor) -> torch.Tensor:
+        return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu()
+
+    @torch.inference_mode()
+    def encode(self, image: torch.Tensor, batch: int = 4,
+               interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
+        pixels = self._pixels(image)
+        parts = []
+        for start in range(0, pixels.shape[0], batch):
+            if interrupt:
+                interrupt()
+            parts.append(self.vae.encode(pixels[start:start + batch]).float().cpu())
+        return torch.cat(parts)
+
+    @torch.inference_mode()
+    def decode(self, latent: torch.Tensor, batch: int = 4,
+               interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
+        if latent.ndim != 4:
+            raise ValueError(f"expected LATENT samples [B, C, H, W], got shape {list(latent.shape)}")
+        parts = []
+        for start in range(0, latent.shape[0], batch):
+            if interrupt:
+                interrupt()
+            parts.append(self._image(self.vae.decode(latent[start:start + batch].to(self.device, self.dtype))))
+        return torch.cat(parts)
+
+    @torch.inference_mode()
+    def decode_tiled(self, latent: torch.Tensor, tile: int, overlap: int,
+                     progress: Optional[Callable[[int, int], None]] = None,
+                     interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
+        from diffusion.vae.tiling import decode_tiled
+        out = decode_tiled(self.vae, latent.to(self.device, self.dtype), tile=tile, overlap=overlap,
+                           progress=progress, interrupt=interrupt)
+        return self._image(out)
+
+    @torch.inference_mode()
+    def encode_tiled(self, image: torch.Tensor, tile: int, overlap: int,
+                     progress: Optional[Callable[[int, int], None]] = None,
+                     interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
+        from diffusion.vae.tiling import encode_tiled
+        return encode_tiled(self.vae, self._pixels(image), tile=tile, overlap=overlap, progress=progress,
+                            interrupt=interrupt).float().cpu()

@@ -1,0 +1,122 @@
+"""Loader nodes: checkpoints, VAEs, text encoders and bare diffusion models from the model folders."""
+from __future__ import annotations
+
+from nodes.declare import Combo, Output, node
+
+
+def files(kind: str):
+    """A combo whose choices are the files of a model folder, read fresh each time."""
+    return lambda services: services.paths.list_files(kind) if services is not None else []
+
+
+def _path(ctx, kind: str, name: str) -> str:
+    return ctx.services.paths.require(kind, name)
+
+
+def _embeddings(ctx):
+    """A lookup `name -> path or None` over the embeddings folder, for `embedding:name` in prompts."""
+    paths = ctx.services.paths
+
+    def find(name: str):
+        for candidate in paths.list_files("embeddings"):
+            stem = candidate.rsplit(".", 1)[0]
+            if candidate == name or stem == name or stem.rsplit("/", 1)[-1] == name:
+                return paths.full_path("embeddings", candidate)
+        return None
+    return find
+
+
+def _read_parameterization(config_path: str):
+    """`model.params.parameterization` of an original-style inference YAML ("v" for the 768-v models)."""
+    import yaml
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f) or {}
+    params = ((config.get("model") or {}).get("params") or {}) if isinstance(config, dict) else {}
+    value = params.get("parameterization")
+    if value is None:
+        return None
+    if value not in ("eps", "v"):
+        raise ValueError(f"{config_path}: unknown parameterization {value!r} (eps or v)")
+    return value
+
+
+@node(category="loaders", display_name="Load Checkpoint",
+      outputs=[Output("MODEL", tooltip="The diffusion model (UNet) that denoises latents."),
+               Output("CLIP", tooltip="The text encoder(s) that turn prompts into conditioning."),
+               Output("VAE", tooltip="The autoencoder between pixels and latents.")])
+class CheckpointLoaderSimple:
+    """Load an SD1.x, SD2.x or SDXL checkpoint; its family is detected from the weights."""
+    ckpt_name = Combo(files("checkpoints"), tooltip="The checkpoint file (models/checkpoints).")
+
+    def run(self, ctx, ckpt_name):
+        from model_management.checkpoints import load_checkpoint
+        loaded = load_checkpoint(_path(ctx, "checkpoints", ckpt_name), embeddings=_embeddings(ctx))
+        return (loaded.model, loaded.clip, loaded.vae)
+
+
+@node(category="advanced/loaders", display_name="Load Checkpoint With Config (DEPRECATED)", deprecated=True,
+      outputs=[Output("MODEL", tooltip="The diffusion model."), Output("CLIP", tooltip="The text encoder(s)."),
+               Output("VAE", tooltip="The autoencoder.")])
+class CheckpointLoader:
+    """Load a checkpoint with an original inference YAML (e.g. v-inference.yaml to force v-prediction)."""
+    config_name = Combo(files("configs"), tooltip="The inference config (models/configs).")
+    ckpt_name = Combo(files("checkpoints"), tooltip="The checkpoint file (models/checkpoints).")
+
+    def run(self, ctx, config_name, ckpt_name):
+        from model_management.checkpoints import load_checkpoint
+        prediction = _read_parameterization(_path(ctx, "configs", config_name))
+        loaded = load_checkpoint(_path(ctx, "checkpoints", ckpt_name), prediction=prediction,
+                                 embeddings=_embeddings(ctx))
+        return (loaded.model, loaded.clip, loaded.vae)
+
+
+@node(category="loaders", display_name="Load VAE", outputs=[Output("VAE", tooltip="The autoencoder.")])
+class VAELoader:
+    """Load a standalone VAE (for example an improved SD1 or SDXL VAE)."""
+    vae_name = Combo(files("vae"), tooltip="The VAE file (models/vae).")
+
+    def run(self, ctx, vae_name):
+        from model_management.checkpoints import load_vae_file
+        return (load_vae_file(_path(ctx, "vae", vae_name)),)
+
+
+@node(category="advanced/loaders", display_name="Load CLIP", outputs=[Output("CLIP", tooltip="The text encoder.")])
+class CLIPLoader:
+    """Load a standalone text encoder (CLIP-L for SD1, OpenCLIP-H for SD2); the kind is detected."""
+    clip_name = Combo(files("clip"), tooltip="The text encoder file (models/clip or models/text_encoders).")
+    type = Combo(["stable_diffusion"], tooltip="The model family it is for (detected from the weights).")
+    device = Combo(["default", "cpu"], optional=True, advanced=True, tooltip="Where to run it.")
+
+    def run(self, ctx, clip_name, type, device="default"):
+        from model_management.text_encoder_files import load_text_encoder_files
+        return (load_text_encoder_files([_path(ctx, "clip", clip_name)], type, _embeddings(ctx)),)
+
+
+@node(category="advanced/loaders", display_name="DualCLIPLoader",
+      outputs=[Output("CLIP", tooltip="The two text encoders, used together.")])
+class DualCLIPLoader:
+    """Load SDXL's two text encoders (CLIP-L and OpenCLIP-bigG) from separate files."""
+    clip_name1 = Combo(files("clip"), tooltip="The first text encoder file.")
+    clip_name2 = Combo(files("clip"), tooltip="The second text encoder file.")
+    type = Combo(["sdxl"], tooltip="The model family they are for.")
+    device = Combo(["default", "cpu"], optional=True, advanced=True, tooltip="Where to run them.")
+
+    def run(self, ctx, clip_name1, clip_name2, type, device="default"):
+        from model_management.text_encoder_files import load_text_encoder_files
+        paths = [_path(ctx, "clip", clip_name1), _path(ctx, "clip", clip_name2)]
+        return (load_text_encoder_files(paths, type, _embeddings(ctx)),)
+
+
+@node(category="advanced/loaders", display_name="Load Diffusion Model",
+      outputs=[Output("MODEL", tooltip="The diffusion model.")])
+class UNETLoader:
+    """Load a bare diffusion model (UNet) file; pair it with a text encoder and a VAE."""
+    unet_name = Combo(files("unet"), tooltip="The UNet file (models/unet or models/diffusion_models).")
+    weight_dtype = Combo(["default"], tooltip="Storage precision of the weights (default: as in the file).")
+
+    def run(self, ctx, unet_name, weight_dtype):
+        from model_management.checkpoints import load_unet_file
+        return (load_unet_file(_path(ctx, "unet", unet_name)),)
+
+
+NODES = [CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader, DualCLIPLoader, UNETLoader]
