@@ -1,0 +1,154 @@
+"""The latent-diffusion UNet (SD1.x, SD2.x, SDXL) in the original LDM module layout.
+
+`state_dict()` keys are the checkpoint's `model.diffusion_model.*` keys with that prefix removed, so a single-file
+checkpoint loads with plain `load_state_dict` and no key conversion.
+
+ControlNet / T2I-adapter hook (`control` argument of `forward`): a dict with optional entries
+  - "input":  one residual per input block, in input-block order (index i = input_blocks[i]); added to that
+              block's output before it is stored as a skip and fed to the next block (T2I-adapter style);
+  - "middle": a tensor, or a sequence of tensors, added to the middle block's output;
+  - "output": one residual per input block, in input-block order; consumed from the end, in step with the skip
+              tensors: the residual of input block i is added to skip i just before it is concatenated into its
+              output block (ControlNet style: a ControlNet's zero-conv outputs, listed in input-block order).
+"input" and "output" must hold exactly `config.num_input_blocks` entries; any entry may be None (no residual).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .attention import SpatialTransformer
+from .config import UNetConfig
+from .embeddings import timestep_embedding
+from .resblock import Downsample, ResBlock, Upsample
+
+
+class UNetBlock(nn.ModuleList):
+    """One `input_blocks.N` / `middle_block` / `output_blocks.N` entry: layers fed what each kind needs."""
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None,
+                out_size: Sequence[int] | None = None) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                h = layer(h, emb)
+            elif isinstance(layer, SpatialTransformer):
+                h = layer(h, context)
+            elif isinstance(layer, Upsample):
+                h = layer(h, out_size)
+            else:
+                h = layer(h)
+        return h
+
+
+class UNetModel(nn.Module):
+    """Noise/velocity predictor eps(x, t, context[, y]) built from a UNetConfig."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        mc, ted = cfg.model_channels, cfg.time_embed_dim
+        self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
+        if cfg.adm_in_channels:
+            self.label_emb = nn.Sequential(
+                nn.Sequential(nn.Linear(cfg.adm_in_channels, ted), nn.SiLU(), nn.Linear(ted, ted)))
+        else:
+            self.label_emb = None
+
+        blocks = [UNetBlock([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])]
+        skips, ch, d = [mc], mc, iter(cfg.transformer_depth)
+        for level, width in enumerate(cfg.level_channels):
+            for _ in range(cfg.num_res_blocks[level]):
+                layers = [ResBlock(ch, ted, width)]
+                ch = width
+                depth = next(d)
+                if depth:
+                    layers.append(self._transformer(ch, depth))
+                blocks.append(UNetBlock(layers))
+                skips.append(ch)
+            if level != cfg.num_levels - 1:
+                blocks.append(UNetBlock([Downsample(ch)]))
+                skips.append(ch)
+        self.input_blocks = nn.ModuleList(blocks)
+
+        middle = [ResBlock(ch, ted, ch)]
+        if cfg.transformer_depth_middle is not None:
+            middle += [self._transformer(ch, cfg.transformer_depth_middle), ResBlock(ch, ted, ch)]
+        self.middle_block = UNetBlock(middle)
+
+        blocks, d = [], iter(cfg.transformer_depth_output)
+        for level in reversed(range(cfg.num_levels)):
+            width = cfg.level_channels[level]
+            for i in range(cfg.num_res_blocks[level] + 1):
+                layers = [ResBlock(ch + skips.pop(), ted, width)]
+                ch = width
+                depth = next(d)
+                if depth:
+                    layers.append(self._transformer(ch, depth))
+                if level and i == cfg.num_res_blocks[level]:
+                    layers.append(Upsample(ch))
+                blocks.append(UNetBlock(layers))
+        self.output_blocks = nn.ModuleList(blocks)
+        self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+
+    def _transformer(self, channels: int, depth: int) -> SpatialTransformer:
+        heads, dim_head = self.config.heads_for(channels)
+        return SpatialTransformer(channels, heads, dim_head, depth, self.config.context_dim,
+                                  self.config.use_linear_in_transformer)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.time_embed[0].weight.dtype
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor | float, context: torch.Tensor | None,
+                y: torch.Tensor | None = None, control: Mapping[str, Any] | None = None,
+                transformer_options: Mapping[str, Any] | None = None) -> torch.Tensor:
+        """x [B, in, H, W], timesteps [B] (or a scalar), context [B, T, context_dim], y [B, adm] (SDXL).
+
+        Inputs are cast to the weights' dtype; the result comes back in x's dtype. `transformer_options` is
+        accepted for ComfyUI-style callers and reserved for attention patches (unused here).
+        """
+        dtype, out_dtype, batch = self.dtype, x.dtype, x.shape[0]
+        t = torch.as_tensor(timesteps, device=x.device).reshape(-1)
+        if t.shape[0] != batch:
+            if t.shape[0] != 1:
+                raise ValueError(f"{t.shape[0]} timesteps for a batch of {batch}")
+            t = t.expand(batch)
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(dtype))
+        if self.label_emb is not None:
+            if y is None:
+                raise ValueError(f"this UNet is class/size-conditioned: pass y [B, {self.config.adm_in_channels}]")
+            emb = emb + self.label_emb(y.to(dtype))
+        if context is not None:
+            context = context.to(dtype)
+
+        ctrl_in = ctrl_mid = ctrl_out = None
+        if control:
+            ctrl_in, ctrl_mid, ctrl_out = (control.get("input"), control.get("middle"), control.get("output"))
+            for name, seq in (("input", ctrl_in), ("output", ctrl_out)):
+                if seq is not None and len(seq) != len(self.input_blocks):
+                    raise ValueError(f"control[{name!r}] has {len(seq)} entries; this UNet has "
+                                     f"{len(self.input_blocks)} input blocks")
+
+        h = x.to(dtype)
+        skips = []
+        for i, block in enumerate(self.input_blocks):
+            h = block(h, emb, context)
+            if ctrl_in is not None and ctrl_in[i] is not None:
+                h = h + ctrl_in[i].to(h.dtype)
+            skips.append(h)
+
+        h = self.middle_block(h, emb, context)
+        if ctrl_mid is not None:
+            for r in ([ctrl_mid] if torch.is_tensor(ctrl_mid) else ctrl_mid):
+                if r is not None:
+                    h = h + r.to(h.dtype)
+
+        for block in self.output_blocks:
+            skip = skips.pop()
+            if ctrl_out is not None and ctrl_out[len(skips)] is not None:
+                skip = skip + ctrl_out[len(skips)].to(skip.dtype)
+            out_size = skips[-1].shape[-2:] if skips else None
+            h = block(torch.cat([h, skip], dim=1), emb, context, out_size)
+        return self.out(h).to(out_dtype)
