@@ -1,0 +1,83 @@
+"""Prompt encoding nodes: text to CONDITIONING with a CLIP, SDXL's size conditioning, and CLIP skip.
+
+Prompts support `(word:1.2)` / `(word)` / `[word]` emphasis, `\\(` escapes, any length (77-token windows), and
+`embedding:name` textual inversions from models/embeddings. A missing embedding is an error naming it.
+"""
+from __future__ import annotations
+
+from nodes.declare import MAX_RESOLUTION, Float, Int, Output, Socket, String, node
+
+COND = "CONDITIONING"
+_TEXT_TIP = "The prompt. (word:1.2) weights a word, embedding:name inserts a textual inversion."
+
+
+def encode(clip, text: str, text_l=None) -> tuple:
+    if clip is None:
+        raise ValueError("the clip input is empty: the checkpoint has no text encoder; load one with Load CLIP")
+    cond, pooled, warnings = clip.encode(text, text_l=text_l)
+    missing = [w for w in warnings if "not found" in w]
+    if missing:
+        raise ValueError("; ".join(missing))
+    return cond, pooled
+
+
+@node(category="conditioning", display_name="CLIP Text Encode (Prompt)",
+      outputs=[Output(COND, tooltip="The encoded prompt, to guide the sampler.")])
+class CLIPTextEncode:
+    """Encode a text prompt with a CLIP model into conditioning for the sampler."""
+    text = String("", multiline=True, dynamicPrompts=True, tooltip=_TEXT_TIP)
+    clip = Socket("CLIP", tooltip="The text encoder (from the checkpoint loader).")
+
+    def run(self, ctx, text, clip):
+        cond, pooled = encode(clip, text)
+        return ([[cond, {"pooled_output": pooled}]],)
+
+
+@node(category="advanced/conditioning", display_name="CLIPTextEncodeSDXL",
+      outputs=[Output(COND, tooltip="The encoded prompts with SDXL's size conditioning.")])
+class CLIPTextEncodeSDXL:
+    """Encode prompts for SDXL: a prompt for each text encoder plus the size and crop the model conditions on."""
+    clip = Socket("CLIP", tooltip="SDXL's text encoders.")
+    width = Int(1024, min=0, max=MAX_RESOLUTION, tooltip="The original image width the model should assume.")
+    height = Int(1024, min=0, max=MAX_RESOLUTION, tooltip="The original image height the model should assume.")
+    crop_w = Int(0, min=0, max=MAX_RESOLUTION, tooltip="Horizontal crop offset to condition on (0: uncropped).")
+    crop_h = Int(0, min=0, max=MAX_RESOLUTION, tooltip="Vertical crop offset to condition on (0: uncropped).")
+    target_width = Int(1024, min=0, max=MAX_RESOLUTION, tooltip="The target width to condition on.")
+    target_height = Int(1024, min=0, max=MAX_RESOLUTION, tooltip="The target height to condition on.")
+    text_g = String("", multiline=True, dynamicPrompts=True, tooltip="Prompt for the OpenCLIP-bigG encoder.")
+    text_l = String("", multiline=True, dynamicPrompts=True, tooltip="Prompt for the CLIP-L encoder.")
+
+    def run(self, ctx, clip, width, height, crop_w, crop_h, target_width, target_height, text_g, text_l):
+        cond, pooled = encode(clip, text_g, text_l=text_l)
+        return ([[cond, {"pooled_output": pooled, "width": width, "height": height, "crop_w": crop_w,
+                         "crop_h": crop_h, "target_width": target_width, "target_height": target_height}]],)
+
+
+@node(category="advanced/conditioning", display_name="CLIPTextEncodeSDXLRefiner",
+      outputs=[Output(COND, tooltip="The encoded prompt with the refiner's aesthetic-score conditioning.")])
+class CLIPTextEncodeSDXLRefiner:
+    """Encode a prompt for the SDXL refiner, with the aesthetic score it conditions on."""
+    ascore = Float(6.0, min=0.0, max=1000.0, step=0.01,
+                   tooltip="Aesthetic score to condition on (about 6 for the positive, 2.5 for the negative).")
+    width = Int(1024, min=0, max=MAX_RESOLUTION, tooltip="Image width to condition on.")
+    height = Int(1024, min=0, max=MAX_RESOLUTION, tooltip="Image height to condition on.")
+    text = String("", multiline=True, dynamicPrompts=True, tooltip=_TEXT_TIP)
+    clip = Socket("CLIP", tooltip="The refiner's text encoder.")
+
+    def run(self, ctx, ascore, width, height, text, clip):
+        cond, pooled = encode(clip, text)
+        return ([[cond, {"pooled_output": pooled, "aesthetic_score": ascore, "width": width, "height": height}]],)
+
+
+@node(category="conditioning", display_name="CLIP Set Last Layer",
+      outputs=[Output("CLIP", tooltip="The same text encoder, stopping at the chosen layer.")])
+class CLIPSetLastLayer:
+    """Use an earlier layer of the text encoder ("CLIP skip"): -1 is the last layer, -2 the one before."""
+    clip = Socket("CLIP", tooltip="The text encoder.")
+    stop_at_clip_layer = Int(-1, min=-24, max=-1, step=1, tooltip="Which layer's output to use, from the end.")
+
+    def run(self, ctx, clip, stop_at_clip_layer):
+        return (clip.with_clip_skip(stop_at_clip_layer),)
+
+
+NODES = [CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner, CLIPSetLastLayer]
