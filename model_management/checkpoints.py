@@ -79,11 +79,21 @@ def build_vae(state: Dict[str, torch.Tensor], path: str) -> torch.nn.Module:
     return to_compute(vae, torch.float32).eval().requires_grad_(False)
 
 
-def build_text_encoders(family: str, parts: Dict[str, Dict[str, torch.Tensor]], path: str,
+def embedding_library(find) -> object:
+    """An EmbeddingLibrary over a `name -> path or None` lookup (None: no embeddings folder)."""
+    if find is None:
+        return None
+    from diffusion.text import EmbeddingLibrary
+    return EmbeddingLibrary(find)
+
+
+def build_text_encoders(family: str, state: Dict[str, torch.Tensor], path: str,
                         embeddings=None) -> TextEncoderModel:
-    from diffusion.text.loading import build_text_stack
+    """The text encoder(s) of a checkpoint, from the family's fixed prefixes."""
+    from diffusion.text import ClipTextStack
     try:
-        stack = build_text_stack(family, parts, embeddings=embeddings)
+        stack = ClipTextStack.from_checkpoint(state, family, dtype=torch.float32,
+                                              embeddings=embedding_library(embeddings))
     except ValueError as exc:
         raise ModelFileError(f"{os.path.basename(path)}: {exc}")
     return TextEncoderModel(stack, family, path)
@@ -123,9 +133,7 @@ def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, 
     if want_clip:
         if not family.text_prefixes:
             raise ModelFileError(f"{name}: the checkpoint has no text encoder; load one with Load CLIP")
-        parts = {prefix: {k: v for k, v in split_prefix(state, prefix).items() if not _ignored(k)}
-                 for prefix in family.text_prefixes}
-        clip = build_text_encoders(family.name, parts, path, embeddings)
+        clip = build_text_encoders(family.name, state, path, embeddings)
     return LoadedCheckpoint(model, clip, vae, family, leftovers)
 
 

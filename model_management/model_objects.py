@@ -82,8 +82,25 @@ class TextEncoderModel:
         return twin
 
     def encode(self, text: str, text_l: Optional[str] = None) -> tuple:
-        """(cond [1, tokens, dim], pooled or None, warnings). `text_l` is SDXL's separate CLIP-L prompt."""
-        return self.stack.encode_prompt(text, clip_skip=self.clip_skip, text_l=text_l)
+        """(cond [1, tokens, dim], pooled, warnings). `text_l` is SDXL's separate CLIP-L prompt."""
+        warnings: List[str] = []
+        windows = self.stack.tokenize(text, warnings)
+        if text_l is not None and "clip_l" in windows:
+            windows["clip_l"] = self.stack.tokenize(text_l, warnings)["clip_l"]
+            _pad_window_counts(windows, self.stack)
+        cond, pooled = self.stack.encode(windows, clip_skip=self.clip_skip, warnings=warnings)
+        return cond, pooled, warnings
+
+
+def _pad_window_counts(windows: dict, stack: Any) -> None:
+    """Separate prompts per encoder may need different numbers of 77-token windows; pad with empty prompts."""
+    from diffusion.text import empty_window
+    longest = max(len(w) for w in windows.values())
+    for enc in stack.encoders:
+        role_windows = windows[enc.role]
+        while len(role_windows) < longest:
+            role_windows.append(empty_window(stack.tokenizer.start_id, stack.tokenizer.end_id, enc.pad_id,
+                                             enc.window))
 
 
 class VAEModel:

@@ -8,10 +8,10 @@ from graph.node_spec import NodeSpec
 
 def builtin_specs() -> List[NodeSpec]:
     from nodes import (arithmetic, conditioning, image_basic, image_io, image_transform, latent, loaders, preview_any,
-                       primitives)
+                       primitives, text_encode)
     specs = []
-    for module in (primitives, arithmetic, image_basic, image_io, preview_any, loaders, conditioning, latent,
-                   image_transform):
+    for module in (primitives, arithmetic, image_basic, image_io, preview_any, loaders, text_encode, conditioning,
+                   latent, image_transform):
         specs.extend(cls.SPEC for cls in module.NODES)
     return specs
 

@@ -1,0 +1,66 @@
+"""Standalone text-encoder files (CLIPLoader, DualCLIPLoader): which encoder each file holds, then one stack.
+
+A file is recognised by its layout and width: OpenCLIP layout (`transformer.resblocks.*`) or a 1024-wide model is
+SD2's OpenCLIP-H; a transformers-layout model is CLIP-L. For SDXL's pair, the wider (projected) one is bigG.
+"""
+from __future__ import annotations
+
+import os
+from typing import List
+
+import torch
+
+from model_management.checkpoints import embedding_library
+from model_management.file_loading import ModelFileError, load_state_dict
+from model_management.model_objects import TextEncoderModel
+
+
+def _strip(state: dict) -> dict:
+    """Drop a wrapper prefix some exports add before `text_model.` or `transformer.`."""
+    for marker in ("text_model.", "transformer.resblocks.", "token_embedding.weight"):
+        for key in state:
+            at = key.find(marker)
+            if at > 0:
+                prefix = key[:at]
+                return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if at == 0:
+                return state
+    return state
+
+
+def _width(state: dict, path: str) -> int:
+    for key in ("text_model.embeddings.token_embedding.weight", "token_embedding.weight"):
+        if key in state:
+            return int(state[key].shape[1])
+    raise ModelFileError(f"{os.path.basename(path)}: not a CLIP text encoder (no token embedding)")
+
+
+def _is_open_clip(state: dict) -> bool:
+    return any(k.startswith("transformer.resblocks.") for k in state)
+
+
+def load_text_encoder_files(paths: List[str], kind: str, embeddings=None) -> TextEncoderModel:
+    from diffusion.text import ClipTextStack
+    states = [_strip(load_state_dict(p)) for p in paths]
+    widths = [_width(s, p) for s, p in zip(states, paths)]
+    if kind == "sdxl":
+        if len(states) != 2:
+            raise ModelFileError("SDXL needs two text encoders: CLIP-L and OpenCLIP-bigG")
+        order = sorted(range(2), key=lambda i: (widths[i], "text_projection.weight" in states[i]
+                                                 or "text_projection" in states[i]))
+        states, paths = [states[i] for i in order], [paths[i] for i in order]
+        family = "sdxl"
+    elif kind == "stable_diffusion":
+        if len(states) != 1:
+            raise ModelFileError("stable_diffusion takes one text encoder file")
+        family = "sd2" if _is_open_clip(states[0]) or widths[0] == 1024 else "sd1"
+    else:
+        raise ModelFileError(f"unsupported text encoder type {kind!r}")
+    try:
+        stack = ClipTextStack.from_encoder_weights(states, family, dtype=torch.float32,
+                                                   embeddings=embedding_library(embeddings))
+    except ValueError as exc:
+        names = ", ".join(os.path.basename(p) for p in paths)
+        raise ModelFileError(f"{names}: {exc}")
+    return TextEncoderModel(stack, family, ";".join(paths))
+
