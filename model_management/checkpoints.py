@@ -29,7 +29,12 @@ class LoadedCheckpoint:
 
 
 def _load_strict(module: torch.nn.Module, state: Dict[str, torch.Tensor], what: str, path: str) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as exc:  # shape mismatches
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:4])
+        raise ModelFileError(f"{os.path.basename(path)}: the {what} weights do not fit the detected layout: "
+                             f"{detail}")
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} weight(s), e.g. {', '.join(missing[:3])}")

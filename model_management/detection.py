@@ -64,7 +64,7 @@ def has_prefix(state: Dict[str, torch.Tensor], prefix: str) -> bool:
 
 def describe_other(state: Dict[str, torch.Tensor]) -> str:
     """A guess at what a non-checkpoint file is, for error messages."""
-    keys = list(state)
+    keys = [k[len(VAE_PREFIX):] if k.startswith(VAE_PREFIX) else k for k in state]
     if any(k.startswith(("encoder.", "decoder.")) for k in keys) and any("quant_conv" in k for k in keys):
         return "a standalone VAE (load it with Load VAE)"
     if any(k.startswith(("lora_unet_", "lora_te", "lora_")) or ".lora_up." in k or "lora_A" in k for k in keys):
@@ -85,9 +85,11 @@ def unet_family(unet_state: Dict[str, torch.Tensor]) -> str:
     label = unet_state.get("label_emb.0.0.weight")
     proj = next((v for k, v in unet_state.items() if k.endswith(".proj_in.weight")), None)
     if label is not None:
+        # y = pooled + 256 per embedded id: 6 ids (sizes, crop, target) for the base, 5 (sizes, crop, aesthetic
+        # score) for the refiner, whose pooled width equals its context width (bigG alone).
         adm = label.shape[1]
         context = next((v.shape[1] for k, v in unet_state.items() if k.endswith("attn2.to_k.weight")), None)
-        if context is not None and adm - 5 * 256 == context:
+        if (context is not None and adm - 5 * 256 == context) or adm - 6 * 256 <= 0:
             return "sdxl_refiner"
         return "sdxl"
     if proj is not None and proj.ndim == 2:

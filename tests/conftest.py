@@ -45,3 +45,25 @@ class Engine:
 @pytest.fixture
 def engine():
     return Engine()
+
+
+class TinyModels:
+    """Random-weight checkpoints in the real layouts, written once per test session and shared."""
+
+    def __init__(self, root):
+        self.root = root
+        self._made = {}
+
+    def checkpoint(self, family="sd1", **variant):
+        from diffusion.synthetic_checkpoints import write_checkpoint
+        key = (family, tuple(sorted(variant.items())))
+        if key not in self._made:
+            suffix = "".join(f"-{k}" for k, v in sorted(variant.items()) if v)
+            path = str(self.root / f"{family}{suffix}.safetensors")
+            self._made[key] = write_checkpoint(path, family, **variant)
+        return self._made[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    return TinyModels(tmp_path_factory.mktemp("tiny_models"))
