@@ -152,3 +152,17 @@ def test_io_types_stay_widgets(pack_engine):
         "2": {"class_type": "FeatLazySwitch", "inputs": {"switch": True, "on_true": ["1", 0], "on_false": ["1", 0]}},
         "3": show("2")})
     assert result.ok, result.node_errors
+
+
+def test_comfy_sd_loads_models_packs_can_use(tiny_models, tmp_path):
+    import comfy.sd
+    import torch
+    from safetensors.torch import save_file
+    emb_dir = tmp_path / "emb"
+    emb_dir.mkdir()
+    save_file({"emb_params": torch.randn(1, 64)}, str(emb_dir / "tok.safetensors"))
+    model, clip, vae, vision = comfy.sd.load_checkpoint_guess_config(
+        tiny_models.checkpoint("sd1"), embedding_directory=str(emb_dir))
+    assert vision is None and model.family.name == "sd1" and isinstance(vae, comfy.sd.VAE)
+    cond, pooled, warnings = clip.encode("a embedding:tok")
+    assert warnings == [] and cond.shape == (1, 77, 64)
