@@ -41,7 +41,8 @@ class DiffusionModel:
 
     def clone(self) -> "DiffusionModel":
         twin = copy.copy(self)
-        twin.options = copy.deepcopy(self.options)
+        twin.options = dict(self.options)
+        twin.__dict__.pop("_sampling", None)
         return twin
 
     @property
@@ -51,6 +52,17 @@ class DiffusionModel:
     @property
     def latent_scale(self) -> float:
         return self.family.latent_scale
+
+    @property
+    def model_sampling(self):
+        """The discrete SD schedule for this model's prediction type (and zero-terminal-SNR setting)."""
+        from diffusion.sampling.model_sampling import DiscreteModelSampling
+        key = (self.prediction, bool(self.options.get("zsnr", self.family.zero_terminal_snr)))
+        cached = self.__dict__.get("_sampling")
+        if cached is None or cached[0] != key:
+            cached = (key, DiscreteModelSampling(prediction=key[0], zero_terminal_snr=key[1]))
+            self.__dict__["_sampling"] = cached
+        return cached[1]
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 y: Optional[torch.Tensor] = None, control: Optional[dict] = None) -> torch.Tensor:

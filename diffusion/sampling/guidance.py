@@ -1,0 +1,240 @@
+"""From CONDITIONING to one denoised prediction: areas, masks, strengths, timestep ranges, batching, and CFG.
+
+`prepare_conditioning` turns the CONDITIONING list of a node input into `CondEntry`s fixed for one latent shape
+(SDXL's size vector built, areas converted to latent cells, masks resized). `Guidance.denoise(x, sigma)` then
+evaluates every entry active at this sigma -- each on its area of the latent, weighted by strength and mask --
+batching entries whose tensors line up (the positive and negative usually go through the UNet together), and
+combines the positive and negative predictions with classifier-free guidance. ControlNets hook in through
+`CondEntry.control`: an object with `residuals(x_in, t, entry, sigma) -> dict | None` in the UNet's control format.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from diffusion.unet.embeddings import timestep_embedding
+
+
+@dataclass
+class CondEntry:
+    context: torch.Tensor  # [1, tokens, dim]
+    y: Optional[torch.Tensor]  # [1, adm] for SDXL
+    area: Optional[Tuple[int, int, int, int]]  # (h, w, top, left) in latent cells
+    mask: Optional[torch.Tensor]  # [1, 1, h, w] over the area (or the whole latent)
+    strength: float
+    sigma_start: float  # active while sigma_end < sigma <= sigma_start (inclusive at the ends)
+    sigma_end: float
+    control: Any = None
+
+
+def _sdxl_y(opts: dict, latent_hw: Tuple[int, int], adm: int, refiner: bool) -> torch.Tensor:
+    pooled = opts.get("pooled_output")
+    if pooled is None:
+        raise ValueError("SDXL needs a pooled text embedding: encode the prompt with an SDXL CLIP")
+    height, width = latent_hw[0] * 8, latent_hw[1] * 8
+    if refiner:
+        ids = [opts.get("height", height), opts.get("width", width), opts.get("crop_h", 0), opts.get("crop_w", 0),
+               opts.get("aesthetic_score", 6.0)]
+    else:
+        ids = [opts.get("height", height), opts.get("width", width), opts.get("crop_h", 0), opts.get("crop_w", 0),
+               opts.get("target_height", height), opts.get("target_width", width)]
+    embedded = timestep_embedding(torch.tensor(ids, dtype=torch.float32), 256).reshape(1, -1)
+    y = torch.cat([pooled.float().reshape(1, -1), embedded], dim=1)
+    if y.shape[1] != adm:
+        raise ValueError(f"the conditioning gives a {y.shape[1]}-wide size vector but the model expects {adm}: "
+                         f"the prompt was encoded with a different model family's CLIP")
+    return y
+
+
+def _area(opts: dict, latent_hw: Tuple[int, int]) -> Optional[Tuple[int, int, int, int]]:
+    area = opts.get("area")
+    if area is None:
+        return None
+    H, W = latent_hw
+    if area[0] == "percentage":
+        _, h, w, top, left = area
+        h, w, top, left = round(h * H), round(w * W), round(top * H), round(left * W)
+    else:
+        h, w, top, left = area
+    top, left = min(max(0, int(top)), H - 1), min(max(0, int(left)), W - 1)
+    h, w = max(1, min(int(h), H - top)), max(1, min(int(w), W - left))
+    return h, w, top, left
+
+
+def _mask(opts: dict, latent_hw: Tuple[int, int], area: Optional[tuple]) -> tuple:
+    mask = opts.get("mask")
+    if mask is None:
+        return None, area
+    mask = mask.float()
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    mask = F.interpolate(mask[:1].unsqueeze(1), size=latent_hw, mode="bilinear", align_corners=False)
+    mask = mask * float(opts.get("mask_strength", 1.0))
+    if opts.get("set_area_to_bounds"):
+        nonzero = (mask[0, 0] > 0).nonzero()
+        if len(nonzero):
+            top, left = nonzero.min(0).values.tolist()
+            bottom, right = nonzero.max(0).values.tolist()
+            area = (bottom - top + 1, right - left + 1, top, left)
+    if area is not None:
+        h, w, top, left = area
+        mask = mask[:, :, top:top + h, left:left + w]
+    return mask, area
+
+
+def prepare_conditioning(conditioning: list, latent_shape: torch.Size, model: Any) -> List[CondEntry]:
+    """CONDITIONING -> entries fixed for a latent of `latent_shape` [B, C, H, W] and this MODEL."""
+    if not isinstance(conditioning, list):
+        raise ValueError("expected CONDITIONING (a list of [tensor, options])")
+    latent_hw = (int(latent_shape[2]), int(latent_shape[3]))
+    config = model.unet.config
+    sampling = model.model_sampling
+    entries = []
+    for item in conditioning:
+        cond, opts = item[0], item[1]
+        if cond.shape[-1] != config.context_dim:
+            raise ValueError(f"the prompt embedding is {cond.shape[-1]}-wide but this model expects "
+                             f"{config.context_dim}: the CLIP and the MODEL come from different families")
+        y = None
+        if config.adm_in_channels:
+            y = _sdxl_y(opts, latent_hw, config.adm_in_channels, model.family.name == "sdxl_refiner")
+        area = _area(opts, latent_hw)
+        mask, area = _mask(opts, latent_hw, area)
+        start = sampling.percent_to_sigma(float(opts.get("start_percent", 0.0)))
+        end = sampling.percent_to_sigma(float(opts.get("end_percent", 1.0)))
+        entries.append(CondEntry(cond.float(), y, area, mask, float(opts.get("strength", 1.0)), start, end,
+                                 opts.get("control")))
+    return entries
+
+
+def _feather(h: int, w: int, area: tuple, latent_hw: tuple, rr: int = 8) -> torch.Tensor:
+    """Soft edges where an area lies inside the latent, so area conditioning blends instead of cutting."""
+    weight = torch.ones(1, 1, h, w)
+    _, _, top, left = area
+    rr = min(rr, h // 4, w // 4)
+    for t in range(rr):
+        fade = (t + 1) / rr
+        if top != 0:
+            weight[:, :, t, :] *= fade
+        if top + h < latent_hw[0]:
+            weight[:, :, h - 1 - t, :] *= fade
+        if left != 0:
+            weight[:, :, :, t] *= fade
+        if left + w < latent_hw[1]:
+            weight[:, :, :, w - 1 - t] *= fade
+    return weight
+
+
+class Guidance:
+    """Evaluates a MODEL on prepared conditioning: denoise(x, sigma) -> x0 prediction (CFG applied)."""
+
+    def __init__(self, model: Any, positive: List[CondEntry], negative: Optional[List[CondEntry]], cfg: float,
+                 combine: Optional[Callable] = None) -> None:
+        self.model = model
+        self.sampling = model.model_sampling
+        self.positive = positive
+        self.negative = negative if negative is not None else []
+        self.cfg = cfg
+        self.combine = combine  # (cond, uncond, cfg, x, sigma) -> denoised; default plain CFG
+        self.uncond_denoised: Optional[torch.Tensor] = None
+        self.calls = 0
+
+    def uses_uncond(self) -> bool:
+        return bool(self.negative) and not math.isclose(self.cfg, 1.0)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        return self.denoise(x, sigma)
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        lists = [self.positive] + ([self.negative] if self.uses_uncond() else [])
+        preds = self.predict(x, sigma, lists)
+        cond = preds[0]
+        uncond = preds[1] if len(preds) > 1 else None
+        self.uncond_denoised = uncond
+        if uncond is None:
+            return cond
+        if self.combine is not None:
+            return self.combine(cond, uncond, self.cfg, x, sigma)
+        return uncond + (cond - uncond) * self.cfg
+
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, lists: List[List[CondEntry]]) -> List[torch.Tensor]:
+        """The weighted average x0 prediction of each list of entries (areas and masks blended)."""
+        self.calls += 1
+        latent_hw = (x.shape[2], x.shape[3])
+        s = float(sigma.reshape(-1)[0])
+        totals = [torch.zeros_like(x) for _ in lists]
+        counts = [torch.full_like(x, 1e-37) for _ in lists]
+        jobs = []  # (list index, entry, x crop, weight, area)
+        for index, entries in enumerate(lists):
+            for entry in entries:
+                if not (entry.sigma_end - 1e-6 <= s <= entry.sigma_start + 1e-6):
+                    continue
+                area = entry.area or (latent_hw[0], latent_hw[1], 0, 0)
+                h, w, top, left = area
+                crop = x[:, :, top:top + h, left:left + w]
+                weight = torch.full((1, 1, h, w), entry.strength, dtype=x.dtype, device=x.device)
+                if entry.mask is not None:
+                    weight = weight * entry.mask.to(x)
+                if entry.area is not None:
+                    weight = weight * _feather(h, w, area, latent_hw).to(x)
+                jobs.append((index, entry, crop, weight, area))
+        for group in _groups(jobs):
+            outs = self._forward(group, sigma)
+            for (index, entry, crop, weight, area), out in zip(group, outs):
+                h, w, top, left = area
+                totals[index][:, :, top:top + h, left:left + w] += out * weight
+                counts[index][:, :, top:top + h, left:left + w] += weight
+        return [t / c for t, c in zip(totals, counts)]
+
+    def _forward(self, group: list, sigma: torch.Tensor) -> List[torch.Tensor]:
+        """One UNet call for a group of entries with matching shapes (batched on the batch axis)."""
+        batch = group[0][2].shape[0]
+        x = torch.cat([job[2] for job in group])
+        sig = sigma.reshape(-1)[:1].expand(x.shape[0]) if sigma.numel() == 1 else sigma.repeat(len(group))
+        context = torch.cat([job[1].context.expand(batch, -1, -1) for job in group]).to(x)
+        y = None
+        if group[0][1].y is not None:
+            y = torch.cat([job[1].y.expand(batch, -1) for job in group]).to(x)
+        x_in = self.sampling.calculate_input(sig, x)
+        t = self.sampling.timestep(sig).float()
+        control = _merge_controls([job[1] for job in group], x_in, t, sig)
+        out = self.model.forward(x_in, t, context, y=y, control=control)
+        denoised = self.sampling.calculate_denoised(sig, out, x)
+        return list(denoised.split(batch))
+
+
+def _groups(jobs: list) -> list:
+    """Jobs that can share a UNet call: same crop size, same token count, same control object."""
+    groups: Dict[tuple, list] = {}
+    for job in jobs:
+        entry, crop = job[1], job[2]
+        key = (tuple(crop.shape), entry.context.shape[1], id(entry.control), entry.y is None)
+        groups.setdefault(key, []).append(job)
+    return list(groups.values())
+
+
+def _merge_controls(entries: List[CondEntry], x_in: torch.Tensor, t: torch.Tensor,
+                    sigma: torch.Tensor) -> Optional[dict]:
+    control = entries[0].control
+    if control is None:
+        return None
+    return control.residuals(x_in, t, entries, sigma)
+
+
+def rescale_cfg(multiplier: float) -> Callable:
+    """RescaleCFG (Lin et al. 2023, "Common diffusion noise schedules and sample steps are flawed", §3.4):
+    rescale the guided noise prediction to the conditional prediction's standard deviation, then mix."""
+    def combine(cond: torch.Tensor, uncond: torch.Tensor, cfg: float, x: torch.Tensor,
+                sigma: torch.Tensor) -> torch.Tensor:
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x)
+        eps_c, eps_u = (x - cond) / s, (x - uncond) / s
+        eps = eps_u + (eps_c - eps_u) * cfg
+        dims = list(range(1, x.ndim))
+        scaled = eps * (eps_c.std(dim=dims, keepdim=True) / eps.std(dim=dims, keepdim=True).clamp_min(1e-12))
+        eps = multiplier * scaled + (1.0 - multiplier) * eps
+        return x - eps * s
+    return combine

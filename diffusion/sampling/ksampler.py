@@ -1,0 +1,137 @@
+"""Running a sampler on a MODEL: initial noise from the seed, the sigma schedule, noise scaling, inpainting masks,
+latent scaling, and per-step callbacks. The KSampler nodes and the custom-sampling nodes all end up here.
+
+Seeds (DESIGN.md §7): one CPU float32 `torch.randn` of the whole latent shape from a generator seeded with the
+seed; with `batch_index`, one [1, C, H, W] draw per index 0..max in order, picking the indices asked for -- so the
+image for batch index i is the same whatever the batch size. Per-step noise comes from the sampler's noise sampler,
+itself seeded from the seed, so a seed fully determines the image.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from diffusion.sampling.guidance import Guidance, prepare_conditioning
+from diffusion.sampling.registry import get_sampler, get_scheduler
+
+
+@dataclass
+class SamplerChoice:
+    """SAMPLER: a sampler function by name, with options (eta, s_noise, ...)."""
+    name: str
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def function(self) -> Callable:
+        return get_sampler(self.name)
+
+
+def prepare_noise(latent: torch.Tensor, seed: int, batch_index: Optional[List[int]] = None) -> torch.Tensor:
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    shape = tuple(latent.shape)
+    if batch_index is None:
+        return torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")
+    draws = {}
+    for index in range(max(batch_index) + 1):
+        draws[index] = torch.randn((1,) + shape[1:], generator=generator, dtype=torch.float32, device="cpu")
+    return torch.cat([draws[i] for i in batch_index])
+
+
+def calculate_sigmas(model: Any, scheduler: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """The schedule of `scheduler` for `steps` steps; denoise d < 1 keeps the last steps+1 sigmas of int(steps/d)."""
+    fn = get_scheduler(scheduler)
+    if denoise is None or denoise >= 0.9999:
+        return fn(model.model_sampling, steps).float()
+    if denoise <= 0.0:
+        return torch.zeros(0)
+    total = int(steps / denoise)
+    return fn(model.model_sampling, total)[-(steps + 1):].float()
+
+
+def slice_sigmas(sigmas: torch.Tensor, start_step: Optional[int], last_step: Optional[int],
+                 force_full_denoise: bool) -> torch.Tensor:
+    """KSamplerAdvanced's start/end steps: run part of a schedule (leftover noise kept unless forced to 0)."""
+    if last_step is not None and last_step < len(sigmas) - 1:
+        sigmas = sigmas[:last_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_step is not None:
+        if start_step >= len(sigmas) - 1:
+            return sigmas[:0]
+        sigmas = sigmas[start_step:]
+    return sigmas
+
+
+class InpaintWrapper:
+    """Keeps the unmasked part of the latent pinned to the (renoised) original at every model call."""
+
+    def __init__(self, inner: Callable, latent: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor,
+                 sampling: Any) -> None:
+        self.inner, self.latent, self.noise, self.mask, self.sampling = inner, latent, noise, mask, sampling
+
+    @property
+    def uncond_denoised(self):
+        return getattr(self.inner, "uncond_denoised", None)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        keep = 1.0 - self.mask
+        renoised = self.sampling.noise_scaling(sigma.reshape(-1, 1, 1, 1), self.noise, self.latent, False)
+        x = x * self.mask + renoised * keep
+        out = self.inner(x, sigma, **kwargs)
+        return out * self.mask + self.latent * keep
+
+
+def _noise_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    mask = mask.float()
+    if mask.ndim == 2:
+        mask = mask[None, None]
+    elif mask.ndim == 3:
+        mask = mask[:, None]
+    mask = torch.nn.functional.interpolate(mask, size=latent.shape[2:], mode="bilinear", align_corners=False)
+    if mask.shape[0] < latent.shape[0]:
+        mask = mask.repeat(math.ceil(latent.shape[0] / mask.shape[0]), 1, 1, 1)[:latent.shape[0]]
+    return mask.expand(-1, latent.shape[1], -1, -1)
+
+
+def run_sampler(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: torch.Tensor,
+                latent: torch.Tensor, noise: torch.Tensor, seed: int, noise_mask: Optional[torch.Tensor] = None,
+                callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None) -> tuple:
+    """Sample: returns (samples, denoised of the last step), both raw (unscaled) latents."""
+    sampling = model.model_sampling
+    scale = model.latent_scale
+    if len(sigmas) < 2:
+        return latent, latent
+    latent_in = latent.float() * scale
+    sigma0 = float(sigmas[0])
+    max_denoise = math.isclose(sampling.sigma_max, sigma0, rel_tol=1e-5) or sigma0 > sampling.sigma_max
+    x = sampling.noise_scaling(sigmas[0], noise.float(), latent_in, max_denoise)
+    denoiser: Callable = guidance
+    if noise_mask is not None:
+        denoiser = InpaintWrapper(guidance, latent_in, noise.float(), _noise_mask(noise_mask, latent_in), sampling)
+    last = {"denoised": None}
+    total = len(sigmas) - 1
+
+    def on_step(info: dict) -> None:
+        last["denoised"] = info["denoised"]
+        if callback is not None:
+            callback(info["i"], total, info["x"], info["denoised"])
+
+    with torch.inference_mode():
+        samples = sampler.function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=on_step,
+                                   **sampler.options)
+        samples = sampling.inverse_noise_scaling(sigmas[-1], samples)
+    denoised = last["denoised"] if last["denoised"] is not None else samples
+    return samples / scale, denoised / scale
+
+
+def sample(model: Any, noise: torch.Tensor, positive: list, negative: Optional[list], cfg: float,
+           sampler: SamplerChoice, sigmas: torch.Tensor, latent: torch.Tensor, seed: int,
+           noise_mask: Optional[torch.Tensor] = None, callback: Optional[Callable] = None) -> tuple:
+    guidance = Guidance(model, prepare_conditioning(positive, latent.shape, model),
+                        prepare_conditioning(negative, latent.shape, model) if negative is not None else None,
+                        cfg, model.options.get("cfg_combine"))
+    return run_sampler(model, guidance, sampler, sigmas, latent, noise, seed, noise_mask, callback)
