@@ -1,0 +1,1 @@
+"""Tests for diffusion.sampling: schedules, model sampling, noise and samplers."""
