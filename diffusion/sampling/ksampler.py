@@ -43,13 +43,8 @@ def prepare_noise(latent: torch.Tensor, seed: int, batch_index: Optional[List[in
 
 def calculate_sigmas(model: Any, scheduler: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
     """The schedule of `scheduler` for `steps` steps; denoise d < 1 keeps the last steps+1 sigmas of int(steps/d)."""
-    fn = get_scheduler(scheduler)
-    if denoise is None or denoise >= 0.9999:
-        return fn(model.model_sampling, steps).float()
-    if denoise <= 0.0:
-        return torch.zeros(0)
-    total = int(steps / denoise)
-    return fn(model.model_sampling, total)[-(steps + 1):].float()
+    from diffusion.sampling.schedulers import sigmas_for_denoise
+    return sigmas_for_denoise(get_scheduler(scheduler), model.model_sampling, steps, denoise).float()
 
 
 def slice_sigmas(sigmas: torch.Tensor, start_step: Optional[int], last_step: Optional[int],
