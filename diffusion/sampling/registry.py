@@ -36,14 +36,28 @@ def _load(modules) -> None:
                 raise
 
 
+# The order editors show (the order other tools list them in); names registered but not here come last.
+_SAMPLER_ORDER = ["euler", "euler_cfg_pp", "euler_ancestral", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "lms",
+                  "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m",
+                  "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
+                  "ipndm_v", "deis", "res_multistep", "ddim", "uni_pc", "uni_pc_bh2"]
+_SCHEDULER_ORDER = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+                    "linear_quadratic", "kl_optimal"]
+
+
+def _ordered(names, order) -> List[str]:
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(names, key=lambda n: (rank.get(n, len(order)), n))
+
+
 def sampler_names() -> List[str]:
     _load(_SAMPLER_MODULES)
-    return list(SAMPLERS)
+    return _ordered(SAMPLERS, _SAMPLER_ORDER)
 
 
 def scheduler_names() -> List[str]:
     _load(_SCHEDULER_MODULES)
-    return list(SCHEDULERS)
+    return _ordered(SCHEDULERS, _SCHEDULER_ORDER)
 
 
 def get_sampler(name: str) -> Callable:

@@ -136,6 +136,7 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
 
 
 @sampler("dpmpp_sde")
+@sampler("dpmpp_sde_gpu")  # same algorithm; the Brownian noise is device-independent here
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                      eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5):
     """DPM-Solver++ SDE, singlestep second order (Lu et al. 2022b, SDE-DPM-Solver++ with the 2S midpoint rule,
@@ -253,6 +254,7 @@ def _multistep_sde(model, x, sigmas, extra_args, callback, noise_sampler, order:
 
 
 @sampler("dpmpp_2m_sde")
+@sampler("dpmpp_2m_sde_gpu")  # same algorithm; the Brownian noise is device-independent here
 def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                         eta: float = 1.0, s_noise: float = 1.0, solver_type: str = "midpoint"):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022b, appendix: the 2M multistep rule applied to the data-prediction reverse
@@ -267,6 +269,7 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
 
 
 @sampler("dpmpp_3m_sde")
+@sampler("dpmpp_3m_sde_gpu")  # same algorithm; the Brownian noise is device-independent here
 def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                         eta: float = 1.0, s_noise: float = 1.0):
     """SDE-DPM-Solver++(3M): the third-order multistep exponential integrator of Lu et al. 2022b (DPM-Solver++(3M),
