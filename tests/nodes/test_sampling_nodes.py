@@ -194,3 +194,57 @@ def test_split_schedule_with_euler_equals_the_whole_run(engine):
     whole, denoised = SamplerCustom().run(None, loaded.model, True, 5, 6.0, pos, neg, sampler, sigmas, latent)
     assert torch.allclose(second["samples"], whole["samples"], atol=1e-5)
     assert torch.allclose(denoised["samples"], whole["samples"], atol=1e-5)  # last step lands on its denoised
+
+
+def test_schedule_and_sigma_nodes():
+    from nodes.custom_sampling import (ExponentialScheduler, FlipSigmas, KarrasScheduler, PolyexponentialScheduler,
+                                       SplitSigmasDenoise)
+    karras = KarrasScheduler().run(None, 10, 14.614642, 0.0291675, 7.0)[0]
+    assert len(karras) == 11 and abs(float(karras[0]) - 14.614642) < 1e-4 and karras[-1] == 0
+    expo = ExponentialScheduler().run(None, 5, 10.0, 0.1)[0]
+    assert torch.allclose(expo[:-1].log().diff(), expo[:-1].log().diff()[0].expand(4), atol=1e-5)
+    poly = PolyexponentialScheduler().run(None, 5, 10.0, 0.1, 1.0)[0]
+    assert torch.allclose(poly, expo, atol=1e-5)  # rho 1 is exponential
+    high, low = SplitSigmasDenoise().run(None, karras, 0.4)
+    assert len(low) == 5 and high[-1] == low[0]
+    flipped = FlipSigmas().run(None, karras)[0]
+    assert flipped[0] == 0.0001 and flipped[-1] == karras[0]
+
+
+def test_model_sampling_override_and_rescale_cfg_are_clones(engine):
+    from model_management.checkpoints import load_checkpoint
+    from nodes.model_patches import ModelSamplingDiscrete, RescaleCFG
+    model = load_checkpoint(os.path.join(engine.models("checkpoints"), "v1-5-pruned-emaonly.safetensors")).model
+    v = ModelSamplingDiscrete().run(None, model, "v_prediction", True)[0]
+    assert v.prediction == "v" and model.prediction == "eps"
+    assert v.model_sampling.sigma_max > 1000 and model.model_sampling.sigma_max < 15  # zero terminal SNR
+    assert v.unet is model.unet  # weights shared, never copied
+    rescaled = RescaleCFG().run(None, model, 0.7)[0]
+    assert "cfg_combine" in rescaled.options and "cfg_combine" not in model.options
+
+
+def test_latent_noise_mask_keeps_the_unmasked_region(engine):
+    from model_management.checkpoints import load_checkpoint
+    from nodes.sampling import SetLatentNoiseMask, common_ksampler
+    loaded = load_checkpoint(os.path.join(engine.models("checkpoints"), "v1-5-pruned-emaonly.safetensors"))
+    pos = [[loaded.clip.encode("a cat")[0], {}]]
+    original = torch.randn(1, 4, 8, 8)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1.0  # resample the right half only
+    latent = SetLatentNoiseMask().run(None, {"samples": original}, mask)[0]
+    out = common_ksampler(None, loaded.model, 3, 4, 1.0, "euler", "karras", pos, pos, latent)["samples"]
+    assert torch.allclose(out[..., :3], original[..., :3], atol=1e-4)  # away from the mask's soft edge
+    assert not torch.allclose(out[..., 5:], original[..., 5:], atol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["txt2img", "img2img", "sdxl_base_refiner", "hires_fix"])
+def test_every_example_workflow_runs_through_the_cli(engine, tmp_path, name):
+    import subprocess
+    import sys
+    path = tmp_path / f"{name}.api.json"
+    path.write_text(json.dumps(small(name)))
+    result = subprocess.run([sys.executable, "server.py", "--run", str(path), "--base-directory",
+                             engine.services.paths.base_dir], cwd=os.path.dirname(WORKFLOWS), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.endswith(".png")]
