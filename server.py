@@ -47,6 +47,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
                    help="an extra_model_paths.yaml with more model folders (may be repeated)")
     p.add_argument("--cpu", action="store_true", help="run everything on the CPU")
+    p.add_argument("--ram-budget", type=float, metavar="GB",
+                   help="RAM for resident model weights (default: half the machine's memory)")
     p.add_argument("--preview-method", choices=["auto", "latent2rgb", "none"], default="auto",
                    help="live previews while sampling (a job may override it with extra_data.preview_method)")
     cache = p.add_mutually_exclusive_group()
@@ -86,7 +88,10 @@ def services_from(args: argparse.Namespace) -> Services:
                   args.user_directory)
     for yaml_path in args.extra_model_paths_config:
         paths.load_model_paths_yaml(yaml_path)
-    return Services(paths, settings={"cpu": args.cpu, "preview_method": args.preview_method})
+    from model_management.residency import ModelResidency, default_ram_budget
+    budget = int(args.ram_budget * (1 << 30)) if args.ram_budget is not None else default_ram_budget()
+    return Services(paths, settings={"cpu": args.cpu, "preview_method": args.preview_method},
+                    models=ModelResidency(budget))
 
 
 def load_catalogue(args: argparse.Namespace, services: Services) -> tuple:

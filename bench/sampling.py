@@ -22,7 +22,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-CHECKPOINT = os.path.join(HERE, "out", "sd15-random-fp16.safetensors")
+CHECKPOINT = os.path.join(HERE, "out", "sd15_random_fp16.safetensors")  # shared with model_stack.py
 
 
 def ensure_checkpoint() -> str:

@@ -32,7 +32,7 @@ class DiffusionModel:
 
     def __init__(self, unet: torch.nn.Module, family: ModelFamily, source: str = "",
                  device: Optional[torch.device] = None) -> None:
-        self.unet = unet
+        self._unet = unet  # a module, or a residency handle (model_management.residency)
         self.family = family
         self.source = source
         self.device = device or torch.device("cpu")
@@ -44,6 +44,11 @@ class DiffusionModel:
         twin.options = dict(self.options)
         twin.__dict__.pop("_sampling", None)
         return twin
+
+    @property
+    def unet(self) -> torch.nn.Module:
+        from model_management.residency import resolve
+        return resolve(self._unet)
 
     @property
     def prediction(self) -> str:
@@ -77,11 +82,16 @@ class TextEncoderModel:
     """CLIP: the tokenizer and text encoder(s) of a family, with the CLIP-skip setting."""
 
     def __init__(self, stack: Any, family_name: str, source: str = "") -> None:
-        self.stack = stack
+        self._stack = stack
         self.family_name = family_name
         self.source = source
         self.clip_skip: Optional[int] = None  # None: the family's default layer
         self.warnings: List[str] = []
+
+    @property
+    def stack(self) -> Any:
+        from model_management.residency import resolve
+        return resolve(self._stack)
 
     def clone(self) -> "TextEncoderModel":
         twin = copy.copy(self)
@@ -119,10 +129,15 @@ class VAEModel:
     """VAE: pixels <-> latents. Images are [B, H, W, C] in 0..1; latents raw (unscaled)."""
 
     def __init__(self, vae: torch.nn.Module, source: str = "", device: Optional[torch.device] = None) -> None:
-        self.vae = vae
+        self._vae = vae
         self.source = source
         self.device = device or torch.device("cpu")
         self.dtype = compute_dtype(self.device, for_vae=True)
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        from model_management.residency import resolve
+        return resolve(self._vae)
 
     @property
     def downscale(self) -> int:

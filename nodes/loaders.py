@@ -13,6 +13,11 @@ def _path(ctx, kind: str, name: str) -> str:
     return ctx.services.paths.require(kind, name)
 
 
+def _residency(ctx):
+    """The model manager that owns loaded weights (None: load directly, e.g. in minimal setups)."""
+    return getattr(ctx.services, "models", None) if ctx.services is not None else None
+
+
 def _embeddings(ctx):
     """A lookup `name -> path or None` over the embeddings folder, for `embedding:name` in prompts."""
     paths = ctx.services.paths
@@ -49,9 +54,18 @@ class CheckpointLoaderSimple:
     ckpt_name = Combo(files("checkpoints"), tooltip="The checkpoint file (models/checkpoints).")
 
     def run(self, ctx, ckpt_name):
-        from model_management.checkpoints import load_checkpoint
-        loaded = load_checkpoint(_path(ctx, "checkpoints", ckpt_name), embeddings=_embeddings(ctx))
-        return (loaded.model, loaded.clip, loaded.vae)
+        return _load_checkpoint(ctx, ckpt_name, None)
+
+
+def _load_checkpoint(ctx, ckpt_name, prediction):
+    from model_management.checkpoints import load_checkpoint
+    path = _path(ctx, "checkpoints", ckpt_name)
+    models = _residency(ctx)
+    if models is not None:
+        loaded = models.load_checkpoint(path, prediction=prediction, embeddings=_embeddings(ctx))
+    else:
+        loaded = load_checkpoint(path, prediction=prediction, embeddings=_embeddings(ctx))
+    return (loaded.model, loaded.clip, loaded.vae)
 
 
 @node(category="advanced/loaders", display_name="Load Checkpoint With Config (DEPRECATED)", deprecated=True,
@@ -63,11 +77,8 @@ class CheckpointLoader:
     ckpt_name = Combo(files("checkpoints"), tooltip="The checkpoint file (models/checkpoints).")
 
     def run(self, ctx, config_name, ckpt_name):
-        from model_management.checkpoints import load_checkpoint
         prediction = _read_parameterization(_path(ctx, "configs", config_name))
-        loaded = load_checkpoint(_path(ctx, "checkpoints", ckpt_name), prediction=prediction,
-                                 embeddings=_embeddings(ctx))
-        return (loaded.model, loaded.clip, loaded.vae)
+        return _load_checkpoint(ctx, ckpt_name, prediction)
 
 
 @node(category="loaders", display_name="Load VAE", outputs=[Output("VAE", tooltip="The autoencoder.")])
@@ -77,7 +88,8 @@ class VAELoader:
 
     def run(self, ctx, vae_name):
         from model_management.checkpoints import load_vae_file
-        return (load_vae_file(_path(ctx, "vae", vae_name)),)
+        models, path = _residency(ctx), _path(ctx, "vae", vae_name)
+        return (models.load_vae(path) if models is not None else load_vae_file(path),)
 
 
 @node(category="advanced/loaders", display_name="Load CLIP", outputs=[Output("CLIP", tooltip="The text encoder.")])
@@ -88,8 +100,7 @@ class CLIPLoader:
     device = Combo(["default", "cpu"], optional=True, advanced=True, tooltip="Where to run it.")
 
     def run(self, ctx, clip_name, type, device="default"):
-        from model_management.text_encoder_files import load_text_encoder_files
-        return (load_text_encoder_files([_path(ctx, "clip", clip_name)], type, _embeddings(ctx)),)
+        return (_load_text(ctx, [_path(ctx, "clip", clip_name)], type),)
 
 
 @node(category="advanced/loaders", display_name="DualCLIPLoader",
@@ -102,9 +113,7 @@ class DualCLIPLoader:
     device = Combo(["default", "cpu"], optional=True, advanced=True, tooltip="Where to run them.")
 
     def run(self, ctx, clip_name1, clip_name2, type, device="default"):
-        from model_management.text_encoder_files import load_text_encoder_files
-        paths = [_path(ctx, "clip", clip_name1), _path(ctx, "clip", clip_name2)]
-        return (load_text_encoder_files(paths, type, _embeddings(ctx)),)
+        return (_load_text(ctx, [_path(ctx, "clip", clip_name1), _path(ctx, "clip", clip_name2)], type),)
 
 
 @node(category="advanced/loaders", display_name="Load Diffusion Model",
@@ -116,7 +125,16 @@ class UNETLoader:
 
     def run(self, ctx, unet_name, weight_dtype):
         from model_management.checkpoints import load_unet_file
-        return (load_unet_file(_path(ctx, "unet", unet_name)),)
+        models, path = _residency(ctx), _path(ctx, "unet", unet_name)
+        return (models.load_unet(path) if models is not None else load_unet_file(path),)
+
+
+def _load_text(ctx, paths, kind):
+    from model_management.text_encoder_files import load_text_encoder_files
+    models = _residency(ctx)
+    if models is not None:
+        return models.load_text_encoders(paths, kind, _embeddings(ctx))
+    return load_text_encoder_files(paths, kind, _embeddings(ctx))
 
 
 NODES = [CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader, DualCLIPLoader, UNETLoader]

@@ -1,0 +1,177 @@
+"""Model residency: loaded weights are owned here, kept in RAM within a budget, most recently used first.
+
+Loader nodes ask `ModelResidency` for a file; it reads the file only when the weights are not already resident, so
+two workflows that share a checkpoint never reload it, and switching among checkpoints that fit the budget never
+re-reads a file. The MODEL, CLIP and VAE objects it returns hold `ResidentModule` handles, not the modules: the
+output cache may keep those objects as long as it likes, and evicting a model here really frees its memory (a later
+use loads it again, transparently).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+
+def module_bytes(module: Any) -> int:
+    seen, total = set(), 0
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+@dataclass
+class Resident:
+    parts: Dict[str, Any]  # "unet" / "vae" / "clip" -> torch module
+    load: Callable[[], Dict[str, Any]]  # how to read them again after eviction
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        return sum(module_bytes(m) for m in self.parts.values())
+
+
+class ResidentModule:
+    """A handle to one network of a resident file; `get()` returns it, loading the file again if evicted."""
+
+    def __init__(self, residency: "ModelResidency", key: tuple, part: str) -> None:
+        self.residency, self.key, self.part = residency, key, part
+
+    def get(self) -> Any:
+        return self.residency.module(self.key, self.part)
+
+
+def resolve(module_or_handle: Any) -> Any:
+    return module_or_handle.get() if isinstance(module_or_handle, ResidentModule) else module_or_handle
+
+
+class ModelResidency:
+    def __init__(self, ram_budget_bytes: Optional[int] = None) -> None:
+        self.budget = ram_budget_bytes
+        self.entries: "OrderedDict[tuple, Resident]" = OrderedDict()
+        self.file_reads = 0
+        self._loaders: Dict[tuple, Callable[[], Dict[str, Any]]] = {}
+        self._lock = threading.RLock()
+
+    # -- bookkeeping -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _key(kind: str, paths: Tuple[str, ...], options: tuple) -> tuple:
+        stamps = []
+        for path in paths:
+            st = os.stat(path)
+            stamps.append((os.path.realpath(path), st.st_size, st.st_mtime))
+        return (kind, tuple(stamps), options)
+
+    def resident_bytes(self) -> int:
+        return sum(entry.bytes for entry in self.entries.values())
+
+    def _enforce_budget(self, keep: tuple) -> None:
+        if self.budget is None:
+            return
+        while self.resident_bytes() > self.budget:
+            victim = next((k for k in self.entries if k != keep), None)
+            if victim is None:
+                return
+            del self.entries[victim]
+
+    def _entry(self, key: tuple, load: Callable[[], Dict[str, Any]]) -> Resident:
+        with self._lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                self.file_reads += 1
+                entry = Resident(load(), load)
+                self.entries[key] = entry
+            self.entries.move_to_end(key)
+            self._enforce_budget(key)
+            return entry
+
+    def module(self, key: tuple, part: str) -> Any:
+        with self._lock:
+            entry = self.entries.get(key)
+            if entry is None:  # evicted since the handle was made: read the file again
+                loader = self._loaders[key]
+                entry = self._entry(key, loader)
+            else:
+                self.entries.move_to_end(key)
+            return entry.parts[part]
+
+    def unload_all(self) -> None:
+        with self._lock:
+            self.entries.clear()
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    def _remember(self, key: tuple, load: Callable[[], Dict[str, Any]]) -> Resident:
+        self._loaders[key] = load
+        return self._entry(key, load)
+
+    def load_checkpoint(self, path: str, prediction: Optional[str] = None, embeddings=None):
+        from model_management.checkpoints import LoadedCheckpoint, load_checkpoint
+        from model_management.model_objects import DiffusionModel, TextEncoderModel, VAEModel
+        key = self._key("checkpoint", (path,), (prediction,))
+        holder: Dict[str, Any] = {}
+
+        def load() -> Dict[str, Any]:
+            loaded = load_checkpoint(path, prediction=prediction, embeddings=embeddings)
+            holder["loaded"] = loaded
+            return {"unet": loaded.model.unet, "vae": loaded.vae.vae, "clip": loaded.clip.stack}
+
+        entry = self._remember(key, load)
+        if "loaded" in holder:
+            entry.info.update(family=holder["loaded"].family, leftovers=holder["loaded"].leftovers)
+        family = entry.info["family"]
+        model = DiffusionModel(ResidentModule(self, key, "unet"), family, path)
+        clip = TextEncoderModel(ResidentModule(self, key, "clip"), family.name, path)
+        vae = VAEModel(ResidentModule(self, key, "vae"), path)
+        return LoadedCheckpoint(model, clip, vae, family, entry.info.get("leftovers", []))
+
+    def load_vae(self, path: str):
+        from model_management.checkpoints import load_vae_file
+        from model_management.model_objects import VAEModel
+        key = self._key("vae", (path,), ())
+        self._remember(key, lambda: {"vae": load_vae_file(path).vae})
+        return VAEModel(ResidentModule(self, key, "vae"), path)
+
+    def load_unet(self, path: str):
+        from model_management.checkpoints import load_unet_file
+        from model_management.model_objects import DiffusionModel
+        key = self._key("unet", (path,), ())
+        holder: Dict[str, Any] = {}
+
+        def load() -> Dict[str, Any]:
+            model = load_unet_file(path)
+            holder["family"] = model.family
+            return {"unet": model.unet}
+
+        entry = self._remember(key, load)
+        if "family" in holder:
+            entry.info["family"] = holder["family"]
+        return DiffusionModel(ResidentModule(self, key, "unet"), entry.info["family"], path)
+
+    def load_text_encoders(self, paths: list, kind: str, embeddings=None):
+        from model_management.model_objects import TextEncoderModel
+        from model_management.text_encoder_files import load_text_encoder_files
+        key = self._key("clip", tuple(paths), (kind,))
+        holder: Dict[str, Any] = {}
+
+        def load() -> Dict[str, Any]:
+            model = load_text_encoder_files(paths, kind, embeddings)
+            holder["family"] = model.family_name
+            return {"clip": model.stack}
+
+        entry = self._remember(key, load)
+        if "family" in holder:
+            entry.info["family"] = holder["family"]
+        return TextEncoderModel(ResidentModule(self, key, "clip"), entry.info["family"], ";".join(paths))
+
+
+def default_ram_budget() -> int:
+    """Half of the machine's memory for resident weights (the rest for activations and everything else)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
