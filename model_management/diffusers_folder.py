@@ -45,7 +45,7 @@ def unet_to_ldm(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     up_attn = {int(m.group(1)) for k in keys for m in [re.match(r"up_blocks\.(\d+)\.attentions\.", k)] if m}
     out: Dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        new = _unet_key(key, per_level, up_attn)
+        new = diffusers_unet_key_to_ldm(key, per_level, up_attn)
         if new is None:
             raise ModelFileError(f"unet: unexpected diffusers key {key!r}")
         out[new] = value
@@ -57,11 +57,16 @@ def _resnet_tail(rest: str) -> str:
     return f"{_RESNET.get(name, name)}.{tail}" if tail else _RESNET.get(name, name)
 
 
-def _unet_key(key: str, per_level: int, up_attn: set) -> Optional[str]:
-    simple = {"conv_in.": "input_blocks.0.0.", "time_embedding.linear_1.": "time_embed.0.",
-              "time_embedding.linear_2.": "time_embed.2.", "add_embedding.linear_1.": "label_emb.0.0.",
-              "add_embedding.linear_2.": "label_emb.0.2.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
-    for old, new in simple.items():
+_UNET_SIMPLE = {"conv_in.": "input_blocks.0.0.", "time_embedding.linear_1.": "time_embed.0.",
+                "time_embedding.linear_2.": "time_embed.2.", "add_embedding.linear_1.": "label_emb.0.0.",
+                "add_embedding.linear_2.": "label_emb.0.2.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
+
+
+def diffusers_unet_key_to_ldm(key: str, per_level: int, up_attention_levels) -> Optional[str]:
+    """One diffusers UNet name in our (LDM) naming; None when it is not a UNet name. `per_level`: resnets per
+    level; `up_attention_levels`: the diffusers up_blocks indices that have attentions."""
+    up_attn = up_attention_levels
+    for old, new in _UNET_SIMPLE.items():
         if key.startswith(old):
             return new + key[len(old):]
     m = re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key)
@@ -90,6 +95,56 @@ def _unet_key(key: str, per_level: int, up_attn: set) -> Optional[str]:
         return f"output_blocks.{level * (per_level + 1) + per_level}.{slot}.conv.{m.group(2)}"
     return None
 
+
+def unet_layout(ldm_keys) -> Tuple[int, set]:
+    """(resnets per level, diffusers up_blocks indices with attentions) of a UNet from its LDM parameter names."""
+    keys = list(ldm_keys)
+    ops = [int(m.group(1)) for k in keys for m in [re.match(r"input_blocks\.(\d+)\.0\.op\.", k)] if m]
+    per_level = min(ops) - 1 if ops else _count(keys, r"input_blocks\.(\d+)\.") - 1
+    up_attn = {int(m.group(1)) // (per_level + 1) for k in keys
+               for m in [re.match(r"output_blocks\.(\d+)\.1\.(?!conv\.)", k)] if m}
+    return per_level, up_attn
+
+
+_RESNET_BACK = {v: k for k, v in _RESNET.items()}
+
+
+def _resnet_back(rest: str) -> str:
+    for ldm, diffusers in _RESNET_BACK.items():
+        if rest == ldm or rest.startswith(ldm + "."):
+            return diffusers + rest[len(ldm):]
+    return rest
+
+
+def ldm_unet_key_to_diffusers(key: str, per_level: int, up_attention_levels) -> Optional[str]:
+    """The inverse of `diffusers_unet_key_to_ldm` (same arguments); None for names outside the UNet layout."""
+    for diffusers, ldm in _UNET_SIMPLE.items():
+        if key.startswith(ldm):
+            return diffusers + key[len(ldm):]
+    span = per_level + 1
+    m = re.match(r"input_blocks\.(\d+)\.(\d+)\.(.*)", key)
+    if m:
+        index, slot, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+        if slot == 0 and rest.startswith("op."):
+            return f"down_blocks.{index // span - 1}.downsamplers.0.conv.{rest[3:]}"
+        level, j = divmod(index - 1, span)
+        return f"down_blocks.{level}.resnets.{j}.{_resnet_back(rest)}" if slot == 0 else \
+            f"down_blocks.{level}.attentions.{j}.{rest}"
+    m = re.match(r"middle_block\.(\d+)\.(.*)", key)
+    if m:
+        index, rest = int(m.group(1)), m.group(2)
+        return f"mid_block.attentions.0.{rest}" if index == 1 else \
+            f"mid_block.resnets.{index // 2}.{_resnet_back(rest)}"
+    m = re.match(r"output_blocks\.(\d+)\.(\d+)\.(.*)", key)
+    if m:
+        index, slot, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+        level, j = divmod(index, span)
+        if slot == 0:
+            return f"up_blocks.{level}.resnets.{j}.{_resnet_back(rest)}"
+        if rest.startswith("conv.") and (slot == 2 or level not in up_attention_levels):
+            return f"up_blocks.{level}.upsamplers.0.{rest}"
+        return f"up_blocks.{level}.attentions.{j}.{rest}"
+    return None
 
 def vae_to_ldm(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     up_levels = _count(state, r"decoder\.up_blocks\.(\d+)\.")

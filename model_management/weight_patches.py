@@ -1,0 +1,282 @@
+"""Weight patches (LoRA, LoCon, LoHa, LoKr, full diffs) and applying them to a module exactly and reversibly.
+
+A patch knows only its own factors; `delta(weight_shape)` rebuilds the full-size change to one parameter with the
+published formula of its kind, always in float32 so that fp16/bf16 models get one rounding, at the end. The
+`WeightPatcher` adds the strength-weighted sum of several patches to a module's parameters in place, keeping a clone
+of exactly the parameters it touches, so that `restore()` puts back the original bits (a sampler run with a LoRA
+must leave the cached checkpoint as it was). `patched_state` computes the same results without touching the module,
+for merging and saving.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+
+Shape = Sequence[int]
+
+
+class PatchError(ValueError):
+    """A patch that does not fit the parameter it targets (wrong shapes, missing factors)."""
+
+
+def _f32(t: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
+    return None if t is None else t.to(device=device, dtype=torch.float32)
+
+
+def _scale(alpha: Optional[float], rank: int) -> float:
+    """alpha / rank; a file without alpha means alpha = rank (scale 1)."""
+    return 1.0 if alpha is None else float(alpha) / rank
+
+
+def _fit(delta: torch.Tensor, shape: Shape, what: str) -> torch.Tensor:
+    """Reshape a rebuilt delta to the weight's shape (linear deltas fit 1x1 convs and back); refuse other sizes."""
+    shape = tuple(shape)
+    if tuple(delta.shape) == shape:
+        return delta
+    if delta.numel() != torch.Size(shape).numel():
+        raise PatchError(f"{what} patch builds a {tuple(delta.shape)} change for a {shape} weight")
+    return delta.reshape(shape)
+
+
+def _tucker(core: torch.Tensor, out_factor: torch.Tensor, in_factor: torch.Tensor) -> torch.Tensor:
+    """LyCORIS' Tucker form for convs: core [r, r, kh, kw], out_factor [r, out], in_factor [r, in] ->
+    [out, in, kh, kw]."""
+    return torch.einsum("abhw,ao,bi->oihw", core, out_factor, in_factor)
+
+
+@dataclass
+class LoraPatch:
+    """LoRA / LoCon: dW = up @ down * alpha / rank, rank = down.shape[0]. Convs: down [r, in, kh, kw],
+    up [out, r, 1, 1]; with `mid` [r, r, kh, kw] (LoCon Tucker) down and up are 1x1."""
+    up: torch.Tensor
+    down: torch.Tensor
+    alpha: Optional[float] = None
+    mid: Optional[torch.Tensor] = None
+    kind = "lora"
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+    def delta(self, weight_shape: Shape, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+        device = device or self.up.device
+        up, down, mid = _f32(self.up, device), _f32(self.down, device), _f32(self.mid, device)
+        if up.shape[1] != down.shape[0]:
+            raise PatchError(f"lora patch: up {tuple(up.shape)} and down {tuple(down.shape)} ranks differ")
+        if mid is not None:
+            d = torch.einsum("oa,abhw,bi->oihw", up.flatten(1), mid, down.flatten(1))
+        else:
+            d = up.flatten(1) @ down.flatten(1)
+        return (_fit(d, weight_shape, self.kind) * _scale(self.alpha, self.rank)).to(dtype)
+
+    def tensors(self) -> List[torch.Tensor]:
+        return [t for t in (self.up, self.down, self.mid) if t is not None]
+
+
+@dataclass
+class LohaPatch:
+    """LoHa: dW = (w1a @ w1b) * (w2a @ w2b) * alpha / rank (Hadamard product), rank = w1b.shape[0]. Tucker convs:
+    t1, t2 [r, r, kh, kw] with w*a [r, out] and w*b [r, in]."""
+    w1a: torch.Tensor
+    w1b: torch.Tensor
+    w2a: torch.Tensor
+    w2b: torch.Tensor
+    alpha: Optional[float] = None
+    t1: Optional[torch.Tensor] = None
+    t2: Optional[torch.Tensor] = None
+    kind = "loha"
+
+    @property
+    def rank(self) -> int:
+        return int(self.w1b.shape[0])
+
+    def delta(self, weight_shape: Shape, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+        device = device or self.w1a.device
+        w1a, w1b, w2a, w2b = (_f32(t, device) for t in (self.w1a, self.w1b, self.w2a, self.w2b))
+        t1, t2 = _f32(self.t1, device), _f32(self.t2, device)
+        first = _tucker(t1, w1a, w1b) if t1 is not None else w1a @ w1b
+        second = _tucker(t2, w2a, w2b) if t2 is not None else w2a @ w2b
+        if first.shape != second.shape:
+            raise PatchError(f"loha patch: halves {tuple(first.shape)} and {tuple(second.shape)} differ")
+        return (_fit(first * second, weight_shape, self.kind) * _scale(self.alpha, self.rank)).to(dtype)
+
+    def tensors(self) -> List[torch.Tensor]:
+        return [t for t in (self.w1a, self.w1b, self.w2a, self.w2b, self.t1, self.t2) if t is not None]
+
+
+@dataclass
+class LokrPatch:
+    """LoKr: dW = kron(w1, w2) * scale. Each of w1, w2 is stored whole or as a product a @ b (w2 also in Tucker
+    form with t2 for convs); scale = alpha / rank when a factor is a product (rank = its inner size), else 1."""
+    w1: Optional[torch.Tensor] = None
+    w1a: Optional[torch.Tensor] = None
+    w1b: Optional[torch.Tensor] = None
+    w2: Optional[torch.Tensor] = None
+    w2a: Optional[torch.Tensor] = None
+    w2b: Optional[torch.Tensor] = None
+    t2: Optional[torch.Tensor] = None
+    alpha: Optional[float] = None
+    kind = "lokr"
+
+    @property
+    def rank(self) -> Optional[int]:
+        """The factored inner size that alpha divides (None when both factors are stored whole)."""
+        if self.w2 is None and self.w2b is not None:
+            return int(self.w2b.shape[0])
+        if self.w1 is None and self.w1b is not None:
+            return int(self.w1b.shape[0])
+        return None
+
+    def delta(self, weight_shape: Shape, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+        shape = tuple(weight_shape)
+        device = device or next(t for t in self.tensors()).device
+        w1 = _f32(self.w1, device) if self.w1 is not None else _f32(self.w1a, device) @ _f32(self.w1b, device)
+        if self.w2 is not None:
+            w2 = _f32(self.w2, device)
+        elif self.t2 is not None:
+            w2 = _tucker(_f32(self.t2, device), _f32(self.w2a, device), _f32(self.w2b, device))
+        else:
+            w2 = _f32(self.w2a, device) @ _f32(self.w2b, device)
+        if len(shape) == 4:  # conv: w1 [a, c] scales blocks of w2 [b, d, kh, kw]
+            if w1.ndim == 2:
+                w1 = w1[:, :, None, None]
+            if w2.ndim == 2:
+                blocks = (shape[0] // w1.shape[0], shape[1] // w1.shape[1], *shape[2:])
+                if shape[0] % w1.shape[0] or shape[1] % w1.shape[1] or w2.numel() != torch.Size(blocks).numel():
+                    raise PatchError(f"lokr patch: w1 {tuple(w1.shape[:2])} and w2 {tuple(w2.shape)} do not "
+                                     f"build a {shape} weight")
+                w2 = w2.reshape(blocks)
+        rank = self.rank
+        scale = 1.0 if rank is None else _scale(self.alpha, rank)
+        return (_fit(torch.kron(w1.contiguous(), w2.contiguous()), shape, self.kind) * scale).to(dtype)
+
+    def tensors(self) -> List[torch.Tensor]:
+        return [t for t in (self.w1, self.w1a, self.w1b, self.w2, self.w2a, self.w2b, self.t2) if t is not None]
+
+
+@dataclass
+class DiffPatch:
+    """A full difference: dW = diff (LyCORIS `.diff` for weights, `.diff_b` for biases)."""
+    diff: torch.Tensor
+    kind = "diff"
+
+    def delta(self, weight_shape: Shape, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+        d = _f32(self.diff, device or self.diff.device)
+        return _fit(d, weight_shape, self.kind).to(dtype)
+
+    def tensors(self) -> List[torch.Tensor]:
+        return [self.diff]
+
+
+Patch = Union[LoraPatch, LohaPatch, LokrPatch, DiffPatch]
+PatchSpec = Tuple[str, Patch, float]  # (parameter name, patch, strength)
+
+
+def _group(patches: Iterable[PatchSpec]) -> Dict[str, List[Tuple[Patch, float]]]:
+    """Patches per parameter name, in order, without the zero-strength ones."""
+    grouped: Dict[str, List[Tuple[Patch, float]]] = {}
+    for name, patch, strength in patches:
+        if float(strength) != 0.0:
+            grouped.setdefault(name, []).append((patch, float(strength)))
+    return grouped
+
+
+def patched_weight(weight: torch.Tensor, patches: Sequence[Tuple[Patch, float]], name: str = "") -> torch.Tensor:
+    """weight + sum(strength * dW), summed in float32 and rounded once to the weight's dtype; a new tensor."""
+    total = weight.detach().to(torch.float32, copy=True)
+    for patch, strength in patches:
+        try:
+            total.add_(patch.delta(weight.shape, torch.float32, weight.device), alpha=strength)
+        except PatchError as exc:
+            raise PatchError(f"{name}: {exc}") from None
+    return total.to(weight.dtype)
+
+
+def patched_state(params: Union[torch.nn.Module, Mapping[str, torch.Tensor]],
+                  patches: Iterable[PatchSpec]) -> Dict[str, torch.Tensor]:
+    """The patched values of the touched parameters as new tensors; the module (or mapping) is left as it is."""
+    grouped = _group(patches)
+    out: Dict[str, torch.Tensor] = {}
+    for name, items in grouped.items():
+        weight = _lookup(params, name)
+        out[name] = patched_weight(weight, items, name)
+    return out
+
+
+def _lookup(params: Union[torch.nn.Module, Mapping[str, torch.Tensor]], name: str) -> torch.Tensor:
+    try:
+        return params.get_parameter(name) if isinstance(params, torch.nn.Module) else params[name]
+    except (AttributeError, KeyError):
+        raise PatchError(f"no parameter {name!r} to patch") from None
+
+
+@dataclass
+class PatchStats:
+    """What the last apply/restore did: parameters touched, bytes held in backups, seconds spent."""
+    parameters: int = 0
+    patches: int = 0
+    backup_bytes: int = 0
+    apply_seconds: float = 0.0
+    restore_seconds: float = 0.0
+    skipped_zero_strength: int = 0
+
+
+@dataclass(eq=False)
+class WeightPatcher:
+    """Adds patches to a module's parameters in place and takes them off again bit-exactly.
+
+    `backup_device`: where the clones of the original weights live (None: beside the weights; "cpu" saves
+    accelerator memory at the cost of a copy back on restore)."""
+    module: torch.nn.Module
+    patches: List[PatchSpec]
+    backup_device: Optional[Union[str, torch.device]] = None
+    stats: PatchStats = field(default_factory=PatchStats)
+    _backups: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _applied: bool = field(default=False, repr=False)
+
+    @property
+    def applied(self) -> bool:
+        return self._applied
+
+    @torch.no_grad()
+    def apply(self) -> PatchStats:
+        """Patch the module in place; the touched parameters are backed up first. An error restores what was done."""
+        if self._applied:
+            raise RuntimeError("patches are already applied; restore() before applying again")
+        start = time.perf_counter()
+        grouped = _group(self.patches)
+        targets: Dict[int, Tuple[str, torch.Tensor, List[Tuple[Patch, float]]]] = {}
+        for name, items in grouped.items():  # two names for one tensor (module aliases) patch it once
+            param = _lookup(self.module, name)
+            if id(param) in targets:
+                targets[id(param)][2].extend(items)
+            else:
+                targets[id(param)] = (name, param, list(items))
+        self._backups = {}
+        self._applied = True
+        try:
+            for name, param, items in targets.values():
+                new = patched_weight(param, items, name)
+                self._backups[name] = param.detach().to(self.backup_device or param.device, copy=True)
+                param.data.copy_(new)
+        except BaseException:
+            self.restore()
+            raise
+        self.stats = PatchStats(parameters=len(self._backups), patches=sum(len(t[2]) for t in targets.values()),
+                                backup_bytes=sum(b.numel() * b.element_size() for b in self._backups.values()),
+                                apply_seconds=time.perf_counter() - start,
+                                skipped_zero_strength=sum(1 for _, _, s in self.patches if float(s) == 0.0))
+        return self.stats
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put every backed-up parameter back exactly and drop the backups (no-op when nothing is applied)."""
+        start = time.perf_counter()
+        for name, original in self._backups.items():
+            self.module.get_parameter(name).data.copy_(original)
+        self._backups = {}
+        self._applied = False
+        self.stats.restore_seconds = time.perf_counter() - start
