@@ -90,6 +90,12 @@ class NodeContext:
             image_format, image, max_size = image
         self.job.sink.preview(self.job.prompt_id, self.display_node_id, image, image_format, max_size)
 
+    def report_text(self, text: str) -> None:
+        """Show a message on this node (a `progress_text` event) and log it: warnings a user should see."""
+        import logging
+        logging.getLogger("tessera.nodes").warning("node %s (%s): %s", self.node_id, self.class_type, text)
+        self.job.emit("progress_text", {"node": self.display_node_id, "text": text})
+
     def graph_builder(self) -> GraphBuilder:
         """A builder for node expansion, its ids prefixed for this node and call."""
         return GraphBuilder()

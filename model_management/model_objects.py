@@ -7,6 +7,7 @@ node returned. LATENT tensors hold raw VAE latents; the MODEL's latent scale is 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Callable, List, Optional
 
@@ -38,12 +39,25 @@ class DiffusionModel:
         self.device = device or torch.device("cpu")
         self.dtype = compute_dtype(self.device)
         self.options: dict = {}  # sampling overrides (prediction type, zsnr, cfg hooks) set by model nodes
+        self.patches: list = []  # (parameter name, patch, strength): LoRAs recorded on this clone
 
     def clone(self) -> "DiffusionModel":
         twin = copy.copy(self)
         twin.options = dict(self.options)
+        twin.patches = list(self.patches)
         twin.__dict__.pop("_sampling", None)
         return twin
+
+    def with_patches(self, specs: list) -> "DiffusionModel":
+        twin = self.clone()
+        twin.patches.extend(specs)
+        return twin
+
+    @contextlib.contextmanager
+    def patched(self):
+        """The UNet with this clone's patches applied in place, restored bit-exact afterwards."""
+        with _patched(self.unet, self.patches) as module:
+            yield module
 
     @property
     def unet(self) -> torch.nn.Module:
@@ -87,6 +101,7 @@ class TextEncoderModel:
         self.source = source
         self.clip_skip: Optional[int] = None  # None: the family's default layer
         self.warnings: List[str] = []
+        self.patches: list = []
 
     @property
     def stack(self) -> Any:
@@ -96,6 +111,12 @@ class TextEncoderModel:
     def clone(self) -> "TextEncoderModel":
         twin = copy.copy(self)
         twin.warnings = []
+        twin.patches = list(getattr(self, "patches", []))
+        return twin
+
+    def with_patches(self, specs: list) -> "TextEncoderModel":
+        twin = self.clone()
+        twin.patches.extend(specs)
         return twin
 
     def with_clip_skip(self, layer: int) -> "TextEncoderModel":
@@ -106,12 +127,27 @@ class TextEncoderModel:
     def encode(self, text: str, text_l: Optional[str] = None) -> tuple:
         """(cond [1, tokens, dim], pooled, warnings). `text_l` is SDXL's separate CLIP-L prompt."""
         warnings: List[str] = []
-        windows = self.stack.tokenize(text, warnings)
-        if text_l is not None and "clip_l" in windows:
-            windows["clip_l"] = self.stack.tokenize(text_l, warnings)["clip_l"]
-            _pad_window_counts(windows, self.stack)
-        cond, pooled = self.stack.encode(windows, clip_skip=self.clip_skip, warnings=warnings)
+        with _patched(self.stack, self.patches) as stack:
+            windows = stack.tokenize(text, warnings)
+            if text_l is not None and "clip_l" in windows:
+                windows["clip_l"] = stack.tokenize(text_l, warnings)["clip_l"]
+                _pad_window_counts(windows, stack)
+            cond, pooled = stack.encode(windows, clip_skip=self.clip_skip, warnings=warnings)
         return cond, pooled, warnings
+
+
+@contextlib.contextmanager
+def _patched(module: Any, specs: list):
+    if not specs:
+        yield module
+        return
+    from model_management.weight_patches import WeightPatcher
+    patcher = WeightPatcher(module, specs)
+    patcher.apply()
+    try:
+        yield module
+    finally:
+        patcher.restore()
 
 
 def _pad_window_counts(windows: dict, stack: Any) -> None:

@@ -8,6 +8,7 @@ itself seeded from the seed, so a seed fully determines the image.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -115,7 +116,8 @@ def run_sampler(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: 
         if callback is not None:
             callback(info["i"], total, info["x"], info["denoised"])
 
-    with torch.inference_mode():
+    patched = model.patched() if hasattr(model, "patched") else contextlib.nullcontext()
+    with torch.inference_mode(), patched:
         samples = sampler.function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=on_step,
                                    **sampler.options)
         samples = sampling.inverse_noise_scaling(sigmas[-1], samples)
