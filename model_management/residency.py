@@ -103,6 +103,30 @@ class ModelResidency:
         with self._lock:
             self.entries.clear()
 
+    def free_memory(self, memory_required: int, device: Any = None, keep_loaded: Any = ()) -> int:
+        """Evict least recently used files until `memory_required` bytes were released; returns bytes freed."""
+        keep = {getattr(getattr(m, "_unet", None), "key", None) for m in keep_loaded or ()}
+        freed = 0
+        with self._lock:
+            for key in list(self.entries):
+                if freed >= memory_required:
+                    break
+                if key in keep:
+                    continue
+                freed += self.entries.pop(key).bytes
+        return freed
+
+    # the names V1 packs call through comfy.model_management
+    def unload_all_models(self) -> None:
+        self.unload_all()
+
+    def load_models_gpu(self, models: Any, memory_required: int = 0, *args: Any, **kwargs: Any) -> None:
+        """Make sure these models are resident (most recently used); on CPU that is all loading means."""
+        for model in models or ():
+            handle = getattr(model, "_unet", None)
+            if isinstance(handle, ResidentModule):
+                handle.get()
+
     # -- loading ---------------------------------------------------------------------------------------------
     def _remember(self, key: tuple, load: Callable[[], Dict[str, Any]]) -> Resident:
         self._loaders[key] = load

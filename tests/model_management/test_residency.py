@@ -66,3 +66,22 @@ def test_two_workflows_sharing_a_checkpoint_through_the_engine(tmp_path, tiny_mo
         outcome = executor.execute_sync(Job(str(uuid.uuid4()), checked.prompt, checked.outputs, {}, checked.order))
         assert outcome.status == "success", outcome.error
     assert services.models.file_reads == 1
+
+
+def test_compat_memory_calls_reach_the_manager(tiny_models, tmp_path):
+    import importlib
+
+    import compat
+    from execution.services import Services
+    services = Services.for_directory(str(tmp_path))
+    services.models = ModelResidency()
+    compat.install(services, builtin_catalogue())  # puts the compat modules on sys.path
+    mm = importlib.import_module("comfy.model_management")
+    loaded = services.models.load_checkpoint(tiny_models.checkpoint("sd1"))
+    mm.load_models_gpu([loaded.model])
+    assert services.models.resident_bytes() > 0
+    mm.free_memory(1, mm.get_torch_device())
+    assert services.models.resident_bytes() == 0
+    loaded.model.unet  # back on use
+    mm.unload_all_models()
+    assert services.models.entries == {}
