@@ -6,12 +6,17 @@ published formula of its kind, always in float32 so that fp16/bf16 models get on
 of exactly the parameters it touches, so that `restore()` puts back the original bits (a sampler run with a LoRA
 must leave the cached checkpoint as it was). `patched_state` computes the same results without touching the module,
 for merging and saving.
+
+A patch may declare `needs_weight = True` (model merges): its delta depends on the value it is applied to, so it is
+called with `weight=` the running float32 value -- the original weight plus the deltas of the patches listed before
+it for that parameter. Patches therefore stack in list order (for factor-only patches the order does not matter).
 """
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -171,7 +176,75 @@ class DiffPatch:
         return [self.diff]
 
 
-Patch = Union[LoraPatch, LohaPatch, LokrPatch, DiffPatch]
+@dataclass(eq=False)
+class MergePatch:
+    """Another model's weight as a patch: dW = weight_factor * W + other_factor * O.
+
+    W is the value being patched (`weight=`, see the module docstring); O is the other model's same-named parameter,
+    read from `source` (a `PatchedWeights`) when the patch is applied -- a reference to the other model's tensor,
+    with that model's own patches applied out of place, never a stored copy. With strength s:
+    (-1, 1) gives W + s (O - W) = (1 - s) W + s O (weighted merges), (0, 1) gives W + s O (add),
+    (m - 1, -m) at strength 1 gives m (W - O) (difference)."""
+    source: "PatchedWeights"
+    name: str
+    weight_factor: float = -1.0
+    other_factor: float = 1.0
+    kind = "merge"
+    needs_weight = True
+
+    def delta(self, weight_shape: Shape, dtype: torch.dtype = torch.float32, device=None,
+              weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        other = self.source.weight(self.name)
+        if tuple(other.shape) != tuple(weight_shape):
+            raise PatchError(f"merge patch: the other model's {self.name} is {tuple(other.shape)}, the weight "
+                             f"{tuple(weight_shape)}")
+        device = device or (weight.device if weight is not None else other.device)
+        d = other.to(device=device, dtype=torch.float32, copy=True)
+        if self.other_factor != 1.0:
+            d.mul_(self.other_factor)
+        if self.weight_factor != 0.0:
+            if weight is None:
+                raise PatchError("merge patch: needs the weight it is applied to")
+            d.add_(weight.to(device=device, dtype=torch.float32), alpha=self.weight_factor)
+        return d.to(dtype)
+
+    def tensors(self) -> List[torch.Tensor]:
+        return []  # it owns no factors: the other model's weights stay where they are
+
+
+class PatchedWeights:
+    """Read access to one model's effective weights: the parameters of its module (or residency handle, resolved on
+    each use so that eviction still frees memory) with its own patch list applied out of place, one parameter at a
+    time. Nothing is computed up front and nothing is kept; an unpatched parameter is the module's own tensor."""
+
+    def __init__(self, module: Any, patches: Iterable["PatchSpec"] = (), label: str = "") -> None:
+        self._module = module
+        self.patches: List[PatchSpec] = list(patches)
+        self.label = label
+        self._index: Optional[Tuple[Any, Dict[int, List[Tuple[Patch, float]]]]] = None
+
+    def module(self) -> torch.nn.Module:
+        from model_management.residency import resolve
+        return resolve(self._module)
+
+    def _by_tensor(self, module: torch.nn.Module) -> Dict[int, List[Tuple[Patch, float]]]:
+        """Patches per parameter tensor (aliases merged), for the module object currently resolved."""
+        cached = self._index
+        if cached is None or cached[0]() is not module:
+            index: Dict[int, List[Tuple[Patch, float]]] = {}
+            for name, items in _group(self.patches).items():
+                index.setdefault(id(_lookup(module, name)), []).extend(items)
+            cached = self._index = (weakref.ref(module), index)
+        return cached[1]
+
+    def weight(self, name: str) -> torch.Tensor:
+        module = self.module()
+        param = _lookup(module, name)
+        items = self._by_tensor(module).get(id(param)) if self.patches else None
+        return patched_weight(param, items, name) if items else param.detach()
+
+
+Patch = Union[LoraPatch, LohaPatch, LokrPatch, DiffPatch, MergePatch]
 PatchSpec = Tuple[str, Patch, float]  # (parameter name, patch, strength)
 
 
@@ -185,11 +258,16 @@ def _group(patches: Iterable[PatchSpec]) -> Dict[str, List[Tuple[Patch, float]]]
 
 
 def patched_weight(weight: torch.Tensor, patches: Sequence[Tuple[Patch, float]], name: str = "") -> torch.Tensor:
-    """weight + sum(strength * dW), summed in float32 and rounded once to the weight's dtype; a new tensor."""
+    """weight + sum(strength * dW) in list order, summed in float32 and rounded once to the weight's dtype; a new
+    tensor. A `needs_weight` patch gets the running value (weight plus the earlier deltas) as `weight=`."""
     total = weight.detach().to(torch.float32, copy=True)
     for patch, strength in patches:
         try:
-            total.add_(patch.delta(weight.shape, torch.float32, weight.device), alpha=strength)
+            if getattr(patch, "needs_weight", False):
+                delta = patch.delta(weight.shape, torch.float32, weight.device, weight=total)
+            else:
+                delta = patch.delta(weight.shape, torch.float32, weight.device)
+            total.add_(delta, alpha=strength)
         except PatchError as exc:
             raise PatchError(f"{name}: {exc}") from None
     return total.to(weight.dtype)

@@ -8,10 +8,11 @@ from graph.node_spec import NodeSpec
 
 def builtin_specs() -> List[NodeSpec]:
     from nodes import (arithmetic, conditioning, custom_sampling, image_basic, image_io, image_transform, latent,
-                       loaders, lora, model_patches, preview_any, primitives, sampling, text_encode)
+                       loaders, lora, model_merging, model_patches, preview_any, primitives, sampling,
+                       text_encode)
     specs = []
     for module in (primitives, arithmetic, image_basic, image_io, preview_any, loaders, lora, text_encode,
-                   conditioning, latent, image_transform, sampling, custom_sampling, model_patches):
+                   conditioning, latent, image_transform, sampling, custom_sampling, model_patches, model_merging):
         specs.extend(cls.SPEC for cls in module.NODES)
     return specs
 
