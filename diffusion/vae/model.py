@@ -18,6 +18,17 @@ from diffusion.vae.config import VAEConfig, detect_vae_config, strip_prefix
 _EPS = 1e-6
 #: Upper bound on elements of one attention score matrix; longer query sequences are processed in chunks.
 _ATTN_SCORE_BUDGET = 1 << 26
+#: Run CPU encodes/decodes on channels-last (NHWC) activations; see `_activation_layout`.
+CPU_CHANNELS_LAST = True
+
+
+def _activation_layout(t: torch.Tensor) -> torch.Tensor:
+    """Channels-last on CPU, where oneDNN's convolutions work in NHWC natively and an NCHW map is reordered into its
+    blocked layout and back around every conv (the 512x512 decode is ~15% faster this way; the layout then carries
+    through GroupNorm, SiLU, upsampling and attention untouched). Other devices keep the tensor as it is."""
+    if CPU_CHANNELS_LAST and t.device.type == "cpu" and t.ndim == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
 
 
 def _norm(config: VAEConfig, channels: int) -> nn.GroupNorm:
@@ -69,12 +80,14 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        y = self.norm(x)
-
-        def tokens(t: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, 1, HW, C]
-            return t.reshape(b, 1, c, h * w).transpose(-1, -2)
-
-        q, k, v = tokens(self.q(y)), tokens(self.k(y)), tokens(self.v(y))
+        # Tokens [B, HW, C]: a free view of a channels-last map (see `_activation_layout`). q/k/v come from one matmul
+        # with the three 1x1-conv weights stacked, so each is [B, 1, HW, C] with unit stride along C -- the layout
+        # SDPA's fused CPU kernel takes directly. (Channel-major views sent it to the math fallback, which also
+        # materialises the HW x HW score matrix.) Same arithmetic as the convs: a 1x1 conv is this matmul.
+        y = self.norm(x).reshape(b, c, h * w).transpose(1, 2)
+        weight = torch.cat([self.q.weight, self.k.weight, self.v.weight]).reshape(3 * c, c)
+        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        q, k, v = F.linear(y, weight, bias).unsqueeze(1).chunk(3, dim=-1)
         n = h * w
         chunk = max(1024, _ATTN_SCORE_BUDGET // max(n, 1))
         if n <= chunk:
@@ -82,8 +95,8 @@ class AttnBlock(nn.Module):
         else:  # softmax is per query, so splitting the queries is exact and bounds the score matrix
             out = torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
                              for i in range(0, n, chunk)], dim=2)
-        out = out.transpose(-1, -2).reshape(b, c, h, w)
-        return x + self.proj_out(out)
+        out = F.linear(out.squeeze(1), self.proj_out.weight.reshape(c, c), self.proj_out.bias)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
 class Downsample(nn.Module):
@@ -227,13 +240,13 @@ class AutoencoderKL(nn.Module):
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         w = self.encoder.conv_in.weight
-        return x.to(device=w.device, dtype=w.dtype)
+        return _activation_layout(x.to(device=w.device, dtype=w.dtype))
 
     def encode_moments(self, pixels: torch.Tensor) -> tuple:
         """Posterior (mean, logvar), each [B, embed_dim, H/f, W/f]; logvar clamped to [-30, 20] as in LDM."""
         moments = self.quant_conv(self.encoder(self._prepare(pixels)))
         mean, logvar = moments.chunk(2, dim=1)
-        return mean, logvar.clamp(-30.0, 20.0)
+        return mean.contiguous(), logvar.clamp(-30.0, 20.0).contiguous()
 
     def encode(self, pixels: torch.Tensor, sample: bool = False,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -249,7 +262,8 @@ class AutoencoderKL(nn.Module):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent (unscaled) -> pixels [B, out_channels, H*f, W*f] in about -1..1 (not clamped)."""
         w = self.post_quant_conv.weight
-        return self.decoder(self.post_quant_conv(latent.to(device=w.device, dtype=w.dtype)))
+        latent = _activation_layout(latent.to(device=w.device, dtype=w.dtype))
+        return self.decoder(self.post_quant_conv(latent)).contiguous()
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(pixels))
