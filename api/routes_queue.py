@@ -84,20 +84,26 @@ async def get_queue(request: web.Request) -> web.Response:
                               "queue_pending": [j.item() for j in pending]})
 
 
-async def post_queue(request: web.Request) -> web.Response:
-    state = state_of(request)
+async def _clear_or_delete(request: web.Request, clear, delete) -> web.Response:
+    """The shared body of POST /queue and POST /history: `{"clear": true}` and/or `{"delete": [prompt ids]}`."""
     body = await read_json(request)
     if not isinstance(body, dict):
         return json_error(400, "expected {\"clear\": true} or {\"delete\": [prompt ids]}")
+    ids = body.get("delete")
+    if ids is not None and not isinstance(ids, list):
+        return json_error(400, "'delete' must be a list of prompt ids")
     if body.get("clear"):
-        state.store.clear_pending()
-    delete = body.get("delete")
-    if delete is not None:
-        if not isinstance(delete, list):
-            return json_error(400, "'delete' must be a list of prompt ids")
-        state.store.delete_pending([str(x) for x in delete])
-    state.broadcast_status()
+        clear()
+    if ids is not None:
+        delete([str(x) for x in ids])
     return web.json_response({})
+
+
+async def post_queue(request: web.Request) -> web.Response:
+    state = state_of(request)
+    response = await _clear_or_delete(request, state.store.clear_pending, state.store.delete_pending)
+    state.broadcast_status()
+    return response
 
 
 def _int_query(request: web.Request, name: str) -> Optional[int]:
@@ -127,17 +133,7 @@ async def get_history_entry(request: web.Request) -> web.Response:
 
 async def post_history(request: web.Request) -> web.Response:
     state = state_of(request)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        return json_error(400, "expected {\"clear\": true} or {\"delete\": [prompt ids]}")
-    if body.get("clear"):
-        state.store.clear_history()
-    delete = body.get("delete")
-    if delete is not None:
-        if not isinstance(delete, list):
-            return json_error(400, "'delete' must be a list of prompt ids")
-        state.store.delete_history([str(x) for x in delete])
-    return web.json_response({})
+    return await _clear_or_delete(request, state.store.clear_history, state.store.delete_history)
 
 
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed")
