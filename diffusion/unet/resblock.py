@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import add_
+
 
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, add the projected timestep embedding, GroupNorm-SiLU-conv, plus a (1x1) skip."""
@@ -25,8 +27,8 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.in_layers(x)
-        h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
-        return self.skip_connection(x) + self.out_layers(h)
+        h = add_(h, self.emb_layers(emb).to(h.dtype)[:, :, None, None])
+        return add_(self.out_layers(h), self.skip_connection(x))  # = skip + out (addition commutes exactly)
 
 
 class Downsample(nn.Module):
