@@ -6,13 +6,19 @@ from typing import List
 from graph.node_spec import NodeSpec
 
 
+BUILTIN_MODULES = (
+    "primitives", "arithmetic", "image_basic", "image_io", "image_transform", "image_batch", "image_filters",
+    "image_composite", "masks", "preview_any", "loaders", "lora", "hypernetwork", "text_encode", "conditioning",
+    "latent", "latent_ops", "latent_io", "inpaint", "sampling", "custom_sampling", "model_patches", "model_merging",
+    "controlnet", "preprocessors", "upscale",
+)
+
+
 def builtin_specs() -> List[NodeSpec]:
-    from nodes import (arithmetic, conditioning, custom_sampling, image_basic, image_io, image_transform, latent,
-                       loaders, lora, model_merging, model_patches, preview_any, primitives, sampling,
-                       text_encode)
+    import importlib
     specs = []
-    for module in (primitives, arithmetic, image_basic, image_io, preview_any, loaders, lora, text_encode,
-                   conditioning, latent, image_transform, sampling, custom_sampling, model_patches, model_merging):
+    for name in BUILTIN_MODULES:
+        module = importlib.import_module(f"nodes.{name}")
         specs.extend(cls.SPEC for cls in module.NODES)
     return specs
 
