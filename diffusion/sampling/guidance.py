@@ -5,7 +5,8 @@
 evaluates every entry active at this sigma -- each on its area of the latent, weighted by strength and mask --
 batching entries whose tensors line up (the positive and negative usually go through the UNet together), and
 combines the positive and negative predictions with classifier-free guidance. ControlNets hook in through
-`CondEntry.control`: an object with `residuals(x_in, t, entry, sigma) -> dict | None` in the UNet's control format.
+`CondEntry.control`: an object with `residuals(x_in, t, entries, sigma, context=, y=, model=) -> dict | None` in the
+UNet's control format (x_in already scaled by c_in; context/y batched as the UNet gets them; model the MODEL).
 """
 from __future__ import annotations
 
@@ -201,7 +202,7 @@ class Guidance:
             y = torch.cat([job[1].y.expand(batch, -1) for job in group]).to(x)
         x_in = self.sampling.calculate_input(sig, x)
         t = self.sampling.timestep(sig).float()
-        control = _merge_controls([job[1] for job in group], x_in, t, sig)
+        control = _merge_controls([job[1] for job in group], x_in, t, sig, context, y, self.model)
         out = self.model.forward(x_in, t, context, y=y, control=control)
         denoised = self.sampling.calculate_denoised(sig, out, x)
         return list(denoised.split(batch))
@@ -217,12 +218,12 @@ def _groups(jobs: list) -> list:
     return list(groups.values())
 
 
-def _merge_controls(entries: List[CondEntry], x_in: torch.Tensor, t: torch.Tensor,
-                    sigma: torch.Tensor) -> Optional[dict]:
+def _merge_controls(entries: List[CondEntry], x_in: torch.Tensor, t: torch.Tensor, sigma: torch.Tensor,
+                    context: torch.Tensor, y: Optional[torch.Tensor], model: Any) -> Optional[dict]:
     control = entries[0].control
     if control is None:
         return None
-    return control.residuals(x_in, t, entries, sigma)
+    return control.residuals(x_in, t, entries, sigma, context=context, y=y, model=model)
 
 
 def rescale_cfg(multiplier: float) -> Callable:
