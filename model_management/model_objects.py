@@ -56,7 +56,8 @@ class DiffusionModel:
     @contextlib.contextmanager
     def patched(self):
         """The UNet with this clone's patches applied in place, restored bit-exact afterwards."""
-        with _patched(self.unet, self.patches) as module:
+        from model_management.hypernetwork import installed
+        with _patched(self.unet, self.patches) as module, installed(module, self.options.get("hypernetworks", ())):
             yield module
 
     @property

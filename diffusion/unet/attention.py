@@ -24,7 +24,12 @@ def add_(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention of `x` over `context` (over itself when context is None); q/k/v carry no bias."""
+    """Multi-head attention of `x` over `context` (over itself when context is None); q/k/v carry no bias.
+
+    `context_hook`, when set (hypernetworks, see model_management/hypernetwork.py), maps the context to the
+    separate inputs of to_k and to_v.
+    """
+    context_hook = None
 
     def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int):
         super().__init__()
@@ -37,7 +42,11 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         ctx = x if context is None else context
-        q, k, v = self.to_q(x), self.to_k(ctx), self.to_v(ctx)
+        if self.context_hook is None:
+            q, k, v = self.to_q(x), self.to_k(ctx), self.to_v(ctx)
+        else:
+            ctx_k, ctx_v = self.context_hook(ctx)
+            q, k, v = self.to_q(x), self.to_k(ctx_k), self.to_v(ctx_v)
         b, n, inner = q.shape
         h = self.heads
         q = q.view(b, n, h, -1).transpose(1, 2)
