@@ -67,6 +67,7 @@ def build_unet(state: Dict[str, torch.Tensor], path: str) -> torch.nn.Module:
     with torch.device("meta"):
         unet = UNetModel(config)
     _load_strict(unet, state, "UNet", path)
+    state.clear()  # the module holds the tensors now: each stored-dtype copy is freed as it is converted
     return to_compute(unet, torch.float32).eval().requires_grad_(False)
 
 
@@ -81,6 +82,7 @@ def build_vae(state: Dict[str, torch.Tensor], path: str) -> torch.nn.Module:
         vae = AutoencoderKL(config)
     state = vae.adapt_state_dict(state) if hasattr(vae, "adapt_state_dict") else state
     _load_strict(vae, state, "VAE", path)
+    state.clear()
     return to_compute(vae, torch.float32).eval().requires_grad_(False)
 
 
@@ -102,6 +104,13 @@ def build_text_encoders(family: str, state: Dict[str, torch.Tensor], path: str,
     except ValueError as exc:
         raise ModelFileError(f"{os.path.basename(path)}: {exc}")
     return TextEncoderModel(stack, family, path)
+
+
+def pop_prefix(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    """Move the entries under `prefix` out of `state` (prefix removed), so that once a network has taken its
+    weights nothing else holds the file's copies: the load peak stays near the converted size, not double it."""
+    keys = [k for k in state if k.startswith(prefix)]
+    return {k[len(prefix):]: state.pop(k) for k in keys}
 
 
 def _ignored(key: str) -> bool:
@@ -128,9 +137,9 @@ def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, 
     leftovers = [k for k in state if not k.startswith(tuple(consumed_prefixes)) and not _ignored(k)]
     model = clip = vae = None
     if want_model:
-        model = DiffusionModel(build_unet(split_prefix(state, detection.UNET_PREFIX), path), family, path)
+        model = DiffusionModel(build_unet(pop_prefix(state, detection.UNET_PREFIX), path), family, path)
     if want_vae:
-        vae_state = split_prefix(state, detection.VAE_PREFIX)
+        vae_state = pop_prefix(state, detection.VAE_PREFIX)
         if not vae_state:
             raise ModelFileError(f"{name}: the checkpoint has no VAE weights (first_stage_model.*); "
                                  f"load a VAE separately with Load VAE")
