@@ -77,6 +77,18 @@ class LoraPatch:
             d = up.flatten(1) @ down.flatten(1)
         return (_fit(d, weight_shape, self.kind) * _scale(self.alpha, self.rank)).to(dtype)
 
+    def added_to(self, weight: torch.Tensor, strength: float) -> Optional[torch.Tensor]:
+        """A new float32 tensor `weight + strength * dW` from one fused matmul-add (dW never built), when dW is a
+        plain product of the factors; None when this patch needs the general path (Tucker mid, other shapes)."""
+        if self.mid is not None or weight.dim() < 2:
+            return None
+        up, down = _f32(self.up, weight.device).flatten(1), _f32(self.down, weight.device).flatten(1)
+        if up.shape[1] != down.shape[0] or up.shape[0] != weight.shape[0] or \
+                up.shape[0] * down.shape[1] != weight.numel():
+            return None
+        base = weight.detach().to(torch.float32).reshape(up.shape[0], -1)
+        return torch.addmm(base, up, down, alpha=strength * _scale(self.alpha, self.rank)).view(weight.shape)
+
     def tensors(self) -> List[torch.Tensor]:
         return [t for t in (self.up, self.down, self.mid) if t is not None]
 
@@ -260,8 +272,16 @@ def _group(patches: Iterable[PatchSpec]) -> Dict[str, List[Tuple[Patch, float]]]
 def patched_weight(weight: torch.Tensor, patches: Sequence[Tuple[Patch, float]], name: str = "") -> torch.Tensor:
     """weight + sum(strength * dW) in list order, summed in float32 and rounded once to the weight's dtype; a new
     tensor. A `needs_weight` patch gets the running value (weight plus the earlier deltas) as `weight=`."""
-    total = weight.detach().to(torch.float32, copy=True)
-    for patch, strength in patches:
+    total = None
+    first, rest = patches[0], patches[1:]
+    if hasattr(first[0], "added_to"):
+        try:
+            total = first[0].added_to(weight, first[1])
+        except PatchError as exc:
+            raise PatchError(f"{name}: {exc}") from None
+    if total is None:
+        total, rest = weight.detach().to(torch.float32, copy=True), patches
+    for patch, strength in rest:
         try:
             if getattr(patch, "needs_weight", False):
                 delta = patch.delta(weight.shape, torch.float32, weight.device, weight=total)
@@ -338,8 +358,14 @@ class WeightPatcher:
         try:
             for name, param, items in targets.values():
                 new = patched_weight(param, items, name)
-                self._backups[name] = param.detach().to(self.backup_device or param.device, copy=True)
-                param.data.copy_(new)
+                if self.backup_device is None:
+                    # keep the original tensor itself and hand the parameter the new one: no copies, and
+                    # restore is exact because it puts the very same tensor back
+                    self._backups[name] = param.data
+                    param.data = new
+                else:
+                    self._backups[name] = param.detach().to(self.backup_device, copy=True)
+                    param.data.copy_(new)
         except BaseException:
             self.restore()
             raise
@@ -354,7 +380,11 @@ class WeightPatcher:
         """Put every backed-up parameter back exactly and drop the backups (no-op when nothing is applied)."""
         start = time.perf_counter()
         for name, original in self._backups.items():
-            self.module.get_parameter(name).data.copy_(original)
+            param = self.module.get_parameter(name)
+            if self.backup_device is None:
+                param.data = original
+            else:
+                param.data.copy_(original)
         self._backups = {}
         self._applied = False
         self.stats.restore_seconds = time.perf_counter() - start
