@@ -68,7 +68,7 @@ class Compare:
             raise TypeError(f"cannot compare {type(a).__name__} with {type(b).__name__} using {comparison}")
 
 
-@node(category=CATEGORY, display_name="Int to Float", outputs=[Output("FLOAT")])
+@node(category=CATEGORY, display_name="Int to Float", outputs=[Output("FLOAT", tooltip="The same number as a float.")])
 class IntToFloat:
     """Convert an integer to a float."""
     value = Int(0, tooltip="The integer to convert.")
@@ -77,7 +77,7 @@ class IntToFloat:
         return (float(value),)
 
 
-@node(category=CATEGORY, display_name="Float to Int", outputs=[Output("INT")])
+@node(category=CATEGORY, display_name="Float to Int", outputs=[Output("INT", tooltip="The integer, rounded as chosen.")])
 class FloatToInt:
     """Convert a float to an integer."""
     value = Float(0.0, tooltip="The number to convert.")
@@ -88,7 +88,7 @@ class FloatToInt:
         return (int(fn(value)),)
 
 
-@node(category="utils/string", display_name="Concatenate", outputs=[Output("STRING")])
+@node(category="utils/string", display_name="Concatenate", outputs=[Output("STRING", tooltip="The joined text.")])
 class StringConcatenate:
     """Join two strings with a delimiter."""
     string_a = String("", multiline=True, tooltip="First string.")
@@ -99,7 +99,7 @@ class StringConcatenate:
         return (f"{string_a}{delimiter}{string_b}",)
 
 
-@node(category="utils/string", display_name="Length", outputs=[Output("INT")])
+@node(category="utils/string", display_name="Length", outputs=[Output("INT", tooltip="The number of characters.")])
 class StringLength:
     """The number of characters in a string."""
     string = String("", multiline=True, tooltip="The string to measure.")
@@ -108,7 +108,7 @@ class StringLength:
         return (len(string),)
 
 
-@node(category="utils/string", display_name="Format Number", outputs=[Output("STRING")])
+@node(category="utils/string", display_name="Format Number", outputs=[Output("STRING", tooltip="The formatted number.")])
 class NumberToString:
     """Format a number as text."""
     value = Socket("INT,FLOAT", tooltip="The number to format.")
@@ -118,7 +118,7 @@ class NumberToString:
         return (str(value) if decimals < 0 else f"{value:.{decimals}f}",)
 
 
-@node(category="utils/logic", display_name="Boolean Logic", outputs=[Output("BOOLEAN")])
+@node(category="utils/logic", display_name="Boolean Logic", outputs=[Output("BOOLEAN", tooltip="The result of the operation.")])
 class BooleanLogic:
     """Combine two booleans."""
     a = Boolean(False, tooltip="Left value.")

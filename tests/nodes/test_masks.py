@@ -10,7 +10,7 @@ from nodes import image_batch, image_composite, image_filters, masks
 from nodes.masks import (CropMask, FeatherMask, GrowMask, ImageColorToMask, ImageToMask, InvertMask, MaskComposite,
                          MaskToImage, SolidMask, ThresholdMask)
 
-REFERENCE = "/work/shared/nodes-reference.json"
+from tests.reference import REFERENCE  # a copy of ../shared/nodes-reference.json
 TOOLBOX = [cls for module in (image_batch, image_filters, image_composite, masks) for cls in module.NODES]
 EXPECTED_NAMES = {"ImageBatch", "RepeatImageBatch", "ImageFromBatch", "RebatchImages", "ImageBlend", "ImageSharpen",
                   "ImageBlur", "ImageQuantize", "ImageCrop", "ImageCompositeMasked", "ImagePadForOutpaint",

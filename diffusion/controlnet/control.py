@@ -1,0 +1,139 @@
+"""The control runtime: what ControlNet-apply nodes put into conditioning options under "control".
+
+Guidance calls `residuals(x_in, t, entries, sigma, context=, y=, model=)` once per UNet batch. The runtime decides
+whether its control model is active at this sigma (the start/end percent window), prepares the hint for the batch,
+runs the control model, scales its residuals by the strength, and adds the residuals of the control that was on the
+conditioning before it (`previous`), so stacked ControlNets sum. Outside its window only `previous` contributes.
+
+Hint rule: the IMAGE is centre-cropped to the latent's aspect ratio, then resized with nearest-exact to 8x the
+latent size (the pixel size the VAE would decode to) and repeated (cycled) over the UNet batch, so a batch of N
+control images pairs with a latent batch of N, for the positive and negative halves alike. The resized hint is
+cached per (batch, size, device, dtype), since it is the same at every step.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from diffusion.image_ops import common_upscale, repeat_to_batch_size
+
+from .base import model_family
+
+SIGMA_TOLERANCE = 1e-6
+
+
+def _as_list(value: Any) -> List[Optional[torch.Tensor]]:
+    if value is None:
+        return []
+    return [value] if torch.is_tensor(value) else list(value)
+
+
+def scale_residuals(residuals: Dict[str, Any], strength: float) -> Dict[str, list]:
+    """Every residual of a control dict multiplied by `strength` (None entries stay None)."""
+    return {key: [None if r is None else r * strength for r in _as_list(value)] for key, value in residuals.items()}
+
+
+def add_residuals(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]]) -> Optional[Dict[str, list]]:
+    """Element-wise sum of two control dicts (either may be None; a missing or None entry counts as zero)."""
+    if a is None:
+        return None if b is None else {k: _as_list(v) for k, v in b.items()}
+    if b is None:
+        return {k: _as_list(v) for k, v in a.items()}
+    out: Dict[str, list] = {}
+    for key in list(a) + [k for k in b if k not in a]:
+        la, lb = _as_list(a.get(key)), _as_list(b.get(key))
+        if la and lb and len(la) != len(lb):
+            raise ValueError(f"stacked controls disagree on the number of {key!r} residuals ({len(la)} vs "
+                             f"{len(lb)}): they were made for different models")
+        if not la or not lb:
+            out[key] = list(la or lb)
+            continue
+        out[key] = [x if y is None else y if x is None else x + y.to(x) for x, y in zip(la, lb)]
+    return out
+
+
+def image_to_hint(image: torch.Tensor) -> torch.Tensor:
+    """IMAGE [B, H, W, C] (C = 1, 3 or 4) -> [B, 3, H, W] float in 0..1 (alpha dropped, gray repeated)."""
+    if not torch.is_tensor(image) or image.ndim != 4:
+        raise ValueError(f"image: expected an IMAGE [B, H, W, C], got "
+                         f"{list(image.shape) if torch.is_tensor(image) else type(image).__name__}")
+    channels = image.shape[-1]
+    if channels == 1:
+        image = image.expand(-1, -1, -1, 3)
+    elif channels in (3, 4):
+        image = image[..., :3]
+    else:
+        raise ValueError(f"image: expected 1, 3 or 4 channels, got {channels}")
+    return image.movedim(-1, 1).float()
+
+
+class ControlRuntime:
+    """One applied control: a control model with its hint, strength, percent window and the control below it."""
+
+    def __init__(self, control_model: Any, image: torch.Tensor, strength: float = 1.0, start_percent: float = 0.0,
+                 end_percent: float = 1.0, vae: Any = None, previous: Any = None) -> None:
+        if not 0.0 <= start_percent <= end_percent <= 1.0:
+            raise ValueError(f"start_percent ({start_percent}) and end_percent ({end_percent}) must satisfy "
+                             f"0 <= start_percent <= end_percent <= 1")
+        self.control_model = control_model
+        self.hint = image_to_hint(image)
+        self.strength = float(strength)
+        self.start_percent = float(start_percent)
+        self.end_percent = float(end_percent)
+        self.vae = vae  # kept for control models that want latent hints
+        self.previous = previous
+        self._hint_cache: Optional[tuple] = None
+
+    def chain(self) -> List["ControlRuntime"]:
+        """This control and every one stacked below it, top first."""
+        out, node = [], self
+        while node is not None:
+            out.append(node)
+            node = getattr(node, "previous", None)
+        return out
+
+    def sigma_range(self, model: Any) -> tuple:
+        """(sigma_end, sigma_start): active while sigma_end <= sigma <= sigma_start."""
+        sampling = model.model_sampling
+        return sampling.percent_to_sigma(self.end_percent), sampling.percent_to_sigma(self.start_percent)
+
+    def is_active(self, sigma: torch.Tensor, model: Any) -> bool:
+        s = float(torch.as_tensor(sigma).reshape(-1)[0])
+        low, high = self.sigma_range(model)
+        return low - SIGMA_TOLERANCE <= s <= high + SIGMA_TOLERANCE
+
+    def _check_family(self, model: Any) -> None:
+        ours, theirs = getattr(self.control_model, "family", None), model_family(model)
+        if ours is not None and theirs != "unknown" and ours != theirs:
+            name = getattr(self.control_model, "name", None) or type(self.control_model).__name__
+            raise ValueError(f"control_net: {name} is made for {ours} models but the MODEL is {theirs}; use a "
+                             f"ControlNet of the model's family")
+
+    def prepared_hint(self, x_in: torch.Tensor, dtype: Optional[torch.dtype] = None,
+                      device: Optional[torch.device] = None) -> torch.Tensor:
+        """The hint for a UNet batch shaped like `x_in`: [B, 3, 8h, 8w] (cached)."""
+        batch, h, w = x_in.shape[0], x_in.shape[2], x_in.shape[3]
+        device, dtype = device or x_in.device, dtype or x_in.dtype
+        key = (batch, h, w, str(device), dtype)
+        if self._hint_cache is None or self._hint_cache[0] != key:
+            hint = common_upscale(self.hint, w * 8, h * 8, "nearest-exact", "center")
+            hint = repeat_to_batch_size(hint, batch).to(device=device, dtype=dtype)
+            self._hint_cache = (key, hint)
+        return self._hint_cache[1]
+
+    def residuals(self, x_in: torch.Tensor, t: torch.Tensor, entries: Any, sigma: torch.Tensor, *,
+                  context: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
+                  model: Any = None) -> Optional[Dict[str, list]]:
+        """The summed, strength-scaled control dict of this stack for one UNet batch (None: no control)."""
+        if model is None:
+            raise ValueError("the control runtime needs the MODEL being sampled")
+        self._check_family(model)
+        previous = None
+        if self.previous is not None:
+            previous = self.previous.residuals(x_in, t, entries, sigma, context=context, y=y, model=model)
+        if not self.is_active(sigma, model):
+            return previous
+        hint = self.prepared_hint(x_in, dtype=torch.float32)
+        out = self.control_model.compute(x_in, t, context, y, hint, model)
+        return add_residuals(scale_residuals(out, self.strength), previous)
