@@ -23,6 +23,7 @@ DEFAULT_MODEL_KINDS: Dict[str, Tuple[str, frozenset]] = {
     "embeddings": ("embeddings", MODEL_EXTENSIONS),
     "hypernetworks": ("hypernetworks", MODEL_EXTENSIONS),
     "controlnet": ("controlnet", MODEL_EXTENSIONS),
+    "t2i_adapter": ("t2i_adapter", MODEL_EXTENSIONS),
     "upscale_models": ("upscale_models", MODEL_EXTENSIONS),
     "clip": ("clip", MODEL_EXTENSIONS),
     "text_encoders": ("text_encoders", MODEL_EXTENSIONS),
@@ -35,7 +36,7 @@ DEFAULT_MODEL_KINDS: Dict[str, Tuple[str, frozenset]] = {
     "photomaker": ("photomaker", MODEL_EXTENSIONS),
 }
 # kinds that are one folder under two names
-KIND_ALIASES = {"text_encoders": "clip", "diffusion_models": "unet"}
+KIND_ALIASES = {"text_encoders": "clip", "diffusion_models": "unet", "t2i_adapter": "controlnet"}
 
 FOLDER_TYPES = ("output", "input", "temp")
 
