@@ -7,6 +7,15 @@ batching entries whose tensors line up (the positive and negative usually go thr
 combines the positive and negative predictions with classifier-free guidance. ControlNets hook in through
 `CondEntry.control`: an object with `residuals(x_in, t, entries, sigma, context=, y=, model=) -> dict | None` in the
 UNet's control format (x_in already scaled by c_in; context/y batched as the UNet gets them; model the MODEL).
+
+Inpainting UNets (9 input channels, the RunwayML layout) take `cat([x_in, mask, masked_latent])`: 4 noisy-latent
+channels (scaled by c_in), 1 mask channel (1 = repaint), then 4 channels of the masked image's latent multiplied by
+the model's latent scale (sockets carry raw latents). `CondEntry.concat` holds those 5 extra channels when the
+conditioning names them (`concat_latent_image`, `concat_mask`: InpaintModelConditioning). Otherwise the sampler's
+inpaint source is used (`Guidance.set_inpaint_source`: the noise mask and the input latent, as after
+VAEEncodeForInpaint), and without a noise mask the model is told "repaint everything, nothing is known": mask 1 and
+the latent of a flat mid-grey image -- what the model saw for fully masked images in training -- so plain
+text-to-image runs on an inpainting checkpoint. The concat is cropped to each entry's area like x and batched with it.
 """
 from __future__ import annotations
 
@@ -30,6 +39,74 @@ class CondEntry:
     sigma_start: float  # active while sigma_end < sigma <= sigma_start (inclusive at the ends)
     sigma_end: float
     control: Any = None
+    concat: Optional[torch.Tensor] = None  # [b, 5, H, W] over the whole latent: mask, scaled masked latent
+
+
+# The scaled latent of a flat mid-grey image (0 in the VAE's -1..1 pixel range) under the SD1/SD2 VAE, per channel
+# (approximate, as published for that VAE): what an inpainting model is given as "masked image" where nothing is
+# known. Families without a known value (SDXL's VAE) get zeros.
+GREY_LATENT = {"sd1": (0.8223, -0.6876, 0.6364, 0.1380), "sd2": (0.8223, -0.6876, 0.6364, 0.1380)}
+CONCAT_CHANNELS = 5  # mask (1) + masked-image latent (4)
+
+
+def _resize(t: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    if tuple(t.shape[-2:]) == tuple(hw):
+        return t
+    return F.interpolate(t, size=hw, mode="bilinear", align_corners=False)
+
+
+def concat_mask(mask: torch.Tensor, latent_hw: Tuple[int, int]) -> torch.Tensor:
+    """A MASK ([H,W], [B,H,W] or [B,1,H,W], any resolution) as [B, 1, h, w] at the latent's resolution."""
+    mask = mask.float()
+    if mask.ndim == 2:
+        mask = mask[None, None]
+    elif mask.ndim == 3:
+        mask = mask[:, None]
+    return _resize(mask[:, :1], latent_hw)
+
+
+def unet_in_channels(model: Any) -> Optional[int]:
+    value = getattr(getattr(getattr(model, "unet", None), "config", None), "in_channels", None)
+    return None if value is None else int(value)
+
+
+def extra_channels(in_channels: Optional[int], latent_channels: int) -> int:
+    """How many channels the UNet takes beyond the latent's: 0 for plain models, 5 for inpainting ones."""
+    if in_channels is None or in_channels <= latent_channels:
+        return 0
+    extra = in_channels - int(latent_channels)
+    if extra != CONCAT_CHANNELS:
+        raise ValueError(f"this UNet takes {in_channels} input channels; only plain models ({latent_channels}) and "
+                         f"inpainting models ({latent_channels + CONCAT_CHANNELS}) can be sampled")
+    return extra
+
+
+def _concat(opts: dict, latent_shape: torch.Size, model: Any) -> Optional[torch.Tensor]:
+    """The inpainting channels an entry names (InpaintModelConditioning), or None to use the sampler's source."""
+    image = opts.get("concat_latent_image")
+    if image is None or not extra_channels(unet_in_channels(model), int(latent_shape[1])):
+        return None
+    latent_hw = (int(latent_shape[2]), int(latent_shape[3]))
+    image = image.float()
+    if image.ndim != 4 or image.shape[1] != latent_shape[1]:
+        raise ValueError(f"concat_latent_image has shape {list(image.shape)}; expected a latent "
+                         f"[B, {latent_shape[1]}, H, W] (encode the image with the model's VAE)")
+    image = _resize(image, latent_hw) * float(model.latent_scale)
+    mask = opts.get("concat_mask")
+    mask = concat_mask(mask, latent_hw) if mask is not None else torch.ones_like(image[:, :1])
+    if mask.shape[0] != image.shape[0]:
+        batch = max(mask.shape[0], image.shape[0])
+        mask, image = _to_batch(mask, batch), _to_batch(image, batch)
+    return torch.cat([mask, image], dim=1)
+
+
+def _to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat (cyclically) or cut along the batch axis to `batch` items."""
+    if t.shape[0] == batch:
+        return t
+    if t.shape[0] == 1:
+        return t.expand(batch, *t.shape[1:])
+    return t.repeat(math.ceil(batch / t.shape[0]), *([1] * (t.ndim - 1)))[:batch]
 
 
 def _sdxl_y(opts: dict, latent_hw: Tuple[int, int], adm: int, refiner: bool) -> torch.Tensor:
@@ -108,7 +185,7 @@ def prepare_conditioning(conditioning: list, latent_shape: torch.Size, model: An
         start = sampling.percent_to_sigma(float(opts.get("start_percent", 0.0)))
         end = sampling.percent_to_sigma(float(opts.get("end_percent", 1.0)))
         entries.append(CondEntry(cond.float(), y, area, mask, float(opts.get("strength", 1.0)), start, end,
-                                 opts.get("control")))
+                                 opts.get("control"), _concat(opts, latent_shape, model)))
     return entries
 
 
@@ -143,6 +220,33 @@ class Guidance:
         self.combine = combine  # (cond, uncond, cfg, x, sigma) -> denoised; default plain CFG
         self.uncond_denoised: Optional[torch.Tensor] = None
         self.calls = 0
+        self.inpaint_source: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None
+        self._default_concat: Optional[torch.Tensor] = None
+        self.full_shape: Optional[tuple] = None
+        self.in_channels = unet_in_channels(model)
+
+    def set_inpaint_source(self, latent: torch.Tensor, mask: Optional[torch.Tensor]) -> None:
+        """The sampler's input latent (scaled) and noise mask ([B, 1|C, H, W] at latent size, or None): what an
+        inpainting UNet sees for entries without their own concat."""
+        self.inpaint_source = (latent, mask)
+        self._default_concat = None
+
+    def default_concat(self, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        """[B, 5, H, W] for a full latent of `shape` [B, C, H, W]: the noise mask and the input latent when there
+        is a mask, else mask 1 and the grey latent (see the module docstring). Dtype and device of `like`."""
+        cached = self._default_concat
+        if cached is not None and cached.shape[0] == shape[0] and tuple(cached.shape[2:]) == tuple(shape[2:]):
+            return cached
+        latent, mask = self.inpaint_source if self.inpaint_source is not None else (None, None)
+        if mask is not None and latent is not None:
+            concat = torch.cat([mask[:, :1].float(), latent.float()], dim=1)
+        else:
+            b, c, h, w = shape
+            grey = GREY_LATENT.get(getattr(getattr(self.model, "family", None), "name", ""), (0.0,) * c)
+            latent = torch.tensor(grey[:c], dtype=torch.float32).view(1, c, 1, 1).expand(b, c, h, w)
+            concat = torch.cat([torch.ones(b, 1, h, w), latent], dim=1)
+        self._default_concat = _to_batch(concat, shape[0]).to(like)
+        return self._default_concat
 
     def uses_uncond(self) -> bool:
         return bool(self.negative) and not math.isclose(self.cfg, 1.0)
@@ -165,6 +269,7 @@ class Guidance:
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, lists: List[List[CondEntry]]) -> List[torch.Tensor]:
         """The weighted average x0 prediction of each list of entries (areas and masks blended)."""
         self.calls += 1
+        self.full_shape = tuple(x.shape)
         latent_hw = (x.shape[2], x.shape[3])
         s = float(sigma.reshape(-1)[0])
         totals = [torch.zeros_like(x) for _ in lists]
@@ -203,9 +308,23 @@ class Guidance:
         x_in = self.sampling.calculate_input(sig, x)
         t = self.sampling.timestep(sig).float()
         control = _merge_controls([job[1] for job in group], x_in, t, sig, context, y, self.model)
+        if extra_channels(self.in_channels, x.shape[1]):
+            x_in = torch.cat([x_in, self._concat_for(group, batch)], dim=1)
         out = self.model.forward(x_in, t, context, y=y, control=control)
         denoised = self.sampling.calculate_denoised(sig, out, x)
         return list(denoised.split(batch))
+
+    def _concat_for(self, group: list, batch: int) -> torch.Tensor:
+        """The inpainting channels of each job, cropped to its area like x and batched like x."""
+        parts = []
+        for _, entry, crop, _, (h, w, top, left) in group:
+            source = entry.concat
+            if source is None:
+                if self.full_shape is None:
+                    raise ValueError("inpainting model: the latent shape is unknown (call predict first)")
+                source = self.default_concat(self.full_shape, crop)
+            parts.append(_to_batch(source[:, :, top:top + h, left:left + w], batch).to(crop))
+        return torch.cat(parts)
 
 
 def _groups(jobs: list) -> list:

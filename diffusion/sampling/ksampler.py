@@ -106,8 +106,11 @@ def run_sampler(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: 
     max_denoise = math.isclose(sampling.sigma_max, sigma0, rel_tol=1e-5) or sigma0 > sampling.sigma_max
     x = sampling.noise_scaling(sigmas[0], noise.float(), latent_in, max_denoise)
     denoiser: Callable = guidance
-    if noise_mask is not None:
-        denoiser = InpaintWrapper(guidance, latent_in, noise.float(), _noise_mask(noise_mask, latent_in), sampling)
+    mask = _noise_mask(noise_mask, latent_in) if noise_mask is not None else None
+    if hasattr(guidance, "set_inpaint_source"):  # inpainting UNets see the mask and the input latent
+        guidance.set_inpaint_source(latent_in, mask)
+    if mask is not None:
+        denoiser = InpaintWrapper(guidance, latent_in, noise.float(), mask, sampling)
     last = {"denoised": None}
     total = len(sigmas) - 1
 
