@@ -47,6 +47,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
                    help="an extra_model_paths.yaml with more model folders (may be repeated)")
     p.add_argument("--cpu", action="store_true", help="run everything on the CPU")
+    vram = p.add_mutually_exclusive_group()
+    vram.add_argument("--highvram", dest="vram_mode", action="store_const", const="highvram",
+                      help="keep whole models on the GPU; never stream weights")
+    vram.add_argument("--normalvram", dest="vram_mode", action="store_const", const="normalvram",
+                      help="keep recently used models on the GPU, evicting only as needed (default)")
+    vram.add_argument("--lowvram", dest="vram_mode", action="store_const", const="lowvram",
+                      help="let a model use at most half the GPU's memory; stream the rest of its weights")
+    vram.add_argument("--novram", dest="vram_mode", action="store_const", const="novram",
+                      help="stream every layer's weights to the GPU as it runs")
+    p.add_argument("--reserve-vram", type=float, metavar="GB", help="GPU memory to leave for other programs")
+    p.add_argument("--simulate-vram", type=float, metavar="GB",
+                   help="testing: pretend the CPU is a GPU with this much memory (weights are really copied, "
+                        "evicted and streamed)")
     p.add_argument("--ram-budget", type=float, metavar="GB",
                    help="RAM for resident model weights (default: half the machine's memory)")
     p.add_argument("--preview-method", choices=["auto", "latent2rgb", "none"], default="auto",
@@ -88,10 +101,14 @@ def services_from(args: argparse.Namespace) -> Services:
                   args.user_directory)
     for yaml_path in args.extra_model_paths_config:
         paths.load_model_paths_yaml(yaml_path)
+    from model_management.device_loading import DeviceLoader
+    from model_management.devices import device_from_flags
     from model_management.residency import ModelResidency, default_ram_budget
     budget = int(args.ram_budget * (1 << 30)) if args.ram_budget is not None else default_ram_budget()
-    return Services(paths, settings={"cpu": args.cpu, "preview_method": args.preview_method},
-                    models=ModelResidency(budget))
+    compute = device_from_flags(args.cpu, args.vram_mode, args.reserve_vram, args.simulate_vram)
+    return Services(paths, settings={"cpu": args.cpu, "preview_method": args.preview_method,
+                                     "vram_mode": compute.mode.value},
+                    models=ModelResidency(budget, DeviceLoader(compute)))
 
 
 def load_catalogue(args: argparse.Namespace, services: Services) -> tuple:

@@ -185,7 +185,10 @@ async def post_free(request: web.Request) -> web.Response:
     body = await read_json(request, default={})
     if not isinstance(body, dict):
         return json_error(400, "expected {\"unload_models\": bool, \"free_memory\": bool}")
-    state.worker.request_free(bool(body.get("unload_models")), bool(body.get("free_memory")))
+    free_memory = bool(body.get("free_memory"))
+    # freeing memory drops the models too (device copies and resident files), as releasing the caches' hold on
+    # them does in ComfyUI; the worker applies it between jobs, never under a running one
+    state.worker.request_free(bool(body.get("unload_models")) or free_memory, free_memory)
     return web.json_response({})
 
 

@@ -15,7 +15,12 @@ from model_management.paths import Paths
 class Services:
     paths: Paths
     settings: Dict[str, Any] = field(default_factory=dict)
-    models: Optional[Any] = None  # the model manager (model_management), once it exists
+    models: Optional[Any] = None  # the model manager (model_management.residency.ModelResidency)
+
+    @property
+    def devices(self) -> Optional[Any]:
+        """The device loader above the model manager (model_management.device_loading), if there is one."""
+        return getattr(self.models, "devices", None)
 
     @classmethod
     def for_directory(cls, base_dir: str, **paths: Any) -> "Services":

@@ -4,6 +4,11 @@ Each wraps the torch modules built by diffusion/ with what the rest of the engin
 (prediction type, latent scale), the file they came from, and per-socket options. `clone()` is cheap and shares the
 weights, so a node that changes an option (CLIP skip, sampling overrides) never alters the object a cached upstream
 node returned. LATENT tensors hold raw VAE latents; the MODEL's latent scale is applied when sampling.
+
+Before a network runs, its object asks the device loader (model_management.device_loading, reached through the
+residency handle) to make it resident on the compute device; LoRA patches are applied after that, on whatever
+tensors each layer then holds (device copies, or host staging for streamed layers), and restored before the model
+may be evicted again. Tensors handed back to nodes (latents, images, conditioning) live on the CPU.
 """
 from __future__ import annotations
 
@@ -36,8 +41,7 @@ class DiffusionModel:
         self._unet = unet  # a module, or a residency handle (model_management.residency)
         self.family = family
         self.source = source
-        self.device = device or torch.device("cpu")
-        self.dtype = compute_dtype(self.device)
+        self._device = device
         self.options: dict = {}  # sampling overrides (prediction type, zsnr, cfg hooks) set by model nodes
         self.patches: list = []  # (parameter name, patch, strength): LoRAs recorded on this clone
 
@@ -53,12 +57,29 @@ class DiffusionModel:
         twin.patches.extend(specs)
         return twin
 
+    @property
+    def device(self) -> torch.device:
+        return _device_of(self._unet, self._device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return compute_dtype(self.device)
+
+    def load_device(self, extra_bytes: int = 0) -> None:
+        """Place the UNet on the compute device now (most recently used), without holding it there."""
+        loader = _loader_of(self._unet)
+        if loader is not None:
+            loader.load(self.unet, self.dtype, extra_bytes, keep_resident=_unet_keep)
+
     @contextlib.contextmanager
     def patched(self):
-        """The UNet with this clone's patches applied in place, restored bit-exact afterwards."""
+        """The UNet on the compute device with this clone's patches applied in place, restored bit-exact
+        afterwards."""
         from model_management.hypernetwork import installed
-        with _patched(self.unet, self.patches) as module, installed(module, self.options.get("hypernetworks", ())):
-            yield module
+        loader = _loader_of(self._unet)
+        with _on_device(loader, self.unet, self.dtype, _unet_keep) as unet, _patched(unet, self.patches, loader), \
+                installed(unet, self.options.get("hypernetworks", ())):
+            yield unet
 
     @property
     def unet(self) -> torch.nn.Module:
@@ -86,11 +107,14 @@ class DiffusionModel:
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 y: Optional[torch.Tensor] = None, control: Optional[dict] = None) -> torch.Tensor:
-        """One UNet evaluation in the compute dtype; inputs and output in the caller's dtype."""
-        dtype = self.dtype
-        out = self.unet(x.to(self.device, dtype), timesteps.to(self.device, dtype), context.to(self.device, dtype),
-                        y=None if y is None else y.to(self.device, dtype), control=control)
-        return out.to(x.dtype)
+        """One UNet evaluation on the compute device in its dtype; the output on the caller's device and dtype."""
+        device, dtype = self.device, self.dtype
+        if control is not None and device != x.device:  # ControlNet residuals come from where the sampler runs
+            control = {k: _to_device(v, device) for k, v in control.items()}
+        with _on_device(_loader_of(self._unet), self.unet, dtype, _unet_keep) as unet:
+            out = unet(x.to(device, dtype), timesteps.to(device, dtype), context.to(device, dtype),
+                       y=None if y is None else y.to(device, dtype), control=control)
+        return out.to(x.device, x.dtype)
 
 
 class TextEncoderModel:
@@ -120,25 +144,94 @@ class TextEncoderModel:
         twin.patches.extend(specs)
         return twin
 
+    @property
+    def device(self) -> torch.device:
+        return _device_of(self._stack, None)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return compute_dtype(self.device)
+
+    def load_device(self, extra_bytes: int = 0) -> None:
+        loader = _loader_of(self._stack)
+        if loader is not None:
+            loader.load(self.stack, self.dtype, extra_bytes, keep_resident=None)
+
     def with_clip_skip(self, layer: int) -> "TextEncoderModel":
         twin = self.clone()
         twin.clip_skip = layer
         return twin
 
     def encode(self, text: str, text_l: Optional[str] = None) -> tuple:
-        """(cond [1, tokens, dim], pooled, warnings). `text_l` is SDXL's separate CLIP-L prompt."""
+        """(cond [1, tokens, dim], pooled, warnings), on the CPU in float32. `text_l` is SDXL's separate CLIP-L
+        prompt."""
         warnings: List[str] = []
-        with _patched(self.stack, self.patches) as stack:
+        loader = _loader_of(self._stack)
+        with _on_device(loader, self.stack, self.dtype, None) as stack, _patched(stack, self.patches, loader):
             windows = stack.tokenize(text, warnings)
             if text_l is not None and "clip_l" in windows:
                 windows["clip_l"] = stack.tokenize(text_l, warnings)["clip_l"]
                 _pad_window_counts(windows, stack)
             cond, pooled = stack.encode(windows, clip_skip=self.clip_skip, warnings=warnings)
-        return cond, pooled, warnings
+        return _to_host(cond), _to_host(pooled), warnings
+
+
+def release_device(obj: Any) -> None:
+    """Drop the device copies of a MODEL/CLIP/VAE's network, so that its parameters are the host weights again:
+    call before reading weights for saving or merging (on a GPU the loaded copies are in the compute dtype)."""
+    for attr in ("_unet", "_stack", "_vae"):
+        handle = getattr(obj, attr, None)
+        loader = _loader_of(handle)
+        if loader is not None:
+            loader.unload(handle.get())
+
+
+def _loader_of(handle: Any) -> Any:
+    """The device loader of the residency manager a handle belongs to (None for bare modules: they stay put)."""
+    return getattr(getattr(handle, "residency", None), "devices", None)
+
+
+def _device_of(handle: Any, explicit: Optional[torch.device]) -> torch.device:
+    if explicit is not None:
+        return explicit
+    loader = _loader_of(handle)
+    return loader.device if loader is not None else torch.device("cpu")
+
+
+def _on_device(loader: Any, module: Any, dtype: torch.dtype, keep: Any):
+    return loader.use(module, dtype, keep_resident=keep) if loader is not None else contextlib.nullcontext(module)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """Tensors, and lists of them (None entries kept), moved to `device`."""
+    if torch.is_tensor(value):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def _to_host(tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if tensor is None else tensor.to("cpu", torch.float32)
+
+
+def _unet_keep(name: str, module: Any) -> bool:
+    """UNet layers never streamed: `time_embed.0`, whose weight's dtype the UNet casts its inputs to."""
+    return name == "time_embed.0"
+
+
+def _vae_keep(name: str, module: Any) -> bool:
+    """VAE layers never streamed: the ones whose weights are read outside their own forward (the input layers
+    whose device and dtype the VAE moves its input to, and the q/k/v/proj 1x1 convs attention blocks multiply by
+    directly)."""
+    if name in ("encoder.conv_in", "post_quant_conv"):
+        return True
+    parent, _, leaf = name.rpartition(".")
+    return leaf in ("q", "k", "v", "proj_out") and ".attn" in "." + parent
 
 
 @contextlib.contextmanager
-def _patched(module: Any, specs: list):
+def _patched(module: Any, specs: list, loader: Any = None):
     if not specs:
         yield module
         return
@@ -148,6 +241,8 @@ def _patched(module: Any, specs: list):
     try:
         yield module
     finally:
+        if loader is not None:
+            loader.synchronize()  # streaming copies may still read the staging tensors being restored
         patcher.restore()
 
 
@@ -168,13 +263,28 @@ class VAEModel:
     def __init__(self, vae: torch.nn.Module, source: str = "", device: Optional[torch.device] = None) -> None:
         self._vae = vae
         self.source = source
-        self.device = device or torch.device("cpu")
-        self.dtype = compute_dtype(self.device, for_vae=True)
+        self._device = device
 
     @property
     def vae(self) -> torch.nn.Module:
         from model_management.residency import resolve
         return resolve(self._vae)
+
+    @property
+    def device(self) -> torch.device:
+        return _device_of(self._vae, self._device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return compute_dtype(self.device, for_vae=True)
+
+    def load_device(self, extra_bytes: int = 0) -> None:
+        loader = _loader_of(self._vae)
+        if loader is not None:
+            loader.load(self.vae, self.dtype, extra_bytes, keep_resident=_vae_keep)
+
+    def _on_device(self):
+        return _on_device(_loader_of(self._vae), self.vae, self.dtype, _vae_keep)
 
     @property
     def downscale(self) -> int:
@@ -200,10 +310,11 @@ class VAEModel:
                interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
         pixels = self._pixels(image)
         parts = []
-        for start in range(0, pixels.shape[0], batch):
-            if interrupt:
-                interrupt()
-            parts.append(self.vae.encode(pixels[start:start + batch]).float().cpu())
+        with self._on_device() as vae:
+            for start in range(0, pixels.shape[0], batch):
+                if interrupt:
+                    interrupt()
+                parts.append(vae.encode(pixels[start:start + batch]).float().cpu())
         return torch.cat(parts)
 
     @torch.inference_mode()
@@ -212,10 +323,11 @@ class VAEModel:
         if latent.ndim != 4:
             raise ValueError(f"expected LATENT samples [B, C, H, W], got shape {list(latent.shape)}")
         parts = []
-        for start in range(0, latent.shape[0], batch):
-            if interrupt:
-                interrupt()
-            parts.append(self._image(self.vae.decode(latent[start:start + batch].to(self.device, self.dtype))))
+        with self._on_device() as vae:
+            for start in range(0, latent.shape[0], batch):
+                if interrupt:
+                    interrupt()
+                parts.append(self._image(vae.decode(latent[start:start + batch].to(self.device, self.dtype))))
         return torch.cat(parts)
 
     @torch.inference_mode()
@@ -223,8 +335,9 @@ class VAEModel:
                      progress: Optional[Callable[[int, int], None]] = None,
                      interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
         from diffusion.vae.tiling import decode_tiled
-        out = decode_tiled(self.vae, latent.to(self.device, self.dtype), tile=tile, overlap=overlap,
-                           progress=progress, interrupt=interrupt)
+        with self._on_device() as vae:
+            out = decode_tiled(vae, latent.to(self.device, self.dtype), tile=tile, overlap=overlap,
+                               progress=progress, interrupt=interrupt)
         return self._image(out)
 
     @torch.inference_mode()
@@ -232,5 +345,6 @@ class VAEModel:
                      progress: Optional[Callable[[int, int], None]] = None,
                      interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
         from diffusion.vae.tiling import encode_tiled
-        return encode_tiled(self.vae, self._pixels(image), tile=tile, overlap=overlap, progress=progress,
-                            interrupt=interrupt).float().cpu()
+        with self._on_device() as vae:
+            return encode_tiled(vae, self._pixels(image), tile=tile, overlap=overlap, progress=progress,
+                                interrupt=interrupt).float().cpu()

@@ -5,6 +5,9 @@ two workflows that share a checkpoint never reload it, and switching among check
 re-reads a file. The MODEL, CLIP and VAE objects it returns hold `ResidentModule` handles, not the modules: the
 output cache may keep those objects as long as it likes, and evicting a model here really frees its memory (a later
 use loads it again, transparently).
+
+The compute device is the layer above: `devices` (model_management.device_loading.DeviceLoader) keeps device copies
+of the networks as an MRU set within the VRAM budget. Evicting a file here unloads its device copies first.
 """
 from __future__ import annotations
 
@@ -29,10 +32,10 @@ class Resident:
     parts: Dict[str, Any]  # "unet" / "vae" / "clip" -> torch module
     load: Callable[[], Dict[str, Any]]  # how to read them again after eviction
     info: Dict[str, Any] = field(default_factory=dict)
+    bytes: int = 0  # host bytes, measured when read (device copies and patches in place do not change it)
 
-    @property
-    def bytes(self) -> int:
-        return sum(module_bytes(m) for m in self.parts.values())
+    def __post_init__(self) -> None:
+        self.bytes = sum(module_bytes(m) for m in self.parts.values())
 
 
 class ResidentModule:
@@ -50,8 +53,10 @@ def resolve(module_or_handle: Any) -> Any:
 
 
 class ModelResidency:
-    def __init__(self, ram_budget_bytes: Optional[int] = None) -> None:
+    def __init__(self, ram_budget_bytes: Optional[int] = None, devices: Any = None) -> None:
+        from model_management.device_loading import DeviceLoader
         self.budget = ram_budget_bytes
+        self.devices = devices if devices is not None else DeviceLoader()  # inactive on a plain CPU
         self.entries: "OrderedDict[tuple, Resident]" = OrderedDict()
         self.file_reads = 0
         self._loaders: Dict[tuple, Callable[[], Dict[str, Any]]] = {}
@@ -66,8 +71,19 @@ class ModelResidency:
             stamps.append((os.path.realpath(path), st.st_size, st.st_mtime))
         return (kind, tuple(stamps), options)
 
+    @property
+    def device(self) -> Any:
+        """The compute device (what `comfy.model_management.get_torch_device()` answers)."""
+        return self.devices.device
+
     def resident_bytes(self) -> int:
         return sum(entry.bytes for entry in self.entries.values())
+
+    def _drop(self, key: tuple) -> Resident:
+        entry = self.entries.pop(key)
+        for module in entry.parts.values():
+            self.devices.unload(module)
+        return entry
 
     def _enforce_budget(self, keep: tuple) -> None:
         if self.budget is None:
@@ -76,7 +92,7 @@ class ModelResidency:
             victim = next((k for k in self.entries if k != keep), None)
             if victim is None:
                 return
-            del self.entries[victim]
+            self._drop(victim)
 
     def _entry(self, key: tuple, load: Callable[[], Dict[str, Any]]) -> Resident:
         with self._lock:
@@ -100,32 +116,49 @@ class ModelResidency:
             return entry.parts[part]
 
     def unload_all(self) -> None:
+        """Drop every device copy and every resident file (`/free` with unload_models)."""
         with self._lock:
+            self.devices.unload_all()
             self.entries.clear()
 
-    def free_memory(self, memory_required: int, device: Any = None, keep_loaded: Any = ()) -> int:
-        """Evict least recently used files until `memory_required` bytes were released; returns bytes freed."""
-        keep = {getattr(getattr(m, "_unet", None), "key", None) for m in keep_loaded or ()}
-        freed = 0
+    def unload_devices(self) -> int:
+        """Drop every device copy; the weights stay resident in RAM. Returns the device bytes freed."""
         with self._lock:
+            return self.devices.unload_all(include_in_use=False)
+
+    def free_memory(self, memory_required: int, device: Any = None, keep_loaded: Any = ()) -> int:
+        """Free `memory_required` bytes of `device`: device copies of the least recently used networks when the
+        loader is active, else (the CPU is the device) resident files. Returns the bytes freed."""
+        keep_modules, keep_keys = [], set()
+        for model in keep_loaded or ():
+            for attr in ("_unet", "_stack", "_vae"):
+                handle = getattr(model, attr, None)
+                if isinstance(handle, ResidentModule):
+                    keep_keys.add(handle.key)
+                    keep_modules.append(handle.get())
+        with self._lock:
+            if self.devices.active:
+                return self.devices.free(memory_required, keep=tuple(keep_modules))
+            freed = 0
             for key in list(self.entries):
                 if freed >= memory_required:
                     break
-                if key in keep:
+                if key in keep_keys:
                     continue
-                freed += self.entries.pop(key).bytes
-        return freed
+                freed += self._drop(key).bytes
+            return freed
 
     # the names V1 packs call through comfy.model_management
     def unload_all_models(self) -> None:
         self.unload_all()
 
     def load_models_gpu(self, models: Any, memory_required: int = 0, *args: Any, **kwargs: Any) -> None:
-        """Make sure these models are resident (most recently used); on CPU that is all loading means."""
+        """Make these models resident (read again if evicted) and place them on the compute device, most recently
+        used; `memory_required` is kept free besides them for activations."""
         for model in models or ():
-            handle = getattr(model, "_unet", None)
-            if isinstance(handle, ResidentModule):
-                handle.get()
+            load_device = getattr(model, "load_device", None)
+            if callable(load_device):
+                load_device(int(memory_required or 0))
 
     # -- loading ---------------------------------------------------------------------------------------------
     def _remember(self, key: tuple, load: Callable[[], Dict[str, Any]]) -> Resident:

@@ -2,18 +2,20 @@
 
 Interrupts are per job here: `interrupt_current_processing()` interrupts the job of the node that calls it, and
 `InterruptProcessingException` IS the scheduler's `Interrupted`, so a pack raising it ends its job as interrupted
-(not failed). Devices come from the bound model manager when it exposes one, else CUDA, MPS or the CPU.
+(not failed). Devices, the VRAM state and the memory figures come from the bound model manager's device loader
+(model_management.device_loading) when there is one, else CUDA, MPS or the CPU; `load_models_gpu`, `free_memory`
+and `unload_all_models` are its operations.
 """
 from __future__ import annotations
 
 import enum
-import os
 from typing import Any, Optional
 
 import torch
 
 from compat import _runtime
 from execution.context import Interrupted, current_context
+from model_management import devices as _devices
 
 InterruptProcessingException = Interrupted
 OOM_EXCEPTION = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
@@ -34,14 +36,42 @@ class CPUState(enum.Enum):
     MPS = 2
 
 
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
+_mps_available = _devices.mps_available
 
 
 def _manager() -> Any:
     services = _runtime.state.services
     return getattr(services, "models", None) if services is not None else None
+
+
+def _compute() -> Any:
+    """The bound manager's ComputeDevice (model_management.devices), or None."""
+    return getattr(getattr(_manager(), "devices", None), "compute", None)
+
+
+_STATE_OF_MODE = {"highvram": VRAMState.HIGH_VRAM, "normalvram": VRAMState.NORMAL_VRAM,
+                  "lowvram": VRAMState.LOW_VRAM, "novram": VRAMState.NO_VRAM, "cpu": VRAMState.DISABLED}
+
+
+def _vram_state() -> VRAMState:
+    compute = _compute()
+    if compute is not None:
+        return _STATE_OF_MODE[compute.mode.value]
+    return VRAMState.NORMAL_VRAM if torch.cuda.is_available() else VRAMState.DISABLED
+
+
+def _cpu_state() -> CPUState:
+    kind = get_torch_device().type
+    return CPUState.GPU if kind == "cuda" else (CPUState.MPS if kind == "mps" else CPUState.CPU)
+
+
+def __getattr__(name: str) -> Any:
+    """`vram_state` and `cpu_state` are read live from the device (a pack that assigns them keeps its value)."""
+    if name == "vram_state":
+        return _vram_state()
+    if name == "cpu_state":
+        return _cpu_state()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- devices ------------------------------------------------------------------------------------------------------
@@ -109,10 +139,6 @@ def mps_mode() -> bool:
     return get_torch_device().type == "mps"
 
 
-cpu_state = CPUState.GPU if torch.cuda.is_available() else (CPUState.MPS if _mps_available() else CPUState.CPU)
-vram_state = VRAMState.NORMAL_VRAM if torch.cuda.is_available() else VRAMState.DISABLED
-
-
 def xformers_enabled() -> bool:
     return False
 
@@ -154,7 +180,15 @@ def cast_to_device(tensor: torch.Tensor, device: Any, dtype: Optional[torch.dtyp
 
 
 # -- memory ---------------------------------------------------------------------------------------------------------
+def _is_compute(dev: Any) -> bool:
+    compute = _compute()
+    return compute is not None and compute.active and (dev is None or torch.device(dev).type == compute.device.type)
+
+
 def get_total_memory(dev: Any = None, torch_total_too: bool = False) -> Any:
+    if _is_compute(dev) and _compute().is_simulated:
+        total = _compute().total_bytes()
+        return (total, total) if torch_total_too else total
     dev = dev if dev is not None else get_torch_device()
     if is_device_cuda(dev):
         total = torch.cuda.get_device_properties(dev).total_memory
@@ -165,6 +199,9 @@ def get_total_memory(dev: Any = None, torch_total_too: bool = False) -> Any:
 
 
 def get_free_memory(dev: Any = None, torch_free_too: bool = False) -> Any:
+    if _is_compute(dev) and _compute().is_simulated:
+        free = _manager().devices.compute.raw_free_bytes(_manager().devices.held_bytes())
+        return (free, free) if torch_free_too else free
     dev = dev if dev is not None else get_torch_device()
     if is_device_cuda(dev):
         free_cuda, _ = torch.cuda.mem_get_info(dev)
@@ -174,22 +211,20 @@ def get_free_memory(dev: Any = None, torch_free_too: bool = False) -> Any:
     return (free, free) if torch_free_too else free
 
 
-def _ram_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 16 * 1024 ** 3
+_ram_bytes = _devices.ram_total
+_ram_available = _devices.ram_available
 
 
-def _ram_available() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return _ram_bytes() // 2
+def minimum_inference_memory() -> int:
+    """Room kept free for activations when weights are placed."""
+    compute = _compute()
+    return compute.inference_bytes if compute is not None else 1 << 30
+
+
+def extra_reserved_memory() -> int:
+    """The user's reserve (--reserve-vram)."""
+    compute = _compute()
+    return compute.reserve_bytes if compute is not None else 0
 
 
 def soft_empty_cache(force: bool = False) -> None:
@@ -218,11 +253,13 @@ def load_model_gpu(model: Any) -> None:
     load_models_gpu([model])
 
 
-def free_memory(memory_required: int, device: Any, keep_loaded: Any = ()) -> None:
+def free_memory(memory_required: int, device: Any = None, keep_loaded: Any = ()) -> None:
+    """Evict least recently used device copies (module by module) until `memory_required` bytes were freed."""
     _delegate("free_memory", memory_required, device, keep_loaded)
 
 
 def unload_all_models() -> None:
+    """Drop every device copy and resident file (they are read again on their next use)."""
     _delegate("unload_all_models")
 
 
