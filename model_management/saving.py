@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 
 from model_management import detection
-from model_management.model_objects import DiffusionModel, TextEncoderModel, VAEModel
+from model_management.model_objects import DiffusionModel, TextEncoderModel, VAEModel, release_device
 from model_management.weight_patches import PatchSpec, _group, _lookup, patched_weight
 
 OPEN_CLIP_ROLES = ("clip_h", "clip_g")  # stored in OpenCLIP's layout inside checkpoints
@@ -72,17 +72,20 @@ def _cast(state: Dict[str, torch.Tensor], dtype: Optional[torch.dtype]) -> Dict[
 
 def unet_state(model: DiffusionModel, dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
     """The UNet's LDM state dict (no prefix) with the model's patches baked in."""
+    release_device(model)  # read the host weights, not a device copy in the compute dtype
     return _cast(effective_state(model.unet, model.patches), dtype)
 
 
 def vae_state(vae: VAEModel, dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
     """The VAE's LDM state dict (no prefix)."""
+    release_device(vae)
     return _cast(effective_state(vae.vae), dtype)
 
 
 def text_encoder_states(clip: TextEncoderModel, dtype: Optional[torch.dtype] = None) -> Dict[str, Dict[str, Any]]:
     """Per encoder role (clip_l / clip_h / clip_g, in the stack's order): its weights in transformers' layout
     (`text_model.*`, `text_projection.weight`) with the CLIP's patches baked in."""
+    release_device(clip)
     stack = clip.stack
     state = effective_state(stack, getattr(clip, "patches", []))
     out: Dict[str, Dict[str, torch.Tensor]] = {}
