@@ -60,6 +60,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--simulate-vram", type=float, metavar="GB",
                    help="testing: pretend the CPU is a GPU with this much memory (weights are really copied, "
                         "evicted and streamed)")
+    p.add_argument("--keep-alive", type=float, metavar="SECONDS",
+                   help="unload a model (RAM and GPU) after it was unused this long (default: keep it until the "
+                        "memory is needed)")
     p.add_argument("--ram-budget", type=float, metavar="GB",
                    help="RAM for resident model weights (default: half the machine's memory)")
     p.add_argument("--preview-method", choices=["auto", "latent2rgb", "none"], default="auto",
@@ -108,7 +111,7 @@ def services_from(args: argparse.Namespace) -> Services:
     compute = device_from_flags(args.cpu, args.vram_mode, args.reserve_vram, args.simulate_vram)
     return Services(paths, settings={"cpu": args.cpu, "preview_method": args.preview_method,
                                      "vram_mode": compute.mode.value},
-                    models=ModelResidency(budget, DeviceLoader(compute)))
+                    models=ModelResidency(budget, DeviceLoader(compute), keep_alive=args.keep_alive))
 
 
 def load_catalogue(args: argparse.Namespace, services: Services) -> tuple:

@@ -83,11 +83,18 @@ class Worker:
         if unload_models and models is not None and hasattr(models, "unload_all"):
             models.unload_all()
 
+    def _expire_idle_models(self) -> None:
+        """Between jobs: let the model manager unload what outlived its keep-alive."""
+        models = getattr(self.services, "models", None) if self.services is not None else None
+        if models is not None and hasattr(models, "expire_idle"):
+            models.expire_idle()
+
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         try:
             while not self._stop.is_set():
                 self._apply_free()
+                self._expire_idle_models()
                 job = self.store.claim_next(timeout=0.5)
                 if job is None:
                     continue

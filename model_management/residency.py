@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -33,6 +34,7 @@ class Resident:
     load: Callable[[], Dict[str, Any]]  # how to read them again after eviction
     info: Dict[str, Any] = field(default_factory=dict)
     bytes: int = 0  # host bytes, measured when read (device copies and patches in place do not change it)
+    last_used: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.bytes = sum(module_bytes(m) for m in self.parts.values())
@@ -53,9 +55,11 @@ def resolve(module_or_handle: Any) -> Any:
 
 
 class ModelResidency:
-    def __init__(self, ram_budget_bytes: Optional[int] = None, devices: Any = None) -> None:
+    def __init__(self, ram_budget_bytes: Optional[int] = None, devices: Any = None,
+                 keep_alive: Optional[float] = None) -> None:
         from model_management.device_loading import DeviceLoader
         self.budget = ram_budget_bytes
+        self.keep_alive = keep_alive  # seconds a file (and its device copies) stays loaded unused; None: forever
         self.devices = devices if devices is not None else DeviceLoader()  # inactive on a plain CPU
         self.entries: "OrderedDict[tuple, Resident]" = OrderedDict()
         self.file_reads = 0
@@ -102,6 +106,7 @@ class ModelResidency:
                 entry = Resident(load(), load)
                 self.entries[key] = entry
             self.entries.move_to_end(key)
+            entry.last_used = time.monotonic()
             self._enforce_budget(key)
             return entry
 
@@ -113,7 +118,20 @@ class ModelResidency:
                 entry = self._entry(key, loader)
             else:
                 self.entries.move_to_end(key)
+                entry.last_used = time.monotonic()
             return entry.parts[part]
+
+    def expire_idle(self, now: Optional[float] = None) -> int:
+        """Keep-alive: unload every file (with its device copies) unused for longer than `keep_alive` seconds.
+        Called between jobs; returns the host bytes freed."""
+        if self.keep_alive is None:
+            return 0
+        now = time.monotonic() if now is None else now
+        freed = 0
+        with self._lock:
+            for key in [k for k, e in self.entries.items() if now - e.last_used > self.keep_alive]:
+                freed += self._drop(key).bytes
+        return freed
 
     def unload_all(self) -> None:
         """Drop every device copy and every resident file (`/free` with unload_models)."""

@@ -85,3 +85,40 @@ def test_compat_memory_calls_reach_the_manager(tiny_models, tmp_path):
     loaded.model.unet  # back on use
     mm.unload_all_models()
     assert services.models.entries == {}
+
+
+def test_keep_alive_unloads_what_stayed_unused(tiny_models):
+    models = ModelResidency(ram_budget_bytes=10 << 30, keep_alive=60.0)
+    sd1 = models.load_checkpoint(tiny_models.checkpoint("sd1"))
+    sdxl = models.load_checkpoint(tiny_models.checkpoint("sdxl"))
+    sd1_key = sd1.model._unet.key
+    now = models.entries[sd1_key].last_used
+    assert models.expire_idle(now + 30) == 0 and len(models.entries) == 2
+    sdxl.model.unet  # using a network refreshes its file's clock
+    models.entries[sdxl.model._unet.key].last_used = now + 50
+    freed = models.expire_idle(now + 61)
+    assert freed > 0 and list(models.entries) == [sdxl.model._unet.key]
+    sd1.model.unet  # an expired model is read again on use
+    assert models.file_reads == 3
+    assert ModelResidency().expire_idle() == 0  # no keep-alive: nothing expires
+
+
+def test_the_worker_expires_idle_models_between_jobs(tmp_path, tiny_models):
+    import time as _time
+
+    from execution.job_store import JobStore
+    from execution.worker import Worker
+    services = Services.for_directory(str(tmp_path))
+    services.models = ModelResidency(keep_alive=0.2)
+    services.models.load_checkpoint(tiny_models.checkpoint("sd1"))
+    store = JobStore(str(tmp_path / "jobs.db"))
+    worker = Worker(store, Executor(builtin_catalogue(), services=services), lambda job: None, lambda: None,
+                    services)
+    worker.start()
+    try:
+        deadline = _time.monotonic() + 10
+        while services.models.entries and _time.monotonic() < deadline:
+            _time.sleep(0.1)
+        assert not services.models.entries
+    finally:
+        worker.stop()
