@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-BENCHMARKS = ["engine_overhead", "server_throughput", "model_stack"]
+BENCHMARKS = ["engine_overhead", "server_throughput", "model_stack", "upscale"]
 
 
 def main(argv=None) -> int:
