@@ -176,7 +176,7 @@ def create_app(args: argparse.Namespace) -> web.Application:
     app.router.add_routes(compat_server.routes)
     if os.path.isfile(os.path.join(WEB_ROOT, "index.html")):
         app.router.add_get("/", index)
-        app.router.add_static("/", WEB_ROOT)
+        app.router.add_get("/{path:.+}", web_file)
     else:
         app.router.add_get("/", index_placeholder)
 
@@ -218,6 +218,15 @@ async def health(request: web.Request) -> web.Response:
     state = state_of(request)
     return web.json_response({"status": "ok", "nodes": len(state.catalogue),
                               "queue_remaining": state.store.pending_count()})
+
+
+async def web_file(request: web.Request) -> web.FileResponse:
+    """A file of the editor (web/); anything else is a JSON 404 like every other unknown route."""
+    root = os.path.realpath(WEB_ROOT)
+    full = os.path.realpath(os.path.join(root, request.match_info["path"]))
+    if not full.startswith(root + os.sep) or not os.path.isfile(full):
+        raise web.HTTPNotFound(text=f"{request.path}: not found")
+    return web.FileResponse(full)
 
 
 async def index(request: web.Request) -> web.FileResponse:
