@@ -62,6 +62,13 @@ class LoraPatch:
     mid: Optional[torch.Tensor] = None
     kind = "lora"
 
+    def __post_init__(self) -> None:
+        # factors are small: keep them in float32 once, instead of converting them at every apply
+        for name in ("up", "down", "mid"):
+            value = getattr(self, name)
+            if value is not None and value.is_floating_point() and value.dtype != torch.float32:
+                setattr(self, name, value.float())
+
     @property
     def rank(self) -> int:
         return int(self.down.shape[0])
