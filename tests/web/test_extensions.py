@@ -54,6 +54,9 @@ def test_pack_js_that_calls_missing_apis_does_not_break_the_editor(page):
     # and runs it: PreviewAny's executed event reaches the pack's api listener through the shared client
     page.click("#queue-button")
     page.wait_for_function("window.__compatPack.executedEvents >= 1", timeout=30000)
+    page.wait_for_function("window.__compatPack.executingDetails.includes(null)", timeout=30000)
+    details = page.evaluate("window.__compatPack.executingDetails")
+    assert echo_id in details and details[-1] is None, details
     assert "has-error" not in node_locator(page, echo_id).get_attribute("class")
     page.shot("pack-node-ran")
     assert not serious_problems(page), page.problems
