@@ -5,6 +5,7 @@ import { Catalogue, CONTROL_VALUES, PRIMITIVE } from "./graph/catalogue.js";
 import { Graph } from "./graph/graph.js";
 import { apiToUi, isApiPrompt, isUiWorkflow, loadUiWorkflow, serializeGraph } from "./graph/ui_format.js";
 import { uiToApi } from "./graph/api_export.js";
+import { statusNode } from "./graph/subgraphs.js";
 import { CanvasView } from "./canvas/view.js";
 import { Interaction } from "./canvas/interaction.js";
 import { NodeSearch } from "./canvas/search.js";
@@ -297,8 +298,16 @@ export class App {
 
   // ---- run status (used by web/js/run)
 
+  /** Status of node `id`; a flattened subgraph id ("12:5", "12:7:5") shows on its top-level instance "12". */
   setNodeStatus(id, patch) {
-    this.view.setStatus(id, patch || {});
+    const node = statusNode(this.graph, id);
+    if (!node) return;
+    patch = patch || {};
+    if (patch.error && String(node.id) !== String(id)) {
+      // the inner node's input names are not the instance's: name the inner node in the message instead
+      patch = { ...patch, error: { message: `${patch.error.message} (inner node ${id})` } };
+    }
+    this.view.setStatus(node.id, patch);
   }
 
   clearNodeStatus() {

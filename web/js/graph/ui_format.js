@@ -1,8 +1,10 @@
 // Load and save the UI workflow format of DESIGN.md §4 (the format ComfyUI-compatible editors save and embed in
-// PNGs). Reads versions 0.4 (links as arrays) and 1.0 (links as objects); saves 0.4. API-format prompts are turned
-// into a UI layout first (left to right by dependency depth, like graph/ui_layout.py).
+// PNGs). Reads versions 0.4 (links as arrays) and 1.0 (links as objects, subgraph definitions); saves 0.4 with the
+// definitions kept as loaded. API-format prompts are turned into a UI layout first (left to right by dependency
+// depth, like graph/ui_layout.py).
 
 import { PRIMITIVE } from "./catalogue.js";
+import { makeSubgraphInstance, subgraphDefs } from "./subgraphs.js";
 
 const NODE_KEYS = new Set(["id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "title",
   "properties", "widgets_values"]);
@@ -37,13 +39,13 @@ function pair(v, fallback) {
 export function loadUiWorkflow(graph, data) {
   if (!isUiWorkflow(data)) throw new Error("not a UI workflow: it needs 'nodes' and 'links' lists");
   graph.clear(true);
+  graph.extra = data.extra && typeof data.extra === "object" ? { ...data.extra } : {};
+  if (data.definitions) graph.extra.definitions = data.definitions; // subgraphs: kept, not edited here
   mergeUiNodes(graph, data.nodes, data.links);
   graph.groups = (Array.isArray(data.groups) ? data.groups : []).map((g) => ({
     ...g, title: g.title ?? "Group", bounding: Array.isArray(g.bounding) ? g.bounding.slice(0, 4).map(Number) : [0, 0, 300, 200],
   }));
-  graph.extra = data.extra && typeof data.extra === "object" ? { ...data.extra } : {};
   graph.config = data.config && typeof data.config === "object" ? { ...data.config } : {};
-  if (data.definitions) graph.extra.definitions = data.definitions; // subgraphs: kept, not edited here
   const state = data.state || {};
   graph.lastNodeId = Math.max(graph.lastNodeId, Number(data.last_node_id ?? state.lastNodeId) || 0);
   graph.lastLinkId = Math.max(graph.lastLinkId, Number(data.last_link_id ?? state.lastLinkId) || 0);
@@ -57,6 +59,7 @@ export function mergeUiNodes(graph, nodesData, linksData, offset = null, keepOut
   const created = new Map();
   const slotNames = new Map(); // node id → file input index → our input name
   const primitives = [];
+  const subgraphs = subgraphDefs(graph); // instances of the graph's subgraphs are drawn from their definitions
   for (const [index, raw] of nodesData.entries()) {
     if (!raw || typeof raw !== "object" || raw.id == null || typeof raw.type !== "string") {
       throw new Error(`nodes[${index}] has no valid id or type`);
@@ -65,6 +68,11 @@ export function mergeUiNodes(graph, nodesData, linksData, offset = null, keepOut
     const pos = pair(raw.pos, [0, 0]);
     const node = graph.addNode(raw.type, fresh ? [pos[0] + offset[0], pos[1] + offset[1]] : pos, fresh ? null : raw.id);
     created.set(String(raw.id), node);
+    const subgraph = node.def ? null : subgraphs.get(raw.type);
+    if (subgraph) {
+      makeSubgraphInstance(node, subgraph);
+      graph._emit("node-changed", node); // a paste draws nodes as they are added: redraw with the sockets
+    }
     node.size = pair(raw.size, node.size);
     if (typeof raw.mode === "number") node.mode = raw.mode;
     if (raw.flags && typeof raw.flags === "object") node.flags = { ...raw.flags };
@@ -101,6 +109,7 @@ export function mergeUiNodes(graph, nodesData, linksData, offset = null, keepOut
     }
     slotNames.set(String(raw.id), names);
     if (node.type === PRIMITIVE) primitives.push([node, raw.widgets_values]);
+    else if (subgraph) node.rawWidgetValues = raw.widgets_values ?? []; // promoted widgets: kept as saved
     else node.setWidgetValues(raw.widgets_values);
   }
   for (const entry of linksData || []) {

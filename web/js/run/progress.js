@@ -50,7 +50,7 @@ export class ProgressTracker {
       if (Number.isFinite(numeric) && nodes.has(numeric)) return numeric;
       const text = String(id);
       if (nodes.has(text)) return text;
-      const display = text.split(".")[0]; // expanded children ("5.0.1") report on their parent node
+      const display = text.split(/[.:]/)[0]; // expanded ("5.0.1") and subgraph ("12:5") ids: the top node
       if (display !== text) return this.nodeId(display);
       return null;
     }
