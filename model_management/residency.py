@@ -4,7 +4,8 @@ Loader nodes ask `ModelResidency` for a file; it reads the file only when the we
 two workflows that share a checkpoint never reload it, and switching among checkpoints that fit the budget never
 re-reads a file. The MODEL, CLIP and VAE objects it returns hold `ResidentModule` handles, not the modules: the
 output cache may keep those objects as long as it likes, and evicting a model here really frees its memory (a later
-use loads it again, transparently).
+use loads it again, transparently). ControlNets, T2I-adapters, control-LoRA weights and upscale models go through
+`load_module`, so they share the same budget and eviction order.
 
 The compute device is the layer above: `devices` (model_management.device_loading.DeviceLoader) keeps device copies
 of the networks as an MRU set within the VRAM budget. Evicting a file here unloads its device copies first.
@@ -16,28 +17,47 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
+
+import torch
 
 
 def module_bytes(module: Any) -> int:
+    return parts_bytes({"module": module})
+
+
+def _tensors(part: Any) -> Iterator[torch.Tensor]:
+    """The tensors a part holds: a module's parameters and buffers, a state dict's values; other parts (metadata
+    objects riding along with a network, e.g. a spandrel descriptor) hold none of their own."""
+    if isinstance(part, torch.nn.Module) or (callable(getattr(part, "parameters", None))
+                                             and callable(getattr(part, "buffers", None))):
+        yield from part.parameters()
+        yield from part.buffers()
+    elif isinstance(part, Mapping):
+        yield from (value for value in part.values() if torch.is_tensor(value))
+
+
+def parts_bytes(parts: Mapping[str, Any]) -> int:
+    """Host bytes of a file's parts, every tensor counted once however many parts share it."""
     seen, total = set(), 0
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
-            total += tensor.numel() * tensor.element_size()
+    for part in parts.values():
+        for tensor in _tensors(part):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
     return total
 
 
 @dataclass
 class Resident:
-    parts: Dict[str, Any]  # "unet" / "vae" / "clip" -> torch module
+    parts: Dict[str, Any]  # "unet" / "vae" / "clip" / "module" ... -> torch module (or state dict, metadata)
     load: Callable[[], Dict[str, Any]]  # how to read them again after eviction
     info: Dict[str, Any] = field(default_factory=dict)
     bytes: int = 0  # host bytes, measured when read (device copies and patches in place do not change it)
     last_used: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        self.bytes = sum(module_bytes(m) for m in self.parts.values())
+        self.bytes = parts_bytes(self.parts)
 
 
 class ResidentModule:
@@ -48,6 +68,10 @@ class ResidentModule:
 
     def get(self) -> Any:
         return self.residency.module(self.key, self.part)
+
+    def sibling(self, part: str) -> "ResidentModule":
+        """A handle to another part of the same file."""
+        return ResidentModule(self.residency, self.key, part)
 
 
 def resolve(module_or_handle: Any) -> Any:
@@ -241,6 +265,26 @@ class ModelResidency:
         if "family" in holder:
             entry.info["family"] = holder["family"]
         return TextEncoderModel(ResidentModule(self, key, "clip"), entry.info["family"], ";".join(paths))
+
+    def load_module(self, kind: str, path: str, build: Callable[[], Any], options: tuple = (),
+                    part: str = "module") -> ResidentModule:
+        """Any other network read from one file (ControlNets, adapters, upscale models), budgeted and evicted like
+        a checkpoint. `build()` reads the file and returns a torch module (stored as part "module") or a dict of
+        parts (modules and state dicts are counted; other values are metadata kept alongside); it is called again
+        when the handle is used after eviction. `options` (hashable) tell apart different builds of one file.
+        Returns the handle to `part`."""
+        key = self._key(kind, (path,), tuple(options))
+
+        def load() -> Dict[str, Any]:
+            built = build()
+            parts = dict(built) if isinstance(built, dict) else {"module": built}
+            if part not in parts:
+                raise ValueError(f"loading {os.path.basename(path)} as {kind} gave no {part!r} part "
+                                 f"(parts: {sorted(parts)})")
+            return parts
+
+        self._remember(key, load)
+        return ResidentModule(self, key, part)
 
 
 def default_ram_budget() -> int:

@@ -11,9 +11,9 @@ size is chosen from the free memory of the device and halved when an allocation 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,6 +30,8 @@ CPU_TILE_BUDGET = 2 ** 30
 GPU_TILE_BUDGET = 8 * 2 ** 30
 # the share of the currently free memory one tile may use
 FREE_MEMORY_SHARE = 0.5
+# the tile side whose activations the device loader keeps room for when it places an upscale model
+ROOM_TILE = 512
 
 
 class UpscaleModelError(ModelFileError):
@@ -40,12 +42,23 @@ class UpscaleOutOfMemory(RuntimeError):
     """Even the smallest tile did not fit in memory."""
 
 
-@dataclass
 class UpscaleModel:
-    """UPSCALE_MODEL: a spandrel image-to-image model and where it came from."""
+    """UPSCALE_MODEL: a spandrel image-to-image model and where it came from. It holds the descriptor itself, or a
+    model-manager handle to it (model_management.residency; see `load_resident_upscale_model`)."""
 
-    descriptor: Any  # spandrel.ImageModelDescriptor
-    source: str = ""
+    def __init__(self, descriptor: Any, source: str = "") -> None:
+        self._descriptor = descriptor  # spandrel.ImageModelDescriptor, or a ResidentModule handle to one
+        self.source = source
+
+    @property
+    def descriptor(self) -> Any:
+        from model_management.residency import resolve
+        return resolve(self._descriptor)
+
+    @property
+    def loader(self) -> Any:
+        """The device loader of the model manager that owns the weights (None for a bare descriptor)."""
+        return getattr(getattr(self._descriptor, "residency", None), "devices", None)
 
     @property
     def scale(self) -> int:
@@ -90,6 +103,16 @@ class UpscaleModel:
 def load_upscale_model(path: str) -> UpscaleModel:
     """Read a weight file safely and build the model spandrel detects in it."""
     return model_from_state_dict(load_state_dict(path), path)
+
+
+def load_resident_upscale_model(models: Any, path: str) -> UpscaleModel:
+    """`load_upscale_model` through the model manager (model_management.residency.ModelResidency): read once,
+    counted in its RAM budget, evicted least recently used, read again transparently when used after eviction."""
+    def build() -> dict:
+        descriptor = load_upscale_model(path).descriptor
+        return {"module": descriptor.model, "descriptor": descriptor}
+
+    return UpscaleModel(models.load_module("upscale", path, build, part="descriptor"), path)
 
 
 def model_from_state_dict(state: dict, source: str = "") -> UpscaleModel:
@@ -266,31 +289,50 @@ def upscale_image(model: UpscaleModel, image: torch.Tensor, tile: Optional[int] 
     """
     if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
         raise ValueError(f"image must be [batch, height, width, 1|3|4 channels], got shape {tuple(image.shape)}")
-    device = device or _default_device()
+    loader = model.loader
+    device = loader.device if loader is not None else (device or _default_device())
     dtype = compute_dtype(model, device)
     planes, alpha = _colour_planes(model, image)
-    if model.tiling == "internal":
-        tile = max(image.shape[1], image.shape[2])
-    elif tile is None:  # window-attention models show tiles: as large as memory allows, uncapped
-        tile = choose_tile(model, device, dtype, capped=model.tiling != "discouraged")
-    else:
-        tile = max(int(tile), 1)
-    model.descriptor.to(device=device, dtype=dtype)
-    while True:
-        try:
-            colour = _upscale_planes(model, planes, tile, overlap, device, dtype, progress, check_interrupt)
-            break
-        except (RuntimeError, MemoryError) as exc:
-            if not is_out_of_memory(exc) and not isinstance(exc, MemoryError):
-                raise
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            smaller = _round_tile(tile // 2, model)
-            if smaller >= tile or tile <= MIN_TILE:
-                raise UpscaleOutOfMemory(f"not enough memory to upscale even {tile}x{tile} tiles with "
-                                         f"{model!r}: {exc}") from None
-            tile = smaller
+    with _placed(model, loader, device, dtype):
+        if model.tiling == "internal":
+            tile = max(image.shape[1], image.shape[2])
+        elif tile is None:  # window-attention models show tiles: as large as memory allows, uncapped
+            tile = choose_tile(model, device, dtype, capped=model.tiling != "discouraged")
+        else:
+            tile = max(int(tile), 1)
+        freed_others = False
+        while True:
+            try:
+                colour = _upscale_planes(model, planes, tile, overlap, device, dtype, progress, check_interrupt)
+                break
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc) and not isinstance(exc, MemoryError):
+                    raise
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if loader is not None and loader.active and not freed_others:
+                    freed_others = True  # first give back other models' device copies (ours is in use)
+                    if loader.free(1 << 62):
+                        continue
+                smaller = _round_tile(tile // 2, model)
+                if smaller >= tile or tile <= MIN_TILE:
+                    raise UpscaleOutOfMemory(f"not enough memory to upscale even {tile}x{tile} tiles with "
+                                             f"{model!r}: {exc}") from None
+                tile = smaller
     return _assemble(model, image, colour, alpha)
+
+
+def _placed(model: UpscaleModel, loader: Any, device: torch.device, dtype: torch.dtype):
+    """The network on the compute device for the upscale: through the model manager's device loader when it owns
+    the weights (accounted in the VRAM ledger, evicting least recently used models only as far as the weights and
+    a moderate tile's activations need), else moved there directly."""
+    if loader is None:
+        model.descriptor.to(device=device, dtype=dtype)
+        return contextlib.nullcontext(model.descriptor)
+    room = activation_bytes_per_pixel(model, dtype) * ROOM_TILE ** 2
+    if loader.active:
+        room = min(room, GPU_TILE_BUDGET, loader.compute.usable_bytes() // 4)
+    return loader.use(model.descriptor.model, dtype, extra_bytes=room)
 
 
 def _default_device() -> torch.device:

@@ -14,10 +14,19 @@ COND = "CONDITIONING"
 
 
 def _load(ctx, control_net_name: str, model=None):
-    from diffusion.controlnet.loader import load_control_model
+    """Through the model manager when there is one (read once, RAM-budgeted, evictable). A diff ControlNet is a
+    build of the file on a base MODEL, so the MODEL's weights (its residency key) are part of the entry's identity;
+    a MODEL that is not manager-owned (no stable identity) makes it a direct, unshared load."""
+    from diffusion.controlnet.loader import load_control_model, load_resident_control_model
+    from model_management.residency import ResidentModule
     path = ctx.services.paths.require("controlnet", control_net_name)
+    models = getattr(ctx.services, "models", None)
+    base = getattr(model, "_unet", None)
     try:
-        return load_control_model(path, model=model)
+        if models is None or (model is not None and not isinstance(base, ResidentModule)):
+            return load_control_model(path, model=model)
+        options = () if model is None else (("base", base.key),)
+        return load_resident_control_model(models, path, model=model, options=options)
     except (ValueError, ModelFileError) as exc:
         raise ValueError(f"control_net_name: {exc}") from exc
 

@@ -1,8 +1,10 @@
 """Model upscaling nodes: load an upscale model (any architecture spandrel detects) and upscale images in tiles.
 
 The loaded model travels on the UPSCALE_MODEL socket; the output cache keeps it per file (the loader's fingerprint
-is the file's size and modification time, so a replaced file is read again). The work is in
-model_management/upscaling.py.
+is the file's size and modification time, so a replaced file is read again). With a model manager
+(`ctx.services.models`) the weights are owned by it: read once for every workflow, counted in its RAM budget,
+evicted least recently used and read again when used after that; the upscale node then runs the network where the
+manager's device loader places it. The work is in model_management/upscaling.py.
 """
 from __future__ import annotations
 
@@ -12,10 +14,14 @@ from nodes.declare import Combo, Output, Socket, node
 from nodes.loaders import files
 
 
+def _models(ctx):
+    return getattr(ctx.services, "models", None) if ctx.services is not None else None
+
+
 def _device(ctx):
-    """The engine's compute device when the model manager names one, else the module's default."""
-    models = getattr(ctx.services, "models", None) if ctx.services is not None else None
-    return getattr(models, "device", None)
+    """The engine's compute device when the model manager names one, else the module's default (a model the
+    manager owns always runs where its device loader puts it)."""
+    return getattr(_models(ctx), "device", None)
 
 
 @node(category="loaders", display_name="Load Upscale Model",
@@ -31,12 +37,15 @@ class UpscaleModelLoader:
         return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
     def run(self, ctx, model_name):
-        from model_management.upscaling import load_upscale_model
+        from model_management.upscaling import load_resident_upscale_model, load_upscale_model
         try:
             path = ctx.services.paths.require("upscale_models", model_name)
         except FileNotFoundError as exc:
             raise ValueError(f"model_name: {exc}") from None
-        return (load_upscale_model(path),)
+        models = _models(ctx)
+        if models is None:
+            return (load_upscale_model(path),)
+        return (load_resident_upscale_model(models, path),)
 
 
 @node(category="image/upscaling", display_name="Upscale Image (using Model)",

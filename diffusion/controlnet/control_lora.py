@@ -106,12 +106,19 @@ def merged_state_dict(control_sd: Mapping[str, torch.Tensor], unet_sd: Mapping[s
 class ControlLoraControl:
     """ControlModel for a control-LoRA: the ControlNet is built from the MODEL on first `compute` and cached."""
 
-    def __init__(self, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
-        self.weights = {k: v for k, v in state_dict.items() if k != MARKER}
+    def __init__(self, state_dict: Any, source: str = "") -> None:
+        if isinstance(state_dict, Mapping):
+            state_dict = {k: v for k, v in state_dict.items() if k != MARKER}
+        self._network = state_dict  # the file's weights, or a model-manager handle to them (the network is built)
         self.source = source
         self.family = _file_family(self.weights)
         self.hint_channels, self.hint_widths = _hint_widths(self.weights)
         self._built: Optional[tuple] = None  # (weakref to the UNet, patch list, ControlNetControl)
+
+    @property
+    def weights(self) -> dict:
+        from model_management.residency import resolve
+        return resolve(self._network)
 
     @property
     def name(self) -> str:

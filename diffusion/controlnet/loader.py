@@ -128,6 +128,8 @@ def ldm_to_diffusers(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 # ---- building ----------------------------------------------------------------------------------------------------
 def _add_base_weights(sd: Dict[str, torch.Tensor], model: Any) -> Dict[str, torch.Tensor]:
     """Diff ControlNet: weight = stored difference + the MODEL's UNet weight, for every key both have."""
+    from model_management.model_objects import release_device
+    release_device(model)  # the host weights, not device copies in the compute dtype
     base = model.unet.state_dict()
     out = {}
     for key, value in sd.items():
@@ -183,3 +185,21 @@ def control_model_from_state_dict(sd: Mapping[str, torch.Tensor], source: str = 
 def load_control_model(path: str, model: Any = None) -> Any:
     """A control model from a file: safetensors by memory map, pickles only as plain tensors (weights_only)."""
     return control_model_from_state_dict(load_state_dict(path), source=path, model=model)
+
+
+def load_resident_control_model(models: Any, path: str, model: Any = None, options: tuple = ()) -> Any:
+    """`load_control_model` through the model manager (model_management.residency.ModelResidency): the file is read
+    once however many workflows use it, counted in the RAM budget and evicted like a checkpoint. The control model
+    returned holds a handle to its weights (`_network`: the ControlNet or adapter network, or the control-LoRA's
+    state dict), which reads the file again when used after eviction. `options` must tell apart different builds
+    of one file (a diff ControlNet's base MODEL)."""
+    import copy
+
+    def build() -> dict:
+        control = load_control_model(path, model=model)
+        return {"module": control._network, "control": control}
+
+    handle = models.load_module("controlnet", path, build, options)
+    control = copy.copy(handle.sibling("control").get())  # the metadata; the weights go behind the handle
+    control._network = handle
+    return control

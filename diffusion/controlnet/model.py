@@ -10,6 +10,7 @@ UNet's control dict: "output" (one residual per input block, in input-block orde
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -284,13 +285,26 @@ class ControlNetControl:
     def compute(self, x_in: torch.Tensor, timesteps: torch.Tensor, context: Optional[torch.Tensor],
                 y: Optional[torch.Tensor], hint: torch.Tensor, model: Any) -> dict:
         self.check_model(model)
-        device = getattr(model, "device", x_in.device)
-        dtype = getattr(model, "dtype", x_in.dtype)
-        net = self.network
-        first = next(net.parameters())
-        if first.device != torch.device(device) or first.dtype != dtype:
-            net.to(device=device, dtype=dtype)
-        with torch.no_grad():
+        loader = getattr(getattr(self._network, "residency", None), "devices", None)
+        if loader is not None:  # owned by the model manager: the device loader places (and accounts) it
+            from model_management.model_objects import compute_dtype
+            device = loader.device
+            dtype = compute_dtype(device)
+            placed = loader.use(self.network, dtype, keep_resident=_controlnet_keep)
+        else:  # a bare network (control-LoRA builds its own per MODEL): moved here once
+            device = getattr(model, "device", x_in.device)
+            dtype = getattr(model, "dtype", x_in.dtype)
+            net = self.network
+            first = next(net.parameters())
+            if first.device != torch.device(device) or first.dtype != dtype:
+                net.to(device=device, dtype=dtype)
+            placed = contextlib.nullcontext(net)
+        with placed as net, torch.no_grad():
             return net(x_in.to(device, dtype), hint.to(device, dtype), timesteps.to(device),
                        None if context is None else context.to(device, dtype),
                        None if y is None else y.to(device, dtype))
+
+
+def _controlnet_keep(name: str, module: Any) -> bool:
+    """Never streamed: `time_embed.0`, whose weight's dtype the ControlNet casts its inputs to."""
+    return name == "time_embed.0"

@@ -15,6 +15,7 @@ Formats read (all normalised to the original layout below before loading):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from typing import Any, Mapping, Optional, Sequence
@@ -253,12 +254,19 @@ def feature_targets(unet_config: Any, feature_shapes: Sequence[tuple[int, int]])
 class T2IAdapterControl:
     """ControlModel for a T2I-adapter: features cached per hint; one dict entry per UNet level."""
 
-    def __init__(self, net: nn.Module, kind: str, source: str = ""):
-        self.net = net.eval().requires_grad_(False)
+    def __init__(self, net: Any, kind: str, source: str = ""):
+        if isinstance(net, nn.Module):
+            net = net.eval().requires_grad_(False)
+        self._network = net  # the adapter, or a model-manager handle to it (model_management.residency)
         self.kind = kind
         self.source = source
-        self.family = "sdxl" if net.unshuffle == 16 else "sd1"
+        self.family = "sdxl" if self.net.unshuffle == 16 else "sd1"
         self._cache: Optional[tuple] = None  # (copy of the hint, device, dtype, features)
+
+    @property
+    def net(self) -> nn.Module:
+        from model_management.residency import resolve
+        return resolve(self._network)
 
     @property
     def name(self) -> str:
@@ -272,6 +280,9 @@ class T2IAdapterControl:
 
     def features(self, hint: torch.Tensor, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
         """The adapter's outputs for `hint` [B, C, H, W] in 0..1, computed once per distinct hint."""
+        loader = getattr(getattr(self._network, "residency", None), "devices", None)
+        if loader is not None:
+            device = loader.device  # where the device loader puts the adapter
         c = self._cache  # compared by value (cheap next to a UNet step), so in-place changes are never missed
         if c is not None and c[1] == device and c[2] == dtype and c[0].shape == hint.shape and \
                 c[0].device == hint.device and torch.equal(c[0], hint):
@@ -286,9 +297,12 @@ class T2IAdapterControl:
         h, w = x.shape[-2:]
         if h % u or w % u:
             x = F.interpolate(x, size=(-(-h // u) * u, -(-w // u) * u), mode="bilinear", align_corners=False)
-        self.net.to(device=device, dtype=dtype)
-        with torch.no_grad():
-            feats = self.net(x.to(device=device, dtype=dtype))
+        if loader is not None:  # owned by the model manager: the device loader places (and accounts) it
+            placed = loader.use(self.net, dtype)
+        else:
+            placed = contextlib.nullcontext(self.net.to(device=device, dtype=dtype))
+        with placed as net, torch.no_grad():
+            feats = net(x.to(device=device, dtype=dtype))
         self._cache = (hint.clone(), device, dtype, feats)
         return feats
 

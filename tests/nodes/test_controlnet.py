@@ -147,3 +147,53 @@ def test_diff_controlnet_loader_through_the_engine(engine, tiny_models):
     outcome, sink = engine.run(prompt)
     assert outcome.status == "error"
     assert "DiffControlNetLoader" in sink.of("execution_error")[0]["exception_message"]
+
+
+# -- owned by the model manager ------------------------------------------------------------------------------------
+
+def _managed(engine, budget=None):
+    """The same engine folders, run with a model manager and no output cache (only residency can avoid reads)."""
+    from execution.caches import NoCache
+    from execution.scheduler import Executor
+    from model_management.residency import ModelResidency
+    engine.services.models = ModelResidency(ram_budget_bytes=budget)
+    engine.executor = Executor(engine.catalogue, NoCache(), engine.services)
+    return engine.services.models
+
+
+def test_two_workflows_sharing_a_controlnet_read_it_once(engine):
+    plain = _pixels(engine, _graph([("canny_sd1.safetensors", 1.0, 0.0, 1.0)]))
+    models = _managed(engine)
+    first = _pixels(engine, _graph([("canny_sd1.safetensors", 1.0, 0.0, 1.0)]))
+    second = _pixels(engine, _graph([("canny_sd1.safetensors", 0.7, 0.2, 1.0)]))
+    assert models.file_reads == 2  # the checkpoint and the ControlNet, once each
+    assert sorted(k[0] for k in models.entries) == ["checkpoint", "controlnet"]
+    assert np.array_equal(first, plain) and not np.array_equal(second, first)
+
+
+def test_an_evicted_controlnet_is_read_again_with_identical_output(engine):
+    models = _managed(engine)
+    prompt = _graph([("canny_sd1.safetensors", 1.0, 0.0, 1.0)])
+    before = _pixels(engine, prompt)
+    key = next(k for k in models.entries if k[0] == "controlnet")
+    models._drop(key)
+    assert np.array_equal(_pixels(engine, prompt), before)
+    assert models.file_reads == 3 and key in models.entries
+
+
+def test_diff_controlnet_through_the_model_manager(engine, tiny_models):
+    from model_management.checkpoints import load_checkpoint
+    from safetensors.torch import save_file
+    base = load_checkpoint(tiny_models.checkpoint("sd1")).model.unet.state_dict()
+    save_file(make_controlnet("sd1", seed=1, difference_from=base),
+              os.path.join(engine.models("controlnet"), "canny_sd1_diff.safetensors"))
+    full = _pixels(engine, _graph([("canny_sd1.safetensors", 1.0, 0.0, 1.0)]))
+    models = _managed(engine)
+    prompt = _graph([("canny_sd1.safetensors", 1.0, 0.0, 1.0)])
+    prompt["cn0"] = {"class_type": "DiffControlNetLoader",
+                     "inputs": {"model": ["ckpt", 0], "control_net_name": "canny_sd1_diff.safetensors"}}
+    assert np.abs(_pixels(engine, prompt) - full).max() <= 1
+    assert np.abs(_pixels(engine, prompt) - full).max() <= 1
+    diff_keys = [k for k in models.entries if k[0] == "controlnet"]
+    assert models.file_reads == 2 and len(diff_keys) == 1
+    assert diff_keys[0][2][0][0] == "base"  # the base MODEL is part of the entry's identity

@@ -175,3 +175,57 @@ def test_hires_fix_workflow_with_model_upscale(tmp_path, tiny_models):
     with Image.open(os.path.join(eng.services.paths.output_dir, entry["subfolder"], entry["filename"])) as img:
         assert img.size == (96, 80)  # 4x by the model, then halved: twice the first pass
     assert {"30", "31", "20", "22"} <= set(outcome.executed)
+
+
+# -- owned by the model manager ------------------------------------------------------------------------------------
+
+def _managed(engine, budget=None, devices=None):
+    """The engine with a model manager and no output cache (only residency can avoid reading a file again)."""
+    from execution.caches import NoCache
+    from execution.scheduler import Executor
+    from model_management.residency import ModelResidency
+    engine.services.models = ModelResidency(ram_budget_bytes=budget, devices=devices)
+    engine.executor = Executor(engine.catalogue, NoCache(), engine.services)
+    return engine.services.models
+
+
+def test_workflows_sharing_an_upscale_model_read_it_once(engine):
+    models = _managed(engine)
+    outcomes = [engine.run(upscale_graph())[0] for _ in range(2)]
+    assert all(o.status == "success" for o in outcomes) and "model" in outcomes[1].executed
+    assert models.file_reads == 1 and models.resident_bytes() > 0
+    assert np.abs(saved(engine, outcomes[1]).astype(int)
+                  - expected_pixels(engine, "2x_compact.safetensors").astype(int)).max() <= 1
+
+
+def test_upscale_models_are_evicted_least_recently_used_and_reload_identically(engine):
+    probe = _managed(engine)
+    for name in ("2x_compact.safetensors", "RealESRGAN_x4plus_tiny.pth"):
+        assert engine.run(upscale_graph(name))[0].status == "success"
+    budget = max(entry.bytes for entry in probe.entries.values()) + 1  # one model at a time
+    models = _managed(engine, budget=budget)
+    first, _ = engine.run(upscale_graph("2x_compact.safetensors"))
+    other, _ = engine.run(upscale_graph("RealESRGAN_x4plus_tiny.pth"))
+    assert other.status == "success" and len(models.entries) == 1 and models.resident_bytes() <= budget
+    again, _ = engine.run(upscale_graph("2x_compact.safetensors"))
+    assert models.file_reads == 3
+    assert np.array_equal(saved(engine, again), saved(engine, first))
+
+
+def test_the_upscale_runs_through_the_device_loader(engine):
+    from model_management.device_loading import LOADED, DeviceLoader
+    from model_management.devices import ComputeDevice
+    from model_management.residency import module_bytes
+    loader = DeviceLoader(ComputeDevice.simulated(1 << 30))
+    models = _managed(engine, devices=loader)
+    outcome, _ = engine.run(upscale_graph())
+    assert outcome.status == "success", outcome.error
+    (key,) = models.entries
+    network = models.entries[key].parts["module"]
+    rec = loader.record(network)
+    assert rec is not None and rec.bytes_in(LOADED) == module_bytes(network) > 0  # in the VRAM ledger
+    assert rec.in_use == 0  # placed for the upscale, evictable after it
+    assert np.abs(saved(engine, outcome).astype(int)
+                  - expected_pixels(engine, "2x_compact.safetensors").astype(int)).max() <= 1
+    models.unload_all()
+    assert loader.held_bytes() == 0
