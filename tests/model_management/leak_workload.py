@@ -1,10 +1,11 @@
 """A memory-leak workload, run in its own process by test_memory_leak.py (and usable by hand):
 
-    python -m tests.model_management.leak_workload WORKDIR RUNS
+    python -m tests.model_management.leak_workload WORKDIR RUNS [--simulate-vram-mb MB]
 
 Two workflows with different checkpoints and different LoRAs run alternately through the real executor and model
 residency, with a RAM budget that holds one checkpoint, so every run evicts the other model, reads its file again,
-patches and restores weights. Prints one JSON line: the process RSS after each run, and residency counters.
+patches and restores weights. With `--simulate-vram-mb` the CPU also acts as a GPU of that size, so the device
+loader copies, evicts and streams weights every run too. Prints one JSON line: the process RSS after each run, and residency counters.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def workflow(ckpt: str, lora: str, seed: int) -> dict:
     }
 
 
-def main(workdir: str, runs: int) -> dict:
+def main(workdir: str, runs: int, simulate_vram_mb: int = 0) -> dict:
     from diffusion.synthetic_checkpoints import write_checkpoint
     from execution.events import RecordingSink
     from execution.scheduler import Executor, Job
@@ -77,7 +78,12 @@ def main(workdir: str, runs: int) -> dict:
                    split_prefix(load_state_dict(path), "model.diffusion_model."), seed=i)
         names.append((f"{family}.safetensors", f"{family}_style.safetensors"))
     biggest = max(os.path.getsize(os.path.join(ckpt_dir, n[0])) for n in names)
-    services.models = ModelResidency(ram_budget_bytes=int(biggest * 1.5))  # one checkpoint at a time
+    devices = None
+    if simulate_vram_mb:
+        from model_management.device_loading import DeviceLoader
+        from model_management.devices import ComputeDevice
+        devices = DeviceLoader(ComputeDevice.simulated(simulate_vram_mb << 20))
+    services.models = ModelResidency(ram_budget_bytes=int(biggest * 1.5), devices=devices)  # one checkpoint
     catalogue = builtin_catalogue()
     executor = Executor(catalogue, services=services)
     rss = []
@@ -90,8 +96,10 @@ def main(workdir: str, runs: int) -> dict:
         assert outcome.status == "success", outcome.error
         gc.collect()
         rss.append(rss_bytes())
-    return {"rss": rss, "file_reads": services.models.file_reads, "resident": len(services.models.entries)}
+    return {"rss": rss, "file_reads": services.models.file_reads, "resident": len(services.models.entries),
+            "device_held": services.models.devices.held_bytes()}
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], int(sys.argv[2]))))
+    simulate = int(sys.argv[sys.argv.index("--simulate-vram-mb") + 1]) if "--simulate-vram-mb" in sys.argv else 0
+    print(json.dumps(main(sys.argv[1], int(sys.argv[2]), simulate)))
