@@ -71,14 +71,19 @@ class InpaintWrapper:
 
     @property
     def uncond_denoised(self):
-        return getattr(self.inner, "uncond_denoised", None)
+        """The unconditional prediction (CFG++ samplers) with the same pinning as the guided one."""
+        uncond = getattr(self.inner, "uncond_denoised", None)
+        return None if uncond is None else uncond * self.mask + self.latent * (1.0 - self.mask)
+
+    def pin(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x with its unmasked part set to the original renoised to `sigma` (the original itself at 0): applied to
+        the sampler's result too, since some samplers (dpm_fast, dpm_adaptive) finish between model calls."""
+        renoised = self.sampling.noise_scaling(sigma.reshape(-1, 1, 1, 1), self.noise, self.latent, False)
+        return x * self.mask + renoised * (1.0 - self.mask)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        keep = 1.0 - self.mask
-        renoised = self.sampling.noise_scaling(sigma.reshape(-1, 1, 1, 1), self.noise, self.latent, False)
-        x = x * self.mask + renoised * keep
-        out = self.inner(x, sigma, **kwargs)
-        return out * self.mask + self.latent * keep
+        out = self.inner(self.pin(x, sigma), sigma, **kwargs)
+        return out * self.mask + self.latent * (1.0 - self.mask)
 
 
 def _noise_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
@@ -123,6 +128,8 @@ def run_sampler(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: 
     with torch.inference_mode(), patched:
         samples = sampler.function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=on_step,
                                    **sampler.options)
+        if isinstance(denoiser, InpaintWrapper):
+            samples = denoiser.pin(samples, sigmas[-1])
         samples = sampling.inverse_noise_scaling(sigmas[-1], samples)
     denoised = last["denoised"] if last["denoised"] is not None else samples
     return samples / scale, denoised / scale
