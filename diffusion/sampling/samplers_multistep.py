@@ -32,14 +32,17 @@ _AB_COEFFS = (
 
 def lagrange_integrals(nodes: Sequence[float], a: float, b: float,
                        to_node_variable: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                       quad_points: int = 24) -> List[float]:
+                       quad_points: int = 24,
+                       weight: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> List[float]:
     """[∫_a^b ℓ_j(τ(s)) ds for each j], ℓ_j the Lagrange basis polynomial of `nodes` (ℓ_j(nodes[m]) = δ_jm) in the
     variable τ = to_node_variable(s) (identity when None).  Gauss–Legendre quadrature on [a, b] (a > b allowed: the
     integral then carries its sign); exact for the polynomial case, and converged to double precision for the smooth
-    t(σ) of DEIS with the default 24 points."""
+    t(σ) of DEIS with the default 24 points.  `weight(s)`, when given, multiplies the integrand."""
     x, w = np.polynomial.legendre.leggauss(quad_points)
     s = 0.5 * (b - a) * x + 0.5 * (a + b)
     w = 0.5 * (b - a) * w
+    if weight is not None:
+        w = w * weight(s)
     tau = s if to_node_variable is None else to_node_variable(s)
     out = []
     for j, node_j in enumerate(nodes):

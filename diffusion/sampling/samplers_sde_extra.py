@@ -23,6 +23,7 @@ import torch
 from diffusion.sampling.noise import sde_noise_sampler
 from diffusion.sampling.registry import sampler
 from diffusion.sampling.samplers_dpmpp import denoise, phi, report, sample_dpmpp_2m_sde, sigma_list
+from diffusion.sampling.samplers_multistep import lagrange_integrals
 
 # ---------------------------------------------------------------------------------------------------------------------
 # helpers
@@ -285,17 +286,7 @@ def exp_lagrange_weights(nodes: Sequence[float], h: float, a: float, quad_points
     """[∫_0^h a·e^{−a(h−u)}·ℓ_j(u) du for each j], ℓ_j the Lagrange basis of `nodes` (in u = λ − λ_i).  Gauss–
     Legendre on [0, h]: the integrand is an exponential times a polynomial, so 24 points reach double precision for
     the step sizes of sampling schedules.  They sum to 1 − e^{−ah} (constants are integrated exactly)."""
-    gx, gw = np.polynomial.legendre.leggauss(quad_points)
-    u = 0.5 * h * (gx + 1.0)
-    w = 0.5 * h * gw * a * np.exp(-a * (h - u))
-    out = []
-    for j, node_j in enumerate(nodes):
-        basis = np.ones_like(u)
-        for m, node_m in enumerate(nodes):
-            if m != j:
-                basis = basis * (u - node_m) / (node_j - node_m)
-        out.append(float(np.sum(w * basis)))
-    return out
+    return lagrange_integrals(nodes, 0.0, h, quad_points=quad_points, weight=lambda u: a * np.exp(-a * (h - u)))
 
 
 def default_tau(model, start_percent: float = 0.2, end_percent: float = 0.8) -> Callable[[float], float]:
