@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from diffusion.unet.attention import SpatialTransformer
-from diffusion.unet.config import UNetConfig, _Shapes
+from diffusion.unet.config import UNetConfig, _Shapes, input_levels
 from diffusion.unet.embeddings import timestep_embedding
 from diffusion.unet.model import UNetBlock
 from diffusion.unet.resblock import Downsample, ResBlock
@@ -104,29 +104,8 @@ def detect_controlnet_config(state_dict: Mapping[str, Any]) -> ControlNetConfig:
         raise ValueError(f"time_embed.0.weight has shape {list(ted)}, expected [{4 * mc}, {mc}]")
     adm = s.shape("label_emb.0.0.weight", ndim=(2,))[1] if s.has("label_emb.0.0.weight") else None
 
-    levels: list[list[tuple[int, int]]] = [[]]
+    levels, channel_mult = input_levels(s, mc)
     blocks = s.indices("input_blocks.")
-    for i in blocks[1:]:
-        blk = f"input_blocks.{i}"
-        if s.has(f"{blk}.0.op.weight"):
-            if not levels[-1]:
-                raise ValueError(f"{blk}.0.op is a downsampler with no ResBlock before it in its level")
-            levels.append([])
-        elif s.has(f"{blk}.0.in_layers.0.weight"):
-            width = s.shape(f"{blk}.0.out_layers.3.weight", ndim=(4,))[0]
-            if width % mc:
-                raise ValueError(f"{blk}.0 is {width} wide, not a multiple of model_channels={mc}")
-            levels[-1].append((width // mc, s.depth(f"{blk}.1")))
-        else:
-            raise ValueError(f"{blk} is neither a ResBlock nor a downsampler")
-    if not levels[-1]:
-        raise ValueError("the last input block is a downsampler; expected ResBlocks after it")
-    channel_mult = []
-    for n, level in enumerate(levels):
-        mults = {m for m, _ in level}
-        if len(mults) != 1:
-            raise ValueError(f"level {n} mixes ResBlock widths {sorted(m * mc for m in mults)}")
-        channel_mult.append(mults.pop())
 
     middle = s.indices("middle_block.")
     if middle == [0]:

@@ -263,28 +263,11 @@ class _Shapes:
         return None
 
 
-def detect_unet_config(state_dict: Mapping[str, Any]) -> UNetConfig:
-    """Derive a UNetConfig from an LDM-layout UNet state dict (full checkpoint or prefix-stripped).
 
-    Widths come from conv/ResBlock weight shapes, levels from where downsamplers sit, per-level ResBlock counts
-    from key indices, transformer depths by counting `transformer_blocks.K`, linear vs conv proj_in from the
-    weight's ndim, context_dim from `attn2.to_k` in-features, adm from `label_emb`. Heads are not stored in weights:
-    conv proj_in (SD1 family) means num_heads=8; linear proj_in (SD2/SDXL) means 64-channel heads.
-    Raises ValueError naming the key that is missing or odd when the dict is not a UNet.
-    """
-    s = _Shapes(strip_unet_prefix(state_dict))
-    if not s.keys:
-        raise ValueError("not an LDM UNet state dict: it is empty (no 'model.diffusion_model.*' keys)")
-    stem = s.shape("input_blocks.0.0.weight", ndim=(4,))
-    model_channels, in_channels = stem[0], stem[1]
-    out_channels = s.shape("out.2.weight", ndim=(4,))[0]
-    ted = s.shape("time_embed.0.weight", ndim=(2,))
-    if ted != (4 * model_channels, model_channels):
-        raise ValueError(f"time_embed.0.weight has shape {list(ted)}, expected "
-                         f"[{4 * model_channels}, {model_channels}] for a {model_channels}-channel stem")
-    adm = s.shape("label_emb.0.0.weight", ndim=(2,))[1] if s.has("label_emb.0.0.weight") else None
-
-    # Input side: walk the blocks; a downsampler closes a level.
+def input_levels(s: "_Shapes", model_channels: int) -> tuple:
+    """The input side, walked block by block (a downsampler closes a level): per level the (width multiplier,
+    transformer depth) of each ResBlock, and the level's channel multiplier. Shared by the UNet and ControlNet
+    detection (a ControlNet's encoder is a copy of the UNet's)."""
     levels: list[list[tuple[int, int]]] = [[]]
     for i in s.indices("input_blocks.")[1:]:
         blk = f"input_blocks.{i}"
@@ -308,6 +291,31 @@ def detect_unet_config(state_dict: Mapping[str, Any]) -> UNetConfig:
         if len(mults) != 1:
             raise ValueError(f"level {n} mixes ResBlock widths {sorted(m * model_channels for m in mults)}")
         channel_mult.append(mults.pop())
+    return levels, channel_mult
+
+
+def detect_unet_config(state_dict: Mapping[str, Any]) -> UNetConfig:
+    """Derive a UNetConfig from an LDM-layout UNet state dict (full checkpoint or prefix-stripped).
+
+    Widths come from conv/ResBlock weight shapes, levels from where downsamplers sit, per-level ResBlock counts
+    from key indices, transformer depths by counting `transformer_blocks.K`, linear vs conv proj_in from the
+    weight's ndim, context_dim from `attn2.to_k` in-features, adm from `label_emb`. Heads are not stored in weights:
+    conv proj_in (SD1 family) means num_heads=8; linear proj_in (SD2/SDXL) means 64-channel heads.
+    Raises ValueError naming the key that is missing or odd when the dict is not a UNet.
+    """
+    s = _Shapes(strip_unet_prefix(state_dict))
+    if not s.keys:
+        raise ValueError("not an LDM UNet state dict: it is empty (no 'model.diffusion_model.*' keys)")
+    stem = s.shape("input_blocks.0.0.weight", ndim=(4,))
+    model_channels, in_channels = stem[0], stem[1]
+    out_channels = s.shape("out.2.weight", ndim=(4,))[0]
+    ted = s.shape("time_embed.0.weight", ndim=(2,))
+    if ted != (4 * model_channels, model_channels):
+        raise ValueError(f"time_embed.0.weight has shape {list(ted)}, expected "
+                         f"[{4 * model_channels}, {model_channels}] for a {model_channels}-channel stem")
+    adm = s.shape("label_emb.0.0.weight", ndim=(2,))[1] if s.has("label_emb.0.0.weight") else None
+
+    levels, channel_mult = input_levels(s, model_channels)
     num_res_blocks = tuple(len(level) for level in levels)
     depth_in = tuple(d for level in levels for _, d in level)
 
