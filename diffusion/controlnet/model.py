@@ -17,11 +17,9 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from diffusion.unet.attention import SpatialTransformer
 from diffusion.unet.config import UNetConfig, _Shapes, input_levels
 from diffusion.unet.embeddings import timestep_embedding
-from diffusion.unet.model import UNetBlock
-from diffusion.unet.resblock import Downsample, ResBlock
+from diffusion.unet.model import build_input_blocks, build_middle_block
 
 from .base import control_family
 
@@ -164,33 +162,11 @@ class ControlNet(nn.Module):
             ch = width
         self.input_hint_block = nn.Sequential(*hint_layers[:-1])
 
-        blocks, widths, ch, depths = [UNetBlock([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])], [mc], mc, \
-            iter(cfg.transformer_depth)
-        for level, width in enumerate(cfg.level_channels):
-            for _ in range(cfg.num_res_blocks[level]):
-                layers = [ResBlock(ch, ted, width)]
-                ch = width
-                depth = next(depths)
-                if depth:
-                    layers.append(self._transformer(ch, depth))
-                blocks.append(UNetBlock(layers))
-                widths.append(ch)
-            if level != cfg.num_levels - 1:
-                blocks.append(UNetBlock([Downsample(ch)]))
-                widths.append(ch)
+        blocks, widths, ch = build_input_blocks(cfg)
         self.input_blocks = nn.ModuleList(blocks)
         self.zero_convs = nn.ModuleList([nn.Sequential(nn.Conv2d(w, w, 1)) for w in widths])
-
-        middle = [ResBlock(ch, ted, ch)]
-        if cfg.transformer_depth_middle is not None:
-            middle += [self._transformer(ch, cfg.transformer_depth_middle), ResBlock(ch, ted, ch)]
-        self.middle_block = UNetBlock(middle)
+        self.middle_block = build_middle_block(cfg, ch)
         self.middle_block_out = nn.Sequential(nn.Conv2d(ch, ch, 1))
-
-    def _transformer(self, channels: int, depth: int) -> SpatialTransformer:
-        cfg = self.config.unet
-        heads, dim_head = cfg.heads_for(channels)
-        return SpatialTransformer(channels, heads, dim_head, depth, cfg.context_dim, cfg.use_linear_in_transformer)
 
     @property
     def dtype(self) -> torch.dtype:

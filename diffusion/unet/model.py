@@ -42,6 +42,41 @@ class UNetBlock(nn.ModuleList):
         return h
 
 
+def spatial_transformer(cfg: UNetConfig, channels: int, depth: int) -> SpatialTransformer:
+    heads, dim_head = cfg.heads_for(channels)
+    return SpatialTransformer(channels, heads, dim_head, depth, cfg.context_dim, cfg.use_linear_in_transformer)
+
+
+def build_input_blocks(cfg: UNetConfig) -> tuple:
+    """The encoder's `input_blocks` (stem conv, ResBlocks with optional transformers, downsamplers), the channel
+    count after each block (the skips; a ControlNet's zero-conv widths), and the final channel count. Shared by the
+    UNet and the ControlNet, whose encoder is a copy of the UNet's."""
+    mc, ted = cfg.model_channels, cfg.time_embed_dim
+    blocks = [UNetBlock([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])]
+    widths, ch, depths = [mc], mc, iter(cfg.transformer_depth)
+    for level, width in enumerate(cfg.level_channels):
+        for _ in range(cfg.num_res_blocks[level]):
+            layers = [ResBlock(ch, ted, width)]
+            ch = width
+            depth = next(depths)
+            if depth:
+                layers.append(spatial_transformer(cfg, ch, depth))
+            blocks.append(UNetBlock(layers))
+            widths.append(ch)
+        if level != cfg.num_levels - 1:
+            blocks.append(UNetBlock([Downsample(ch)]))
+            widths.append(ch)
+    return blocks, widths, ch
+
+
+def build_middle_block(cfg: UNetConfig, ch: int) -> UNetBlock:
+    """ResBlock, then (unless the config has none) transformer and a second ResBlock."""
+    middle = [ResBlock(ch, cfg.time_embed_dim, ch)]
+    if cfg.transformer_depth_middle is not None:
+        middle += [spatial_transformer(cfg, ch, cfg.transformer_depth_middle), ResBlock(ch, cfg.time_embed_dim, ch)]
+    return UNetBlock(middle)
+
+
 class UNetModel(nn.Module):
     """Noise/velocity predictor eps(x, t, context[, y]) built from a UNetConfig."""
 
@@ -56,26 +91,9 @@ class UNetModel(nn.Module):
         else:
             self.label_emb = None
 
-        blocks = [UNetBlock([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])]
-        skips, ch, d = [mc], mc, iter(cfg.transformer_depth)
-        for level, width in enumerate(cfg.level_channels):
-            for _ in range(cfg.num_res_blocks[level]):
-                layers = [ResBlock(ch, ted, width)]
-                ch = width
-                depth = next(d)
-                if depth:
-                    layers.append(self._transformer(ch, depth))
-                blocks.append(UNetBlock(layers))
-                skips.append(ch)
-            if level != cfg.num_levels - 1:
-                blocks.append(UNetBlock([Downsample(ch)]))
-                skips.append(ch)
+        blocks, skips, ch = build_input_blocks(cfg)
         self.input_blocks = nn.ModuleList(blocks)
-
-        middle = [ResBlock(ch, ted, ch)]
-        if cfg.transformer_depth_middle is not None:
-            middle += [self._transformer(ch, cfg.transformer_depth_middle), ResBlock(ch, ted, ch)]
-        self.middle_block = UNetBlock(middle)
+        self.middle_block = build_middle_block(cfg, ch)
 
         blocks, d = [], iter(cfg.transformer_depth_output)
         for level in reversed(range(cfg.num_levels)):
@@ -85,17 +103,12 @@ class UNetModel(nn.Module):
                 ch = width
                 depth = next(d)
                 if depth:
-                    layers.append(self._transformer(ch, depth))
+                    layers.append(spatial_transformer(cfg, ch, depth))
                 if level and i == cfg.num_res_blocks[level]:
                     layers.append(Upsample(ch))
                 blocks.append(UNetBlock(layers))
         self.output_blocks = nn.ModuleList(blocks)
         self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
-
-    def _transformer(self, channels: int, depth: int) -> SpatialTransformer:
-        heads, dim_head = self.config.heads_for(channels)
-        return SpatialTransformer(channels, heads, dim_head, depth, self.config.context_dim,
-                                  self.config.use_linear_in_transformer)
 
     @property
     def dtype(self) -> torch.dtype:
