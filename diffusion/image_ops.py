@@ -18,15 +18,19 @@ def repeat_to_batch_size(tensor: torch.Tensor, batch_size: int, dim: int = 0) ->
     return tensor
 
 
+def _kept_margin(length: int, keep_fraction: float) -> int:
+    """Pixels cut from each side of an axis of `length` so that `keep_fraction` of it stays (rounded half to
+    even, computed in float as the reference does, so both crop the same pixels)."""
+    return round((length - length * keep_fraction) / 2)
+
+
 def _center_crop(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    old_w, old_h = samples.shape[-1], samples.shape[-2]
-    old_aspect, new_aspect = old_w / old_h, width / height
-    x = y = 0
-    if old_aspect > new_aspect:
-        x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
-    elif old_aspect < new_aspect:
-        y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
-    return samples.narrow(-2, y, old_h - 2 * y).narrow(-1, x, old_w - 2 * x)
+    """The centred window of `samples` with the aspect ratio of `width x height` (one axis kept whole)."""
+    src_h, src_w = samples.shape[-2:]
+    src_aspect, dst_aspect = src_w / src_h, width / height
+    cut_w = _kept_margin(src_w, dst_aspect / src_aspect) if src_aspect > dst_aspect else 0
+    cut_h = _kept_margin(src_h, src_aspect / dst_aspect) if src_aspect < dst_aspect else 0
+    return samples[..., cut_h:src_h - cut_h, cut_w:src_w - cut_w]
 
 
 def lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -1,85 +1,51 @@
 """GraphBuilder: how a node describes the sub-graph it expands into.
 
 A node that returns `{"result": (...), "expand": builder.finalize()}` is replaced at run time by the nodes it built;
-`result` holds values or links (`node.out(i)`) into that sub-graph. Ids are prefixed so that expansions never collide
-with the prompt or with each other: the engine sets the default prefix (node id, call index) before each call,
-through a context variable, so concurrent async nodes each see their own.
+`result` holds values or links (`node.out(i)`) into that sub-graph.
+
+Id scheme: every builder owns a namespace `"<root>.<call>.<n>."`. The scheduler opens an `ExpansionScope` (the
+expanding node's id and the index of the call within a list-mapped run) before each call, through a context
+variable, so concurrent async nodes each number their own builders; `n` counts the builders made in that scope.
+The public names (GraphBuilder, Node and their methods) are the contract node packs program against.
 """
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Dict, Optional
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, Optional
 
 from graph.prompt import is_link
 
-__all__ = ["GraphBuilder", "Node", "is_link"]
-
-# (root, call_index, next graph_index) for builders created without an explicit prefix
-_default_prefix: contextvars.ContextVar = contextvars.ContextVar("tessera_graph_prefix", default=None)
+__all__ = ["GraphBuilder", "Node", "ExpansionScope", "is_link"]
 
 
-class GraphBuilder:
-    def __init__(self, prefix: Optional[str] = None):
-        self.prefix = prefix if prefix is not None else self.alloc_prefix()
-        self.nodes: Dict[str, "Node"] = {}
-        self.id_gen = 1
+@dataclass
+class ExpansionScope:
+    """Where builders made during one node call take their namespaces from."""
+    root: str = ""
+    call_index: int = 0
+    builders: Iterator[int] = field(default_factory=itertools.count)
 
-    @classmethod
-    def set_default_prefix(cls, prefix_root: str, call_index: int, graph_index: int = 0) -> None:
-        _default_prefix.set([prefix_root, call_index, graph_index])
+    def namespace(self, builder_index: int) -> str:
+        return f"{self.root}.{self.call_index}.{builder_index}."
 
-    @classmethod
-    def alloc_prefix(cls, root: Optional[str] = None, call_index: Optional[int] = None,
-                     graph_index: Optional[int] = None) -> str:
-        state = _default_prefix.get()
-        if state is None:
-            state = ["", 0, 0]
-            _default_prefix.set(state)
-        if root is None:
-            root = state[0]
-        if call_index is None:
-            call_index = state[1]
-        if graph_index is None:
-            graph_index = state[2]
-            state[2] += 1
-        return f"{root}.{call_index}.{graph_index}."
 
-    def node(self, class_type: str, id: Optional[str] = None, **kwargs: Any) -> "Node":
-        if id is None:
-            id = str(self.id_gen)
-            self.id_gen += 1
-        id = self.prefix + id
-        existing = self.nodes.get(id)
-        if existing is not None:
-            return existing
-        node = Node(id, class_type, kwargs)
-        self.nodes[id] = node
-        return node
+_scope: contextvars.ContextVar[Optional[ExpansionScope]] = contextvars.ContextVar("tessera_expansion_scope",
+                                                                                  default=None)
 
-    def lookup_node(self, id: str) -> Optional["Node"]:
-        return self.nodes.get(self.prefix + id)
 
-    def finalize(self) -> dict:
-        return {node_id: node.serialize() for node_id, node in self.nodes.items()}
-
-    def replace_node_output(self, node_id: str, index: int, new_value: Any) -> None:
-        node_id = self.prefix + node_id
-        to_remove = []
-        for node in self.nodes.values():
-            for key, value in node.inputs.items():
-                if is_link(value) and value[0] == node_id and value[1] == index:
-                    if new_value is None:
-                        to_remove.append((node, key))
-                    else:
-                        node.inputs[key] = new_value
-        for node, key in to_remove:
-            del node.inputs[key]
-
-    def remove_node(self, id: str) -> None:
-        self.nodes.pop(self.prefix + id, None)
+def _current_scope() -> ExpansionScope:
+    scope = _scope.get()
+    if scope is None:  # a builder made outside any node call (scripts, tests)
+        scope = ExpansionScope()
+        _scope.set(scope)
+    return scope
 
 
 class Node:
+    """One node of an expansion: its full id, class and inputs (values or `[id, index]` links)."""
+
     def __init__(self, id: str, class_type: str, inputs: dict):
         self.id = id
         self.class_type = class_type
@@ -87,22 +53,82 @@ class Node:
         self.override_display_id: Optional[str] = None
 
     def out(self, index: int) -> list:
+        """A link to output `index` of this node, for another node's input or the expansion's result."""
         return [self.id, index]
 
     def set_input(self, key: str, value: Any) -> None:
+        """Set an input; None removes it (an optional input left unconnected)."""
         if value is None:
             self.inputs.pop(key, None)
-        else:
-            self.inputs[key] = value
+            return
+        self.inputs[key] = value
 
     def get_input(self, key: str) -> Any:
         return self.inputs.get(key)
 
     def set_override_display_id(self, override_display_id: str) -> None:
+        """Report this node's progress and errors as those of another (visible) node."""
         self.override_display_id = override_display_id
 
+    def links_to(self, source_id: str, index: int) -> list:
+        """Names of the inputs fed by output `index` of node `source_id`."""
+        return [name for name, value in self.inputs.items() if is_link(value) and list(value[:2]) == [source_id, index]]
+
     def serialize(self) -> dict:
-        out = {"class_type": self.class_type, "inputs": self.inputs}
+        entry: Dict[str, Any] = {"class_type": self.class_type, "inputs": self.inputs}
         if self.override_display_id is not None:
-            out["override_display_id"] = self.override_display_id
-        return out
+            entry["override_display_id"] = self.override_display_id
+        return entry
+
+
+class GraphBuilder:
+    """Collects the nodes of one expansion under one id namespace."""
+
+    def __init__(self, prefix: Optional[str] = None):
+        self.prefix = self.alloc_prefix() if prefix is None else prefix
+        self.nodes: Dict[str, Node] = {}
+        self._local_ids = itertools.count(1)
+
+    # -- namespaces ---------------------------------------------------------------------------------------------
+    @classmethod
+    def set_default_prefix(cls, prefix_root: str, call_index: int, graph_index: int = 0) -> None:
+        """Open the scope the next builders take their namespaces from (the engine calls this per node call)."""
+        _scope.set(ExpansionScope(str(prefix_root), int(call_index), itertools.count(int(graph_index))))
+
+    @classmethod
+    def alloc_prefix(cls, root: Optional[str] = None, call_index: Optional[int] = None,
+                     graph_index: Optional[int] = None) -> str:
+        """A namespace in the current scope; arguments given replace that part (an explicit graph_index does not
+        use up a number of the scope)."""
+        scope = _current_scope()
+        builder_index = next(scope.builders) if graph_index is None else graph_index
+        return ExpansionScope(scope.root if root is None else root,
+                              scope.call_index if call_index is None else call_index).namespace(builder_index)
+
+    # -- nodes --------------------------------------------------------------------------------------------------
+    def _full_id(self, local_id: str) -> str:
+        return f"{self.prefix}{local_id}"
+
+    def node(self, class_type: str, id: Optional[str] = None, **kwargs: Any) -> Node:
+        """Add a node (or return the one already under that id); `kwargs` are its inputs."""
+        full_id = self._full_id(str(next(self._local_ids)) if id is None else id)
+        if full_id not in self.nodes:
+            self.nodes[full_id] = Node(full_id, class_type, kwargs)
+        return self.nodes[full_id]
+
+    def lookup_node(self, id: str) -> Optional[Node]:
+        return self.nodes.get(self._full_id(id))
+
+    def remove_node(self, id: str) -> None:
+        self.nodes.pop(self._full_id(id), None)
+
+    def replace_node_output(self, node_id: str, index: int, new_value: Any) -> None:
+        """Point every input fed by output `index` of `node_id` at `new_value` (None disconnects them)."""
+        source = self._full_id(node_id)
+        for node in self.nodes.values():
+            for name in node.links_to(source, index):
+                node.set_input(name, new_value)
+
+    def finalize(self) -> dict:
+        """The expansion in API prompt form: {full id: {"class_type", "inputs"[, "override_display_id"]}}."""
+        return {full_id: node.serialize() for full_id, node in self.nodes.items()}

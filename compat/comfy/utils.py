@@ -56,11 +56,15 @@ def load_torch_file(ckpt: str, safe_load: bool = True, device: Any = None, retur
 
 
 def state_dict_prefix_replace(state_dict: dict, replace_prefix: dict, filter_keys: bool = False) -> dict:
-    out = {} if filter_keys else state_dict
-    for old, new in replace_prefix.items():
-        for key in [k for k in state_dict if k.startswith(old)]:
-            out[new + key[len(old):]] = state_dict.pop(key)
-    return out
+    """Rename keys by prefix, `{old_prefix: new_prefix}`, prefixes applied in order. Renamed entries move out of
+    `state_dict`; they land in a new dict (`filter_keys`: only the renamed ones are returned) or back in
+    `state_dict` itself, which is then returned."""
+    target = {} if filter_keys else state_dict
+    for old_prefix, new_prefix in replace_prefix.items():
+        matching = [key for key in state_dict if key.startswith(old_prefix)]
+        moved = {new_prefix + key[len(old_prefix):]: state_dict.pop(key) for key in matching}
+        target.update(moved)
+    return target
 
 
 def calculate_parameters(sd: dict, prefix: str = "") -> int:
@@ -72,7 +76,12 @@ from diffusion.image_ops import (bislerp, common_upscale, lanczos,  # noqa: E402
                                  repeat_to_batch_size)
 
 
+def _tiles_along(length: int, tile: int, overlap: int) -> int:
+    """Tiles of `tile` pixels, each starting `tile - overlap` after the previous, needed to cover `length`."""
+    beyond_first = max(0, length - tile)
+    return 1 + -(-beyond_first // (tile - overlap))
+
+
 def get_tiled_scale_steps(width: int, height: int, tile_x: int, tile_y: int, overlap: int) -> int:
-    rows = 1 if height <= tile_y else math.ceil((height - overlap) / (tile_y - overlap))
-    cols = 1 if width <= tile_x else math.ceil((width - overlap) / (tile_x - overlap))
-    return rows * cols
+    """How many tiles a tiled pass over `width x height` makes (the progress bar's total)."""
+    return _tiles_along(width, tile_x, overlap) * _tiles_along(height, tile_y, overlap)

@@ -4,22 +4,18 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 
 from execution.blocker import ExecutionBlocker
-from execution.dynamic_graph import DynamicPrompt
+from execution.dynamic_graph import DynamicPrompt, NodeNotFoundError
 
 __all__ = ["ExecutionBlocker", "DynamicPrompt", "get_input_info", "DependencyCycleError", "NodeInputError",
            "NodeNotFoundError"]
 
 
 class DependencyCycleError(Exception):
-    pass
+    """Raised by ComfyUI's own scheduler for a cycle; packs import it to catch it."""
 
 
 class NodeInputError(Exception):
-    pass
-
-
-class NodeNotFoundError(Exception):
-    pass
+    """Raised by ComfyUI's own scheduler for a bad input; packs import it to catch it."""
 
 
 def get_input_info(class_def: type, input_name: str,

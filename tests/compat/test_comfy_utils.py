@@ -67,8 +67,12 @@ def test_common_upscale_center_crop(utils):
     out = utils.common_upscale(samples, 10, 10, "nearest-exact", "center")
     assert out.shape == (1, 4, 10, 10)
     assert torch.equal(out, samples[..., 5:15])
-    tall = utils.common_upscale(torch.rand(1, 3, 20, 10), 10, 10, "bilinear", "center")
-    assert tall.shape == (1, 3, 10, 10)
+    tall = torch.rand(1, 3, 20, 10)
+    assert torch.equal(utils.common_upscale(tall, 10, 10, "nearest-exact", "center"), tall[..., 5:15, :])
+    odd = torch.rand(1, 1, 3, 7)  # 7x3 to square: keep 3 of 7 columns, 2 cut on each side
+    assert torch.equal(utils.common_upscale(odd, 3, 3, "nearest-exact", "center"), odd[..., 2:5])
+    half = torch.rand(1, 1, 3, 6)  # a margin of 1.5 rounds half to even (2): 2 columns stay, then resized
+    assert torch.equal(utils.common_upscale(half, 2, 2, "nearest-exact", "center")[..., 0, :], half[..., 0, 2:4])
     video = utils.common_upscale(torch.rand(1, 4, 3, 8, 8), 16, 12, "bilinear")
     assert video.shape == (1, 4, 3, 12, 16)
     with pytest.raises(ValueError):
