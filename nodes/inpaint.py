@@ -6,6 +6,7 @@ mid-grey (0.5) before encoding: that is "unknown" to the VAE, and what inpaintin
 """
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
@@ -35,17 +36,21 @@ def crop_to_factor(pixels: torch.Tensor, mask: torch.Tensor, factor: int) -> Tup
             mask[:, :, top:top + height, left:left + width])
 
 
-def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """The rounded mask [B,1,H,W] dilated by `pixels` in every direction (a square neighbourhood)."""
-    binary = mask.round().clamp(0.0, 1.0)
-    if pixels <= 0:
-        return binary
-    return F.max_pool2d(binary, kernel_size=2 * pixels + 1, stride=1, padding=pixels)
+def grow_mask(mask: torch.Tensor, kernel_side: int) -> torch.Tensor:
+    """The rounded mask [B,1,H,W] grown by an all-ones `kernel_side` x `kernel_side` window (the window sum over
+    the mask with ceil((n-1)/2) padding, clamped to 0..1, cut back to H x W, rounded). With an even side the mask grows
+    one pixel further down/right than up/left, as in the reference node."""
+    if kernel_side <= 0:
+        return mask.round()
+    height, width = mask.shape[-2:]
+    window = torch.ones(1, 1, kernel_side, kernel_side, dtype=mask.dtype, device=mask.device)
+    summed = F.conv2d(mask.round(), window, padding=math.ceil((kernel_side - 1) / 2))
+    return summed.clamp(0.0, 1.0)[:, :, :height, :width].round()
 
 
 def grey_out(pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """RGB pixels [B,H,W,C] with the rounded mask's region set to 0.5 grey (mask [B|1,1,H,W])."""
-    keep = (1.0 - mask.round().clamp(0.0, 1.0)).movedim(1, -1)  # [B,H,W,1]
+    keep = (1.0 - mask.round()).movedim(1, -1)  # [B,H,W,1]
     rgb = pixels[..., :3].float()
     return (rgb - 0.5) * keep + 0.5
 
@@ -82,8 +87,8 @@ class VAEEncodeForInpaint:
     vae = Socket("VAE", tooltip="The VAE to encode with.")
     mask = Socket("MASK", tooltip="Where to repaint (1) and where to keep the image (0).")
     grow_mask_by = Int(6, min=0, max=64, step=1,
-                       tooltip="Grow the noise mask by this many pixels so the repainted region blends in; the "
-                               "greyed-out area stays the mask as given.")
+                       tooltip="Grow the noise mask with a square window of this side (in pixels) so the "
+                               "repainted region blends in; the greyed-out area stays the mask as given.")
 
     def run(self, ctx, pixels, vae, mask, grow_mask_by=6):
         pixels, mask = prepared(pixels, mask, vae.downscale)

@@ -13,8 +13,8 @@ channels (scaled by c_in), 1 mask channel (1 = repaint), then 4 channels of the 
 the model's latent scale (sockets carry raw latents). `CondEntry.concat` holds those 5 extra channels when the
 conditioning names them (`concat_latent_image`, `concat_mask`: InpaintModelConditioning). Otherwise the sampler's
 inpaint source is used (`Guidance.set_inpaint_source`: the noise mask and the input latent, as after
-VAEEncodeForInpaint), and without a noise mask the model is told "repaint everything, nothing is known": mask 1 and
-the latent of a flat mid-grey image -- what the model saw for fully masked images in training -- so plain
+VAEEncodeForInpaint; the mask rounded to 0/1 as the reference does), and without a noise mask the model is told
+"repaint everything": mask 1 and the latent of a black image (the reference's values, every family), so plain
 text-to-image runs on an inpainting checkpoint. The concat is cropped to each entry's area like x and batched with it.
 """
 from __future__ import annotations
@@ -45,7 +45,9 @@ class CondEntry:
 # The scaled latent of a flat mid-grey image (0 in the VAE's -1..1 pixel range) under the SD1/SD2 VAE, per channel
 # (approximate, as published for that VAE): what an inpainting model is given as "masked image" where nothing is
 # known. Families without a known value (SDXL's VAE) get zeros.
-GREY_LATENT = {"sd1": (0.8223, -0.6876, 0.6364, 0.1380), "sd2": (0.8223, -0.6876, 0.6364, 0.1380)}
+# The 4-channel latent of an all-black ("nothing known") image, which the reference feeds every inpainting model
+# (SD1, SD2 and SDXL alike) as its masked image when there is no noise mask.
+BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
 CONCAT_CHANNELS = 5  # mask (1) + masked-image latent (4)
 
 
@@ -93,7 +95,7 @@ def _concat(opts: dict, latent_shape: torch.Size, model: Any) -> Optional[torch.
                          f"[B, {latent_shape[1]}, H, W] (encode the image with the model's VAE)")
     image = _resize(image, latent_hw) * float(model.latent_scale)
     mask = opts.get("concat_mask")
-    mask = concat_mask(mask, latent_hw) if mask is not None else torch.ones_like(image[:, :1])
+    mask = concat_mask(mask, latent_hw).round() if mask is not None else torch.ones_like(image[:, :1])
     if mask.shape[0] != image.shape[0]:
         batch = max(mask.shape[0], image.shape[0])
         mask, image = _to_batch(mask, batch), _to_batch(image, batch)
@@ -239,11 +241,11 @@ class Guidance:
             return cached
         latent, mask = self.inpaint_source if self.inpaint_source is not None else (None, None)
         if mask is not None and latent is not None:
-            concat = torch.cat([mask[:, :1].float(), latent.float()], dim=1)
+            concat = torch.cat([mask[:, :1].float().round(), latent.float()], dim=1)  # the model sees 0 or 1
         else:
             b, c, h, w = shape
-            grey = GREY_LATENT.get(getattr(getattr(self.model, "family", None), "name", ""), (0.0,) * c)
-            latent = torch.tensor(grey[:c], dtype=torch.float32).view(1, c, 1, 1).expand(b, c, h, w)
+            blank = BLANK_INPAINT_LATENT if c == len(BLANK_INPAINT_LATENT) else (0.0,) * c
+            latent = torch.tensor(blank, dtype=torch.float32).view(1, c, 1, 1).expand(b, c, h, w)
             concat = torch.cat([torch.ones(b, 1, h, w), latent], dim=1)
         self._default_concat = _to_batch(concat, shape[0]).to(like)
         return self._default_concat

@@ -43,12 +43,16 @@ def greyed(pixels, mask):
     return out
 
 
-def dilated(mask, pixels):
-    """Independent: every pixel within `pixels` (square neighbourhood) of a masked pixel."""
+def dilated(mask, side):
+    """Independent, from the stated rule: output pixel (i, j) is 1 when the rounded mask has a 1 anywhere in the
+    side x side window whose top-left corner is (i - p, j - p), p = ceil((side - 1) / 2) (so an even window reaches
+    one pixel further up/left than down/right)."""
     binary = mask.round()
+    pad = -(-(side - 1) // 2)
     out = torch.zeros_like(binary)
-    for b, i, j in binary.nonzero().tolist():
-        out[b, max(0, i - pixels):i + pixels + 1, max(0, j - pixels):j + pixels + 1] = 1.0
+    height, width = binary.shape[-2:]
+    for b, i, j in binary.nonzero().tolist():  # each masked pixel lights the outputs whose window holds it
+        out[b, max(0, i - side + 1 + pad):min(height, i + pad + 1), max(0, j - side + 1 + pad):min(width, j + pad + 1)] = 1.0
     return out
 
 
@@ -82,6 +86,20 @@ def test_encode_for_inpaint_crops_greys_and_grows(plain):
     assert torch.equal(latent["noise_mask"][:, 0], dilated(crop_mask, 3).expand(2, -1, -1))
     unchanged = VAEEncodeForInpaint().run(None, pixels, plain.vae, mask, 0)[0]["noise_mask"]
     assert torch.equal(unchanged[0, 0], crop_mask[0].round())
+
+
+@pytest.mark.parametrize("side", [1, 2, 5, 6, 9])
+def test_grow_mask_by_is_the_side_of_a_window_not_a_radius(plain, side):
+    mask = torch.zeros(1, 32, 32)
+    mask[0, 10:13, 14] = 1.0
+    mask[0, 0, 31] = 0.7   # a corner pixel: the window is cut by the border
+    mask[0, 20, 5] = 0.4   # rounds to 0: grows nothing
+    grown = VAEEncodeForInpaint().run(None, torch.rand(1, 32, 32, 3), plain.vae, mask, side)[0]["noise_mask"]
+    assert torch.equal(grown[0, 0], dilated(mask, side)[0])
+    if side == 6:  # rows 10..12 grow to 7..14 (3 up, 2 down), columns 14 to 11..16
+        # rows 10..12 grow to 8..15 (2 up, 3 down), column 14 to 12..17
+        assert grown[0, 0, 8:16, 12:18].all() and grown[0, 0].sum() == 8 * 6 + grown[0, 0, :4, 28:].sum()
+        assert not grown[0, 0, 7, 14] and not grown[0, 0, 12, 11] and not grown[0, 0, 16, 14]
 
 
 def test_encode_for_inpaint_errors_name_the_input(plain):
