@@ -63,17 +63,18 @@ class RepeatImageBatch:
 @node(category="image/batch", outputs=[Output("IMAGE", tooltip="The selected images, in batch order.")])
 class ImageFromBatch:
     """Take `length` consecutive images out of a batch, starting at `batch_index`; a length running past the end
-    of the batch stops at its last image."""
+    of the batch stops at its last image, and an index past the end takes the last image (as in the reference)."""
     image = Socket("IMAGE", tooltip="The batch to take images from.")
-    batch_index = Int(0, min=0, max=4095, step=None, tooltip="Index of the first image to take (0 is the first).")
+    batch_index = Int(0, min=0, max=4095, step=None,
+                      tooltip="Index of the first image to take (0 is the first; past the end takes the last).")
     length = Int(1, min=1, max=4096, step=None, tooltip="How many images to take; fewer if the batch ends first.")
 
     def run(self, ctx, image, batch_index, length):
         check_image(image, "image")
         size = image.shape[0]
-        if not 0 <= batch_index < size:
-            raise ValueError(f"batch_index={batch_index} is outside the image batch of {size} "
-                             f"(valid: 0..{size - 1})")
+        if batch_index < 0:
+            raise ValueError(f"batch_index must not be negative, got {batch_index}")
+        batch_index = min(batch_index, size - 1)
         if length < 1:
             raise ValueError(f"length must be at least 1, got {length}")
         return (image[batch_index:batch_index + length].clone(),)

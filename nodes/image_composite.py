@@ -7,14 +7,15 @@ import torch
 from diffusion.image_ops import common_upscale, repeat_to_batch_size
 from nodes.declare import MAX_RESOLUTION, Boolean, Int, Output, Socket, node
 from nodes.image_batch import check_image, match_channels
-from nodes.masks import crop_region, mask_batch
+from nodes.masks import mask_batch
 
 
 @node(category="image/transform", display_name="Image Crop",
       outputs=[Output("IMAGE", tooltip="The cropped images.")])
 class ImageCrop:
     """Cut a rectangle out of every image of a batch. A rectangle running past the image's edge stops at the edge,
-    so the result can be smaller than asked; a corner outside the image is an error."""
+    so the result can be smaller than asked; a corner beyond the edge moves to the last pixel row/column, as in
+    the reference."""
     image = Socket("IMAGE", tooltip="The images to crop.")
     width = Int(512, min=1, max=MAX_RESOLUTION, step=1, tooltip="Width of the rectangle.")
     height = Int(512, min=1, max=MAX_RESOLUTION, step=1, tooltip="Height of the rectangle.")
@@ -23,7 +24,7 @@ class ImageCrop:
 
     def run(self, ctx, image, width, height, x, y):
         check_image(image, "image")
-        crop_region(image.shape[1], image.shape[2], x, y, "image")
+        x, y = min(x, image.shape[2] - 1), min(y, image.shape[1] - 1)
         return (image[:, y:y + height, x:x + width, :].clone(),)
 
 
@@ -31,11 +32,12 @@ def paste(destination: torch.Tensor, source: torch.Tensor, x: int, y: int, mask=
           resize_source: bool = False) -> torch.Tensor:
     """Blend `source` ([B, H, W, C]) into a copy of `destination` with its top-left corner at (x, y):
     out = mask * source + (1 - mask) * destination over the overlap. The mask is resized (bilinear) to the source's
-    size; the source (and mask) batches repeat or are cut to the destination's batch size."""
+    size; the source (and mask) batches repeat or are cut to the destination's batch size. A corner beyond the
+    destination's edge pastes nothing (the reference clamps it to the edge)."""
     b_dst, height, width, channels = destination.shape
-    if not (0 <= x < width and 0 <= y < height):
-        raise ValueError(f"destination is {width}x{height} but source is {source.shape[2]}x{source.shape[1]} and "
-                         f"x={x}, y={y} lies outside it (x must be below {width} and y below {height})")
+    if x < 0 or y < 0:
+        raise ValueError(f"x and y must not be negative, got x={x}, y={y}")
+    x, y = min(x, width), min(y, height)
     source = match_channels(source, channels).to(destination.dtype)
     if resize_source and source.shape[1:3] != destination.shape[1:3]:
         source = common_upscale(source.movedim(-1, 1), width, height, "bilinear").movedim(1, -1)
@@ -78,21 +80,21 @@ class ImageCompositeMasked:
 
 def outpaint_mask(height: int, width: int, left: int, top: int, right: int, bottom: int,
                   feathering: int) -> torch.Tensor:
-    """The outpainting mask of an image padded by (left, top, right, bottom): 1 on the new border; inside the
-    original, a pixel k pixels from the nearest padded edge (k = 0 touching it; unpadded edges do not count) gets
-    ((feathering - k) / feathering) ** 2 when k < feathering, else 0."""
-    new_h, new_w = top + height + bottom, left + width + right
-    mask = torch.ones(1, new_h, new_w, dtype=torch.float32)
+    """The outpainting mask [1, H', W'] of an image padded by (left, top, right, bottom): 1 on the new border.
+    Inside the original, with d the distance to the nearest padded side -- row i is i from the top and height - i
+    from the bottom (column j likewise), the reference's measure, so the last row is 1 from the bottom -- a pixel
+    with d < feathering gets ((feathering - d) / feathering)^2, others 0. Feathering applies only when it is under
+    half the image's height and width (else the inside stays 0), as in the reference."""
+    mask = torch.ones(1, top + height + bottom, left + width + right, dtype=torch.float32)
     inner = torch.zeros(height, width, dtype=torch.float32)
-    if feathering > 0:
-        far = float(height + width)  # an unpadded side is never the nearest
-        rows = torch.arange(height, dtype=torch.float32).view(-1, 1)
-        cols = torch.arange(width, dtype=torch.float32).view(1, -1)
-        distances = [rows if top else torch.full_like(rows, far), (height - 1 - rows) if bottom else
-                     torch.full_like(rows, far), cols if left else torch.full_like(cols, far),
-                     (width - 1 - cols) if right else torch.full_like(cols, far)]
-        nearest = torch.minimum(torch.minimum(distances[0], distances[1]), torch.minimum(distances[2], distances[3]))
-        inner = ((feathering - nearest) / feathering).clamp(min=0.0) ** 2
+    if 0 < feathering and 2 * feathering < min(height, width):
+        rows = torch.arange(height, dtype=torch.float32).view(-1, 1).expand(height, width)
+        cols = torch.arange(width, dtype=torch.float32).view(1, -1).expand(height, width)
+        to_sides = [distance for padded, distance in ((top, rows), (bottom, height - rows), (left, cols),
+                                                      (right, width - cols)) if padded]
+        if to_sides:
+            nearest = torch.stack(to_sides).amin(dim=0)
+            inner = ((feathering - nearest) / feathering).clamp(min=0.0) ** 2
     mask[0, top:top + height, left:left + width] = inner
     return mask
 
@@ -103,8 +105,8 @@ def outpaint_mask(height: int, width: int, left: int, top: int, right: int, bott
                                       "into the original image; 0 elsewhere.")])
 class ImagePadForOutpaint:
     """Add a border around images to outpaint into, with the mask that tells an inpainting sampler where to paint.
-    The mask is 1 on the border; inside the original, a pixel k pixels from the nearest padded edge (k = 0 next to
-    it) gets ((feathering - k) / feathering)^2, so the new content blends into the old."""
+    The mask is 1 on the border and fades quadratically over `feathering` pixels into the original, so the new
+    content blends into the old (the exact rule: `outpaint_mask`)."""
     image = Socket("IMAGE", tooltip="The images to pad.")
     left = Int(0, min=0, max=MAX_RESOLUTION, step=8, tooltip="Pixels to add on the left.")
     top = Int(0, min=0, max=MAX_RESOLUTION, step=8, tooltip="Pixels to add on the top.")
@@ -121,7 +123,7 @@ class ImagePadForOutpaint:
                 raise ValueError(f"{name} must not be negative, got {value}")
         b, height, width, channels = image.shape
         padded = torch.full((b, top + height + bottom, left + width + right, channels), 0.5,
-                            dtype=image.dtype, device=image.device)
+                            dtype=torch.float32, device=image.device)
         padded[:, top:top + height, left:left + width, :] = image
         mask = outpaint_mask(height, width, left, top, right, bottom, feathering).to(image.device)
         return (padded, mask)

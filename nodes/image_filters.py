@@ -28,8 +28,8 @@ def blend(base: torch.Tensor, top: torch.Tensor, mode: str) -> torch.Tensor:
         curve = torch.where(base <= 0.25, ((16.0 * base - 12.0) * base + 4.0) * base, base.clamp(min=0.0).sqrt())
         return torch.where(top <= 0.5, base - (1.0 - 2.0 * top) * base * (1.0 - base),
                            base + (2.0 * top - 1.0) * (curve - base))
-    if mode == "difference":
-        return (base - top).abs()
+    if mode == "difference":  # the reference's signed difference (the final clamp makes it max(0, base - top))
+        return base - top
     raise ValueError(f"unknown blend_mode {mode!r}; choose one of {BLEND_MODES}")
 
 
@@ -42,7 +42,7 @@ class ImageBlend:
     blend_factor = Float(0.5, min=0.0, max=1.0, step=0.01,
                          tooltip="How much of the blended result to use: 0 keeps image1, 1 is the full blend.")
     blend_mode = Combo(BLEND_MODES, tooltip="How the two images combine (the W3C/Photoshop definitions; "
-                                            "'difference' is |image1 - image2|).")
+                                            "'difference' is image1 - image2, negative parts clamped to 0 as in ComfyUI).")
 
     def run(self, ctx, image1, image2, blend_factor, blend_mode):
         check_image(image1, "image1")

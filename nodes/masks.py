@@ -49,8 +49,8 @@ class MaskToImage:
 @node(category="mask", display_name="Convert Image to Mask",
       outputs=[Output("MASK", tooltip="The chosen channel as a mask.")])
 class ImageToMask:
-    """Use one channel of an image as a mask. An image without an alpha channel is opaque, so 'alpha' gives an
-    all-ones mask for it."""
+    """Use one channel of an image as a mask. An image without that channel (e.g. 'alpha' of an RGB image, as
+    LoadImage gives; its alpha is LoadImage's MASK output) is an error, as in the reference."""
     image = Socket("IMAGE", tooltip="The image to take the channel from.")
     channel = Combo(["red", "green", "blue", "alpha"], tooltip="Which channel becomes the mask.")
 
@@ -58,9 +58,8 @@ class ImageToMask:
         image = _check_image(image)
         index = ["red", "green", "blue", "alpha"].index(channel)
         if index >= image.shape[-1]:
-            if channel != "alpha":
-                raise ValueError(f"image has {image.shape[-1]} channel(s), so it has no {channel} channel")
-            return (torch.ones(image.shape[:3], dtype=torch.float32, device=image.device),)
+            hint = " (LoadImage gives the alpha channel as its MASK output)" if channel == "alpha" else ""
+            raise ValueError(f"image has {image.shape[-1]} channel(s), so it has no {channel} channel{hint}")
         return (image[..., index].float().clone(),)
 
 

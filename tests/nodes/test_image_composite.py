@@ -28,11 +28,10 @@ def test_image_crop_exact_pixels():
     assert edge.shape == (2, 2, 2, 3) and torch.equal(edge, image[:, 3:, 4:, :])
 
 
-def test_image_crop_outside_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"image is 6x5 but x=6, y=0 lies outside it"):
-        ImageCrop().run(None, numbered(1, 5, 6), 2, 2, 6, 0)
-    with pytest.raises(ValueError, match=r"image is 6x5 but x=0, y=9 lies outside it"):
-        ImageCrop().run(None, numbered(1, 5, 6), 2, 2, 0, 9)
+def test_image_crop_corner_past_the_edge_moves_to_the_last_pixel_as_in_the_reference():
+    image = numbered(1, 5, 6)
+    assert torch.equal(ImageCrop().run(None, image, 2, 2, 6, 0)[0], image[:, 0:2, 5:6])
+    assert torch.equal(ImageCrop().run(None, image, 2, 2, 0, 9)[0], image[:, 4:5, 0:2])
 
 
 def test_composite_without_mask_pastes_and_cuts_at_the_edge():
@@ -72,27 +71,32 @@ def test_composite_resizes_mask_and_source_and_repeats_batches():
     assert ImageCompositeMasked().run(None, destination, rgba, 0, 0, False)[0].shape == (3, 4, 4, 3)
 
 
-def test_composite_outside_the_destination_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"destination is 512x512 but source is 64x64 and x=600, y=0 lies outside"):
-        ImageCompositeMasked().run(None, torch.zeros(1, 512, 512, 3), torch.zeros(1, 64, 64, 3), 600, 0, False)
+def test_composite_outside_the_destination_pastes_nothing_and_bad_sources_are_clear_errors():
+    destination = torch.rand(1, 32, 32, 3)
+    out = ImageCompositeMasked().run(None, destination, torch.zeros(1, 8, 8, 3), 600, 0, False)[0]
+    assert torch.equal(out, destination) and out is not destination
     with pytest.raises(ValueError, match="source must be an IMAGE tensor"):
         ImageCompositeMasked().run(None, torch.zeros(1, 4, 4, 3), torch.zeros(4, 4, 3), 0, 0, False)
 
 
 def expected_outpaint_mask(height, width, left, top, right, bottom, feathering):
-    """The documented rule, pixel by pixel: 1 on the border; inside, k = distance to the nearest padded edge
-    (0 touching it), value ((F - k) / F)^2 for k < F."""
+    """The reference rule, pixel by pixel: 1 on the border; inside, k = the distance to the nearest padded side,
+    measured y from the top and height - y from the bottom (x, width - x likewise), value ((F - k) / F)^2 for
+    k < F -- only when 0 < 2F < height and 2F < width, else 0 inside."""
     mask = np.ones((top + height + bottom, left + width + right), np.float64)
+    feathered = 0 < feathering and 2 * feathering < height and 2 * feathering < width
     for y in range(height):
         for x in range(width):
-            k = min([y] * bool(top) + [height - 1 - y] * bool(bottom) + [x] * bool(left) +
-                    [width - 1 - x] * bool(right) + [10 ** 9])
-            mask[top + y, left + x] = ((feathering - k) / feathering) ** 2 if k < feathering else 0.0
+            k = min([y] * bool(top) + [height - y] * bool(bottom) + [x] * bool(left) +
+                    [width - x] * bool(right) + [10 ** 9])
+            inside = ((feathering - k) / feathering) ** 2 if feathered and k < feathering else 0.0
+            mask[top + y, left + x] = inside
     return mask
 
 
-@pytest.mark.parametrize("pad,feathering", [((2, 0, 3, 1), 3), ((0, 4, 0, 0), 2), ((1, 1, 1, 1), 10),
-                                            ((3, 0, 0, 0), 0), ((0, 0, 0, 0), 5)])
+@pytest.mark.parametrize("pad,feathering", [((2, 0, 3, 1), 2), ((0, 4, 0, 0), 2), ((1, 1, 1, 1), 10),
+                                            ((3, 0, 0, 0), 0), ((0, 0, 0, 0), 5), ((0, 0, 2, 2), 3),
+                                            ((1, 1, 1, 1), 1)])
 def test_pad_for_outpaint(pad, feathering):
     left, top, right, bottom = pad
     image = numbered(2, 5, 6) / 10000.0
@@ -107,8 +111,10 @@ def test_pad_for_outpaint(pad, feathering):
 
 
 def test_pad_for_outpaint_feather_values():
-    _, mask = ImagePadForOutpaint().run(None, torch.zeros(1, 1, 6, 3), 2, 0, 0, 0, 4)
-    assert np.allclose(mask[0, 0].numpy(), [1, 1, 1, 0.5625, 0.25, 0.0625, 0, 0])
+    _, mask = ImagePadForOutpaint().run(None, torch.zeros(1, 10, 10, 3), 2, 0, 2, 0, 4)
+    assert np.allclose(mask[0, 0].numpy(), [1, 1, 1, 0.5625, 0.25, 0.0625, 0, 0, 0, 0.0625, 0.25, 0.5625, 1, 1])
+    _, too_wide = ImagePadForOutpaint().run(None, torch.zeros(1, 10, 8, 3), 2, 0, 0, 0, 4)  # 2 * 4 is not < 8
+    assert torch.equal(too_wide[0, :, 2:], torch.zeros(10, 8))
 
 
 def test_outpaint_graph_through_the_scheduler(tmp_path):

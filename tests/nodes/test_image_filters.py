@@ -24,7 +24,7 @@ BLEND_REFERENCE = {
     "screen": lambda b, s: b + s - b * s,
     "overlay": lambda b, s: 2 * b * s if b <= 0.5 else 1 - 2 * (1 - b) * (1 - s),
     "soft_light": _soft_light,
-    "difference": lambda b, s: abs(b - s),
+    "difference": lambda b, s: b - s,  # signed: the final clamp cuts the negative part
 }
 
 

@@ -74,8 +74,8 @@ def test_mask_to_image_and_back():
     rgba = torch.rand(2, 3, 4, 4)
     for index, channel in enumerate(["red", "green", "blue", "alpha"]):
         assert torch.equal(ImageToMask().run(None, rgba, channel)[0], rgba[..., index])
-    opaque = ImageToMask().run(None, rgba[..., :3], "alpha")[0]
-    assert opaque.shape == (2, 3, 4) and torch.all(opaque == 1.0)
+    with pytest.raises(ValueError, match="3 channel.*no alpha channel.*MASK output"):
+        ImageToMask().run(None, rgba[..., :3], "alpha")
 
 
 def test_image_color_to_mask_selects_the_exact_8_bit_colour():
