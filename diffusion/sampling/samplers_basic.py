@@ -154,24 +154,40 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
 
 @sampler("heunpp2")
 @torch.no_grad()
-def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
-    """"Heun++": Heun's third-order Runge–Kutta method (K. Heun 1900; Butcher tableau c = (0, 1/3, 2/3),
-    a21 = 1/3, a32 = 2/3, b = (1/4, 0, 3/4)) on dx/dσ, three model calls per step.  No published description of
-    the reference engine's `heunpp2` was found, so this is our reading of the name: a three-stage Heun correction.
-    Every stage sits at σ + c·h > 0, so the last step to σ = 0 is taken at full order as well."""
+def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
+                   s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """"Heun++" as published with the sd-webui-samplers-scheduler extension (Carzit): from σ̂ the Euler slope d₁
+    predicts x at σ_{i+1}; while two more σ lie ahead, a second Euler hop to σ_{i+2} gives d₃ as well. The step
+    from σ̂ to σ_{i+1} then uses a weighted slope whose weights grow as σ falls, relative to the first σ:
+    w₂ = σ_{i+1}/(3σ₀), w₃ = σ_{i+2}/(3σ₀), w₁ = 1 − w₂ − w₃ (three model calls); with one σ left after σ_{i+1}
+    the weights are w₂ = σ_{i+1}/(2σ₀), w₁ = 1 − w₂ (two calls); the step onto the last σ is Euler (one call).
+    Churn parameters default to 0 (deterministic)."""
     extra_args, s_in = _setup(x, extra_args)
-    for i in range(len(sigmas) - 1):
+    n = len(sigmas) - 1
+    sigma_first, sigma_last = float(sigmas[0]), float(sigmas[-1])
+    noise = None
+    for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        h = sigma_next - sigma
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        k1 = to_d(x, sigma, denoised)
-        s2, s3 = sigma + h / 3, sigma + 2 * h / 3
-        x2 = x + k1 * (h / 3)
-        k2 = to_d(x2, s2, model(x2, s2 * s_in, **extra_args))
-        x3 = x + k2 * (2 * h / 3)
-        k3 = to_d(x3, s3, model(x3, s3 * s_in, **extra_args))
-        x = x + (k1 / 4 + k3 * 0.75) * h
+        if s_churn > 0 and noise is None:
+            noise = ancestral_noise_sampler(x, extra_args, noise_sampler)
+        x, sigma_hat = _churn(x, sigma, i, n, s_churn, s_tmin, s_tmax, s_noise, lambda: noise(sigma, sigma_next))
+        denoised = model(x, sigma_hat * s_in, **extra_args)
+        slopes = [to_d(x, sigma_hat, denoised)]
+        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
+        dt = sigma_next - sigma_hat
+        ahead = [float(s) for s in sigmas[i + 1:i + 3]]  # σ_{i+1} and, when there, σ_{i+2}
+        if sigma_next == sigma_last:
+            ahead = []  # the last step: Euler
+        elif float(sigmas[i + 2]) == sigma_last:
+            ahead = ahead[:1]
+        x_probe, sigma_probe = x, sigma_hat
+        for sigma_at in ahead:  # chained Euler hops, each slope measured where it lands
+            x_probe = x_probe + slopes[-1] * (sigma_at - sigma_probe)
+            sigma_probe = sigma_at
+            slopes.append(to_d(x_probe, sigma_at, model(x_probe, sigma_at * s_in, **extra_args)))
+        later = [sigma_at / (len(slopes) * sigma_first) for sigma_at in ahead]
+        weights = [1.0 - sum(later)] + later
+        x = x + sum(w * d for w, d in zip(weights, slopes)) * dt
     return x
 
 

@@ -56,7 +56,8 @@ def test_deterministic_samplers_follow_the_ode(name):
     assert float(out.mean()) == pytest.approx(MEAN, abs=0.02)
     assert float(out.std()) == pytest.approx(STD, rel=0.05)
     exact = ode_at(x, float(sigmas[0]), end_sigma(name, sigmas))
-    tol = {"euler": 0.07, "ddim": 0.07, "euler_cfg_pp": 0.07, "dpm_adaptive": 0.08}.get(name, 0.02)
+    # heunpp2's published weights keep most of the Euler slope early on: first-order-like accuracy
+    tol = {"euler": 0.07, "ddim": 0.07, "euler_cfg_pp": 0.07, "dpm_adaptive": 0.08, "heunpp2": 0.25}.get(name, 0.02)
     assert float((out - exact).abs().max()) < tol
     assert float((out - exact).abs().mean()) < tol / 4
 
@@ -130,7 +131,7 @@ def _error_at_budget(name, calls_budget):
     return float((out - exact_ode_solution(x, float(sigmas[0]), MEAN, STD)).abs().mean())
 
 
-@pytest.mark.parametrize("name", ["heun", "dpm_2", "lms", "heunpp2", "dpm_fast"])
+@pytest.mark.parametrize("name", ["heun", "dpm_2", "lms", "dpm_fast"])
 def test_higher_order_samplers_beat_euler_at_equal_model_calls(name):
     for budget, factor in ((24, 0.7), (48, 0.3)):
         euler = _error_at_budget("euler", budget)
@@ -138,13 +139,47 @@ def test_higher_order_samplers_beat_euler_at_equal_model_calls(name):
 
 
 def test_orders_of_convergence():
-    """Halving the step doubles accuracy for euler, quadruples it for heun and more for heunpp2 (mid-range)."""
+    """Halving the step doubles accuracy for euler and quadruples it for heun."""
     def err(name, steps):
         x, sigmas, _, out = run(name, steps)
         return float((out - exact_ode_solution(x, float(sigmas[0]), MEAN, STD)).abs().mean())
     assert 1.6 < err("euler", 20) / err("euler", 40) < 2.6
     assert err("heun", 10) / err("heun", 20) > 3.0
-    assert err("heunpp2", 5) / err("heunpp2", 10) > 5.0
+
+
+def _heunpp2_by_hand(x, sigmas, denoise):
+    """The published Heun++ rule on plain floats: slopes d1 at sigma_i, d2 after an Euler hop to sigma_{i+1},
+    d3 after a further hop to sigma_{i+2}; weights sigma_{i+1}/(k sigma_0), sigma_{i+2}/(k sigma_0) for k slopes,
+    the first slope taking the rest; Euler onto the last sigma."""
+    s = [float(v) for v in sigmas]
+    slope = lambda x, sig: (x - denoise(x, sig)) / sig
+    for i in range(len(s) - 1):
+        dt = s[i + 1] - s[i]
+        d1 = slope(x, s[i])
+        if s[i + 1] == s[-1]:
+            x = x + d1 * dt
+        elif s[i + 2] == s[-1]:
+            x2 = x + d1 * dt
+            w2 = s[i + 1] / (2 * s[0])
+            x = x + ((1 - w2) * d1 + w2 * slope(x2, s[i + 1])) * dt
+        else:
+            x2 = x + d1 * dt
+            d2 = slope(x2, s[i + 1])
+            x3 = x2 + d2 * (s[i + 2] - s[i + 1])
+            w2, w3 = s[i + 1] / (3 * s[0]), s[i + 2] / (3 * s[0])
+            x = x + ((1 - w2 - w3) * d1 + w2 * d2 + w3 * slope(x3, s[i + 2])) * dt
+    return x
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 8])
+def test_heunpp2_is_the_published_heun_plus_plus_rule(steps):
+    sigmas = schedule(steps).double()
+    denoise = lambda x, sig: MEAN + (x - MEAN) * STD ** 2 / (STD ** 2 + sig ** 2)  # the Gaussian's exact x0
+    model = lambda x, sigma, **kw: denoise(x, sigma.reshape(-1, 1, 1, 1))
+    x = torch.tensor([-2.0, 0.1, 1.7], dtype=torch.float64).view(3, 1, 1, 1)
+    out = get_sampler("heunpp2")(model, x, sigmas)
+    want = [_heunpp2_by_hand(float(v), sigmas, denoise) for v in x.flatten()]
+    assert out.flatten().tolist() == pytest.approx(want, rel=1e-12, abs=1e-12)
 
 
 def test_model_calls_per_sampler():
@@ -153,7 +188,7 @@ def test_model_calls_per_sampler():
                  "ddpm", "lcm", "ddim", "euler_cfg_pp"]:
         _, _, model, _ = run(name, 10)
         counts[name] = model.calls
-    assert counts == {"euler": 10, "euler_ancestral": 10, "heun": 19, "heunpp2": 30, "dpm_2": 19,
+    assert counts == {"euler": 10, "euler_ancestral": 10, "heun": 19, "heunpp2": 27, "dpm_2": 19,
                       "dpm_2_ancestral": 19, "lms": 10, "dpm_fast": 10, "ddpm": 10, "lcm": 10, "ddim": 10,
                       "euler_cfg_pp": 10}
 
