@@ -65,8 +65,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "memory is needed)")
     p.add_argument("--ram-budget", type=float, metavar="GB",
                    help="RAM for resident model weights (default: half the machine's memory)")
-    p.add_argument("--preview-method", choices=["auto", "latent2rgb", "none"], default="auto",
-                   help="live previews while sampling (a job may override it with extra_data.preview_method)")
+    p.add_argument("--preview-method", choices=["auto", "latent2rgb", "none"], default="none",
+                   help="live previews while sampling for jobs that do not ask (extra_data.preview_method); default "
+                        "none, so API clients get only results as binary frames; the editor asks per job")
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--cache-classic", action="store_true", help="keep what the latest job used (default)")
     cache.add_argument("--cache-lru", type=int, metavar="N", help="keep what the last N jobs used")

@@ -19,10 +19,11 @@ def scheduler_combo(**kw):
 
 
 def wants_previews(ctx) -> bool:
+    """The job's `extra_data.preview_method`, else the server's `--preview-method` (default none)."""
     method = (ctx.extra_data or {}).get("preview_method")
     if method is None and ctx.services is not None:
-        method = ctx.services.settings.get("preview_method", "auto")
-    return method not in ("none", None) if method is not None else True
+        method = ctx.services.settings.get("preview_method")
+    return method not in ("none", None)
 
 
 def progress_callback(ctx, model, previews: bool = True):

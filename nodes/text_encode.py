@@ -1,23 +1,30 @@
 """Prompt encoding nodes: text to CONDITIONING with a CLIP, SDXL's size conditioning, and CLIP skip.
 
-Prompts support `(word:1.2)` / `(word)` / `[word]` emphasis, `\\(` escapes, any length (77-token windows), and
-`embedding:name` textual inversions from models/embeddings. A missing embedding is an error naming it.
+Prompts support `(word:1.2)` / `(word)` emphasis, `\\(` escapes, any length (77-token windows), and
+`embedding:name` textual inversions from models/embeddings. A missing embedding is reported on the node (log and
+`progress_text`) and the prompt is encoded without it, as in the reference.
 """
 from __future__ import annotations
 
+import logging
+
 from nodes.declare import MAX_RESOLUTION, Float, Int, Output, Socket, String, node
 
+log = logging.getLogger(__name__)
 COND = "CONDITIONING"
 _TEXT_TIP = "The prompt. (word:1.2) weights a word, embedding:name inserts a textual inversion."
 
 
-def encode(clip, text: str, text_l=None) -> tuple:
+def encode(ctx, clip, text: str, text_l=None) -> tuple:
+    """(cond, pooled); each warning of the tokenizer (a missing embedding) is shown on the node."""
     if clip is None:
         raise ValueError("the clip input is empty: the checkpoint has no text encoder; load one with Load CLIP")
     cond, pooled, warnings = clip.encode(text, text_l=text_l)
-    missing = [w for w in warnings if "not found" in w]
-    if missing:
-        raise ValueError("; ".join(missing))
+    for warning in dict.fromkeys(warnings):  # once each, in order
+        if ctx is not None:
+            ctx.report_text(warning)
+        else:
+            log.warning(warning)
     return cond, pooled
 
 
@@ -29,7 +36,7 @@ class CLIPTextEncode:
     clip = Socket("CLIP", tooltip="The text encoder (from the checkpoint loader).")
 
     def run(self, ctx, text, clip):
-        cond, pooled = encode(clip, text)
+        cond, pooled = encode(ctx, clip, text)
         return ([[cond, {"pooled_output": pooled}]],)
 
 
@@ -48,7 +55,7 @@ class CLIPTextEncodeSDXL:
     text_l = String("", multiline=True, dynamicPrompts=True, tooltip="Prompt for the CLIP-L encoder.")
 
     def run(self, ctx, clip, width, height, crop_w, crop_h, target_width, target_height, text_g, text_l):
-        cond, pooled = encode(clip, text_g, text_l=text_l)
+        cond, pooled = encode(ctx, clip, text_g, text_l=text_l)
         return ([[cond, {"pooled_output": pooled, "width": width, "height": height, "crop_w": crop_w,
                          "crop_h": crop_h, "target_width": target_width, "target_height": target_height}]],)
 
@@ -65,7 +72,7 @@ class CLIPTextEncodeSDXLRefiner:
     clip = Socket("CLIP", tooltip="The refiner's text encoder.")
 
     def run(self, ctx, ascore, width, height, text, clip):
-        cond, pooled = encode(clip, text)
+        cond, pooled = encode(ctx, clip, text)
         return ([[cond, {"pooled_output": pooled, "aesthetic_score": ascore, "width": width, "height": height}]],)
 
 

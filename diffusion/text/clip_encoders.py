@@ -204,7 +204,7 @@ class ClipTextStack(nn.Module):
     (cond [1, 77*windows, dim], pooled [1, proj])."""
 
     def __init__(self, encoders: Sequence[ClipTextEncoder], family: str, tokenizer: Optional[ClipTokenizer] = None,
-                 embeddings: Optional[EmbeddingLibrary] = None, comma_backtrack: int = 20):
+                 embeddings: Optional[EmbeddingLibrary] = None):
         super().__init__()
         if not encoders:
             raise ValueError("a text stack needs at least one encoder")
@@ -212,7 +212,6 @@ class ClipTextStack(nn.Module):
         self.family = family
         self.tokenizer = tokenizer or default_tokenizer()
         self.embeddings = embeddings
-        self.comma_backtrack = comma_backtrack
         with_projection = [e for e in encoders if e.projection is not None]
         self.pooled_encoder: ClipTextEncoder = with_projection[-1] if with_projection else encoders[-1]
 
@@ -220,7 +219,7 @@ class ClipTextStack(nn.Module):
     @classmethod
     def from_checkpoint(cls, state: Dict[str, torch.Tensor], family: Optional[str] = None, **kwargs) -> "ClipTextStack":
         """From a single-file SD checkpoint's state dict (family detected from the key prefixes when not given).
-        kwargs: num_heads, hidden_act, dtype, device (per encoder) and embeddings, tokenizer, comma_backtrack."""
+        kwargs: num_heads, hidden_act, dtype, device (per encoder) and embeddings, tokenizer."""
         family = family or detect_text_family(state)
         prefixes = CHECKPOINT_PREFIXES[family]
         parts = []
@@ -236,8 +235,8 @@ class ClipTextStack(nn.Module):
     def from_encoder_weights(cls, states: Sequence[Dict[str, torch.Tensor]], family: str, *,
                              num_heads: Optional[int] = None, hidden_act: Optional[str] = None,
                              dtype: Optional[torch.dtype] = None, device=None,
-                             embeddings: Optional[EmbeddingLibrary] = None, tokenizer: Optional[ClipTokenizer] = None,
-                             comma_backtrack: int = 20) -> "ClipTextStack":
+                             embeddings: Optional[EmbeddingLibrary] = None, tokenizer: Optional[ClipTokenizer] = None
+                             ) -> "ClipTextStack":
         """From standalone text-encoder state dicts (HF `text_model.*` or OpenCLIP layout), one per encoder of the
         family in its order (sdxl: CLIP-L then bigG). `num_heads`/`hidden_act` may be a dict by role."""
         roles = FAMILIES[family]
@@ -250,7 +249,7 @@ class ClipTextStack(nn.Module):
                                                  hidden_act=pick(hidden_act, settings.role), dtype=dtype,
                                                  device=device, end_id=tok.end_id)
                     for sd, settings in zip(states, roles)]
-        return cls(encoders, family, tok, embeddings, comma_backtrack)
+        return cls(encoders, family, tok, embeddings)
 
     # -- information -----------------------------------------------------------------------------------------------
     @property
@@ -274,7 +273,6 @@ class ClipTextStack(nn.Module):
         for i, enc in enumerate(self.encoders):
             lookup = self.embeddings.lookup(enc.role, enc.width, dual) if self.embeddings is not None else None
             out[enc.role] = tokenize_weighted(text, self.tokenizer, lookup, pad_token=enc.pad_id, window=enc.window,
-                                              comma_backtrack=self.comma_backtrack,
                                               warnings=warnings if i == 0 else [])
         counts = {role: len(ws) for role, ws in out.items()}
         if len(set(counts.values())) > 1:

@@ -1,113 +1,85 @@
-"""Prompt emphasis and the 77-token windows a CLIP text encoder reads.
+"""Prompt emphasis and the 77-token windows a CLIP text encoder reads, as the reference engine forms them.
 
-Syntax (A1111/ComfyUI): `(text:1.3)` sets a weight, `(text)` multiplies by 1.1, `[text]` divides by 1.1, nesting
-multiplies, `\\(` `\\)` `\\[` `\\]` `\\\\` are literal characters. Brackets that do not pair up are kept as literal
-text, so no prompt is ever an error. `embedding:name` (a whole word, possibly inside a weighted group) inserts the
-vectors of a textual-inversion embedding in place of the word.
+Emphasis: `(text)` multiplies the weight by 1.1, `(text:1.3)` sets it to 1.3 (an explicit number replaces what the
+enclosing groups built up, it does not multiply with it), groups nest, `\\(` and `\\)` are literal parentheses.
+Square brackets have no meaning (they are text), and a parenthesis that does not pair up stays literal text, so no
+prompt is ever an error.
 
 Windows: start token, up to 75 content tokens, end token, then padding to 77 (SD1 pads with the end token,
-OpenCLIP-based encoders with 0). A longer prompt is cut into several windows that are encoded separately. Words are
-kept whole; when a word does not fit, the cut moves back to just after a comma if one lies within the last
-`comma_backtrack` tokens (A1111's rule; `comma_backtrack=0` gives ComfyUI's plain word-boundary cut). Words longer than
-`max_word_tokens` tokens are split instead of being moved whole.
+OpenCLIP-based encoders with 0). The unit that is kept together is a *piece*: the text of one emphasis segment up to
+the next `embedding:` reference (a space or newline before it), tokenized as a whole, or one embedding's vectors.
+A piece that does not fit in the current window moves whole to the next one, unless it is `max_word_tokens` (8)
+tokens or longer: then it is cut where the window is full and continues in the next. `embedding:name` inserts the
+vectors of a textual-inversion embedding; a name that is not found is reported and left out.
 """
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 log = logging.getLogger(__name__)
 
-ROUND_FACTOR = 1.1
-SQUARE_FACTOR = 1 / 1.1
+EMPHASIS_FACTOR = 1.1
 EMBEDDING_PREFIX = "embedding:"
-_ESCAPABLE = "()[]\\"
-_WEIGHT_SUFFIX = re.compile(r"^(.*):\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*$", re.DOTALL)
+_LITERAL_OPEN, _LITERAL_CLOSE = "\x00\x02", "\x00\x01"  # stand-ins for escaped parentheses while parsing
+_EMBEDDING_BOUNDARY = re.compile(r"[ \n](?=" + re.escape(EMBEDDING_PREFIX) + ")")
 
 Token = Union[int, torch.Tensor]  # a vocabulary id, or one embedding vector [dim]
 EmbeddingLookup = Callable[[str], Optional[torch.Tensor]]  # name -> [n, dim] vectors, or None when not found
 
 
 # -- parsing ----------------------------------------------------------------------------------------------------------
-@dataclass(eq=False)  # identity matters: equal-looking groups are distinct nodes
-class _Group:
-    opener: str  # "(" / "[" / "" for the root
-    children: list = field(default_factory=list)  # str | _Group
+def _top_level_pieces(text: str) -> Iterator[str]:
+    """Split `text` into plain runs and parenthesised groups "(...)" at nesting depth 0. A ")" with no "(" before
+    it sends the depth below 0, so what follows stays plain text until the depth is back at 0 (the reference's
+    scanner); an unclosed group runs to the end as plain text."""
+    depth, start = 0, 0
+    for index, char in enumerate(text):
+        if char == "(":
+            if depth == 0 and index > start:
+                yield text[start:index]
+            if depth == 0:
+                start = index
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                yield text[start:index + 1]
+                start = index + 1
+    if start < len(text):
+        yield text[start:]
 
-    def add_text(self, text: str) -> None:
-        if self.children and isinstance(self.children[-1], str):
-            self.children[-1] += text
+
+def _group_weight(inner: str, weight: float) -> Tuple[str, float]:
+    """The text and weight inside "(inner)" under an enclosing `weight`: `text:number` sets the weight to the
+    number, anything else multiplies it by 1.1."""
+    colon = inner.rfind(":")
+    if colon > 0:
+        try:
+            return inner[:colon], float(inner[colon + 1:])
+        except ValueError:
+            pass
+    return inner, weight * EMPHASIS_FACTOR
+
+
+def _weighted(text: str, weight: float) -> Iterator[Tuple[str, float]]:
+    for piece in _top_level_pieces(text):
+        if len(piece) >= 2 and piece[0] == "(" and piece[-1] == ")":
+            yield from _weighted(*_group_weight(piece[1:-1], weight))
         else:
-            self.children.append(text)
-
-
-def _close(group: _Group) -> float:
-    """The weight factor a closed group applies; strips a `:number` suffix from its last text."""
-    if group.opener == "[":
-        return SQUARE_FACTOR
-    if group.children and isinstance(group.children[-1], str):
-        m = _WEIGHT_SUFFIX.match(group.children[-1])
-        if m:
-            group.children[-1] = m.group(1)
-            return float(m.group(2))
-    return ROUND_FACTOR
+            yield piece, weight
 
 
 def parse_prompt_weights(text: str) -> List[Tuple[str, float]]:
-    """`text` -> [(literal text, weight)], adjacent equal weights merged, empty pieces dropped."""
-    root = _Group("")
-    stack: List[_Group] = [root]
-    weights_of = {}  # id(closed group) -> its factor
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        top = stack[-1]
-        if ch == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPABLE:
-            top.add_text(text[i + 1])
-            i += 2
-            continue
-        if ch in "([":
-            group = _Group(ch)
-            top.children.append(group)
-            stack.append(group)
-        elif (ch == ")" and top.opener == "(") or (ch == "]" and top.opener == "["):
-            stack.pop()
-            weights_of[id(top)] = _close(top)
-        else:
-            top.add_text(ch)
-        i += 1
-    # Unclosed groups: their opener becomes literal text and their content belongs to the parent.
-    while len(stack) > 1:
-        group = stack.pop()
-        parent = stack[-1]
-        parent.children.remove(group)
-        parent.add_text(group.opener)
-        for child in group.children:
-            if isinstance(child, str):
-                parent.add_text(child)
-            else:
-                parent.children.append(child)
-
-    segments: List[Tuple[str, float]] = []
-
-    def walk(group: _Group, weight: float) -> None:
-        for child in group.children:
-            if isinstance(child, str):
-                if not child:
-                    continue
-                if segments and segments[-1][1] == weight:
-                    segments[-1] = (segments[-1][0] + child, weight)
-                else:
-                    segments.append((child, weight))
-            else:
-                walk(child, weight * weights_of[id(child)])
-
-    walk(root, 1.0)
-    return segments
+    """`text` -> [(literal text, weight)] in order, one entry per emphasis segment (never merged: each is
+    tokenized on its own)."""
+    hidden = text.replace("\\)", _LITERAL_CLOSE).replace("\\(", _LITERAL_OPEN)
+    return [(segment.replace(_LITERAL_CLOSE, ")").replace(_LITERAL_OPEN, "("), weight)
+            for segment, weight in _weighted(hidden, 1.0)]
 
 
 # -- windows ----------------------------------------------------------------------------------------------------------
@@ -138,47 +110,46 @@ def empty_window(start_id: int, end_id: int, pad_id: int, length: int = 77) -> T
     return TokenWindow([start_id, end_id] + [pad_id] * (length - 2), [1.0] * length, 1)
 
 
-def _split_embedding_word(word: str, lookup: EmbeddingLookup) -> Tuple[Optional[torch.Tensor], str, str]:
-    """(vectors or None, the name tried, trailing text to tokenize normally)."""
-    name = word[len(EMBEDDING_PREFIX):]
-    vectors = lookup(name)
-    if vectors is not None:
-        return vectors, name, ""
-    stripped = name.rstrip(",.;:!?")
-    if stripped and stripped != name:
-        vectors = lookup(stripped)
-        return vectors, stripped, name[len(stripped):]
-    return None, name, ""
+def _embedding_piece(piece: str, lookup: Optional[EmbeddingLookup]) -> Tuple[Optional[torch.Tensor], str, str]:
+    """For a piece starting with `embedding:`: (vectors or None, the name tried, the text after the name). The name
+    is the first whitespace-separated word; a name with commas around it is tried without them, the commas then
+    joining the text after it."""
+    words = piece[len(EMBEDDING_PREFIX):].strip("\n").split()
+    name, rest = (words[0], " ".join(words[1:])) if words else ("", "")
+    vectors = lookup(name) if lookup is not None and name else None
+    if vectors is None:
+        bare = name.strip(",")
+        if bare and len(bare) < len(name):
+            return (lookup(bare) if lookup is not None else None), bare, f"{name[len(bare):]} {rest}"
+    return vectors, name, rest
 
 
-def _words(segments: Sequence[Tuple[str, float]], tokenizer, lookup: Optional[EmbeddingLookup],
-           warnings: List[str]) -> List[List[Tuple[Token, float]]]:
-    """Segments -> words, each a list of (token, weight); embedding words become their vector rows."""
-    words: List[List[Tuple[Token, float]]] = []
+def _pieces(segments: Sequence[Tuple[str, float]], tokenizer, lookup: Optional[EmbeddingLookup],
+            warnings: List[str]) -> List[List[Tuple[Token, float]]]:
+    """Segments -> pieces (see the module docstring), each a list of (token, weight)."""
+    pieces: List[List[Tuple[Token, float]]] = []
     for text, weight in segments:
-        for word in text.split():
-            trailing = word
-            if lookup is not None and word.startswith(EMBEDDING_PREFIX) and len(word) > len(EMBEDDING_PREFIX):
-                vectors, name, trailing = _split_embedding_word(word, lookup)
+        for part in _EMBEDDING_BOUNDARY.split(text):
+            if not part:
+                continue
+            if lookup is not None and part.startswith(EMBEDDING_PREFIX):
+                vectors, name, part = _embedding_piece(part, lookup)
                 if vectors is None:
-                    message = f"embedding {name!r} not found; the word {word!r} was left out of the prompt"
+                    message = f"embedding {name!r} not found; it was left out of the prompt"
                     warnings.append(message)
                     log.warning(message)
                 else:
-                    if vectors.dim() == 1:
-                        vectors = vectors.unsqueeze(0)
-                    words.append([(row, weight) for row in vectors])
-                if not trailing:
+                    rows = vectors.unsqueeze(0) if vectors.dim() == 1 else vectors
+                    pieces.append([(row, weight) for row in rows])
+                if not part:
                     continue
-            ids = tokenizer.encode(trailing)
-            if ids:
-                words.append([(t, weight) for t in ids])
-    return words
+            pieces.append([(token, weight) for token in tokenizer.encode(part)])
+    return pieces
 
 
 def tokenize_weighted(text: str, tokenizer, embeddings_lookup: Optional[EmbeddingLookup] = None, *,
-                      pad_token: Optional[int] = None, window: int = 77, comma_backtrack: int = 20,
-                      max_word_tokens: int = 8, warnings: Optional[List[str]] = None) -> List[TokenWindow]:
+                      pad_token: Optional[int] = None, window: int = 77, max_word_tokens: int = 8,
+                      warnings: Optional[List[str]] = None) -> List[TokenWindow]:
     """Weighted prompt -> windows of `window` tokens (at least one).
 
     `embeddings_lookup(name)` returns the [n, dim] vectors of a textual-inversion embedding or None; a missing one is
@@ -189,44 +160,18 @@ def tokenize_weighted(text: str, tokenizer, embeddings_lookup: Optional[Embeddin
     start, end = tokenizer.start_id, tokenizer.end_id
     pad = end if pad_token is None else pad_token
     capacity = window - 2
-    comma = getattr(tokenizer, "comma_id", None)
-    words = _words(parse_prompt_weights(text), tokenizer, embeddings_lookup, warnings)
-
-    chunks: List[List[Tuple[Token, float]]] = []
-    current: List[Tuple[Token, float]] = []
-    after_comma = -1  # index in `current` just after its last comma token
-
-    def flush() -> None:
-        nonlocal current, after_comma
-        carry: List[Tuple[Token, float]] = []
-        if comma_backtrack > 0 and 0 < after_comma < len(current) and len(current) - after_comma <= comma_backtrack:
-            carry = current[after_comma:]
-            current = current[:after_comma]
-        chunks.append(current)
-        current, after_comma = carry, -1
-
-    for word in words:
-        remaining = word
-        while remaining:
-            room = capacity - len(current)
-            if len(remaining) <= room:
-                piece, remaining = remaining, []
-            elif len(remaining) > max_word_tokens or not current:
-                if room == 0:
-                    flush()
-                    continue
-                piece, remaining = remaining[:room], remaining[room:]
-            else:
-                flush()
-                continue
-            current.extend(piece)
-            for k in range(len(current) - 1, len(current) - len(piece) - 1, -1):
-                tok = current[k][0]
-                if isinstance(tok, int) and tok == comma:
-                    after_comma = k + 1
-                    break
-    if current or not chunks:
-        chunks.append(current)
+    chunks: List[List[Tuple[Token, float]]] = [[]]
+    for piece in _pieces(parse_prompt_weights(text), tokenizer, embeddings_lookup, warnings):
+        cuttable = len(piece) >= max_word_tokens
+        while piece:
+            room = capacity - len(chunks[-1])
+            if len(piece) <= room:
+                chunks[-1].extend(piece)
+                break
+            if cuttable:
+                chunks[-1].extend(piece[:room])
+                piece = piece[room:]
+            chunks.append([])
 
     windows = []
     for chunk in chunks:

@@ -52,7 +52,10 @@ def test_post_prompt_yields_a_png_with_the_prompt_embedded(server, family):
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"{server.url}/ws?clientId={family}") as ws:
                 await ws.receive()
-                body = {"prompt": prompt, "client_id": family, "extra_data": {"extra_pnginfo": {"workflow": {"x": 1}}}}
+                extra = {"extra_pnginfo": {"workflow": {"x": 1}}}
+                if family == "sd1":  # this job asks for step previews, as the editor does
+                    extra["preview_method"] = "auto"
+                body = {"prompt": prompt, "client_id": family, "extra_data": extra}
                 async with session.post(f"{server.url}/prompt", json=body) as r:
                     assert r.status == 200, await r.text()
                     prompt_id = (await r.json())["prompt_id"]
@@ -68,7 +71,10 @@ def test_post_prompt_yields_a_png_with_the_prompt_embedded(server, family):
     assert entry["status"]["completed"], entry["status"]["messages"]
     progress = [m for m in messages if m["type"] == "progress"]
     assert progress and progress[-1]["data"]["value"] == progress[-1]["data"]["max"]
-    assert frames, "latent previews arrive as binary frames"
+    if family == "sd1":
+        assert frames, "latent previews arrive as binary frames when the job asks for them"
+    else:
+        assert not frames, "without extra_data.preview_method a job gets no previews (the server default is none)"
     picture = Image.open(io.BytesIO(png))
     assert picture.size == (64, 64)
     assert json.loads(picture.text["prompt"]) == prompt  # the embedded prompt round-trips

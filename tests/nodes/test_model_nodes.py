@@ -107,8 +107,8 @@ def test_sdxl_prompts_and_embeddings(engine, tiny_models):
     missing = dict(prompt)
     missing["enc"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "embedding:nope", "clip": ["ckpt", 1]}}
     outcome, sink = engine.run(missing)
-    assert outcome.status == "error"
-    assert "nope" in sink.of("execution_error")[0]["exception_message"]
+    assert outcome.status == "success"  # a missing embedding is a warning, as in the reference
+    assert any("nope" in event["text"] for event in sink.of("progress_text"))
 
 
 def test_conditioning_output_shapes(engine):
@@ -153,3 +153,15 @@ def test_config_loader_and_standalone_loaders(engine, tiny_models):
     models = [v for e in model.entries.values() for slot in e.values for v in slot
               if type(v).__name__ == "DiffusionModel"]
     assert {m.prediction for m in models} == {"v", "eps"}
+
+
+def test_missing_embedding_warns_on_the_node_and_the_prompt_goes_on(engine, caplog):
+    prompt = txt2img_decode(text="a photo of embedding:not_there cat")
+    with caplog.at_level("WARNING"):
+        outcome, sink = engine.run(prompt)
+    assert outcome.status == "success", sink.of("execution_error")
+    texts = [event for event in sink.of("progress_text") if event["node"] == "pos"]
+    assert len(texts) == 1 and "not_there" in texts[0]["text"] and "left out" in texts[0]["text"]
+    assert any("not_there" in record.getMessage() for record in caplog.records)
+    plain, _ = engine.run(txt2img_decode(text="a photo of cat"))
+    assert plain.status == "success"

@@ -102,7 +102,9 @@ export class TesseraApi extends EventTarget {
   }
 
   queuePrompt(prompt, workflow, { front = false } = {}) {
-    const body = { prompt, client_id: this.clientId, extra_data: { extra_pnginfo: { workflow } } };
+    // the server sends no step previews unless a job asks (API clients read binary frames as results)
+    const body = { prompt, client_id: this.clientId,
+                   extra_data: { extra_pnginfo: { workflow }, preview_method: "auto" } };
     if (front) body.front = true;
     return this.postJSON("/prompt", body);
   }
