@@ -10,7 +10,9 @@ import sys
 
 from aiohttp import web
 
+from api.security import redacted_argv
 from api.state import json_error, state_of
+from execution.tracebacks import client_traceback_lines, shown_path
 from model_management.file_loading import ModelFileError, read_safetensors_metadata
 from model_management.paths import PathError
 
@@ -81,11 +83,12 @@ async def system_stats(request: web.Request) -> web.Response:
     import torch
     state = state_of(request)
     total, free = _memory()
-    failed = [{"name": p.name, "path": p.path, "error": p.error} for p in state.packs if not p.ok]
+    failed = [{"name": p.name, "path": shown_path(p.path),
+               "error": "\n".join(client_traceback_lines(p.error or ""))} for p in state.packs if not p.ok]
     return web.json_response({
         "system": {"os": sys.platform, "ram_total": total, "ram_free": free, "comfyui_version": VERSION,
                    "tessera_version": VERSION, "python_version": sys.version,
-                   "pytorch_version": torch.__version__, "embedded_python": False, "argv": sys.argv,
+                   "pytorch_version": torch.__version__, "embedded_python": False, "argv": redacted_argv(sys.argv),
                    "platform": platform.platform()},
         "devices": _devices(state.services),
         "custom_nodes": {"loaded": [p.name for p in state.packs if p.ok], "failed": failed},

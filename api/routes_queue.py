@@ -68,6 +68,7 @@ async def post_prompt(request: web.Request) -> web.Response:
         number = state.store.enqueue(prompt_id, prompt, extra_data, result.outputs, number, front)
     except DuplicatePromptId as exc:
         return _prompt_error(errors.invalid_prompt(str(exc)), status=409)
+    log.info("job %s queued (number %s, %d nodes)", prompt_id, number, len(prompt))
     state.broadcast_status()
     if isinstance(number, float) and number.is_integer():
         number = int(number)

@@ -59,3 +59,29 @@ class FanOutSink(EventSink):
     def preview(self, *args: Any, **kwargs: Any) -> None:
         for sink in self.sinks:
             sink.preview(*args, **kwargs)
+
+
+FINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+
+class HoldFinalEvents(EventSink):
+    """Passes events through, but keeps a job's final event (success, error, interrupted) until `release()`: the
+    worker writes the history first, so a client reacting to the final event always finds the job's entry."""
+
+    def __init__(self, inner: EventSink) -> None:
+        self.inner = inner
+        self.held: List[Tuple[str, dict]] = []
+
+    def send(self, event: str, data: dict) -> None:
+        if event in FINAL_EVENTS:
+            self.held.append((event, data))
+            return
+        self.inner.send(event, data)
+
+    def preview(self, *args: Any, **kwargs: Any) -> None:
+        self.inner.preview(*args, **kwargs)
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for event, data in held:
+            self.inner.send(event, data)

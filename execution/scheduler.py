@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set
 
@@ -25,6 +24,7 @@ from execution.cache_keys import KeyComputer, fingerprint_token, never_equal
 from execution.caches import CachedOutput, ClassicCache, OutputCache
 from execution.context import Interrupted, JobControl, NodeContext, reset_current_context, set_current_context
 from execution.dynamic_graph import DynamicPrompt
+from execution.tracebacks import client_traceback
 from execution.events import EventSink
 from execution.node_call import NodeReturn, merge_returns, normalize, plan_calls, run_calls
 from execution.progress import ProgressTracker, describe_inputs
@@ -70,7 +70,7 @@ class NodeFailure(Exception):
         self.class_type = class_type
         self.exc = exc
         self.inputs = inputs or {}
-        self.tb = tb if tb is not None else traceback.format_exception(type(exc), exc, exc.__traceback__)
+        self.tb = tb if tb is not None else client_traceback(exc)
 
 
 class ExpansionError(Exception):

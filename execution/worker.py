@@ -15,14 +15,28 @@ import traceback
 from typing import Any, Callable, Optional
 
 from execution.context import JobControl
-from execution.events import EventSink
+from execution.events import EventSink, HoldFinalEvents
 from execution.job_store import ERROR, INTERRUPTED, SUCCESS, JobStore, QueuedJob
 from execution.scheduler import Executor, Job
+from execution.tracebacks import client_traceback
 from graph.validation import validate_prompt
 
 log = logging.getLogger("tessera.worker")
 
 _STATUS = {"success": SUCCESS, "error": ERROR, "interrupted": INTERRUPTED}
+
+
+def _log_outcome(prompt_id: str, status: str, messages: list, seconds: float) -> None:
+    """One console line per finished job, as ComfyUI prints: done in N s, or where and why it failed."""
+    if status == SUCCESS:
+        log.info("job %s done in %.2f s", prompt_id, seconds)
+        return
+    if status == INTERRUPTED:
+        log.info("job %s interrupted after %.2f s", prompt_id, seconds)
+        return
+    error = next((data for name, data in messages if name == "execution_error"), {})
+    where = f"at node {error['node_id']} ({error.get('node_type')})" if error.get("node_id") else "before any node"
+    log.error("job %s failed %s after %.2f s: %s", prompt_id, where, seconds, error.get("exception_message", ""))
 
 
 class Worker:
@@ -109,7 +123,9 @@ class Worker:
         with self._lock:
             self.current, self._control = queued, control
         self.on_queue_change()
-        sink = self.sink_for(queued)
+        sink = HoldFinalEvents(self.sink_for(queued))
+        started = time.monotonic()
+        log.info("job %s started", queued.prompt_id)
         try:
             status, outputs, messages, meta = self._execute(loop, queued, control, sink)
         except Exception as exc:  # a bug in the engine: the job fails, the worker lives on
@@ -118,14 +134,16 @@ class Worker:
             messages = [["execution_error", {"prompt_id": queued.prompt_id, "node_id": None, "node_type": None,
                                              "exception_type": type(exc).__name__,
                                              "exception_message": f"internal error: {exc}",
-                                             "traceback": traceback.format_exc().splitlines(), "executed": [],
+                                             "traceback": client_traceback(exc), "executed": [],
                                              "current_inputs": {}, "current_outputs": [],
                                              "timestamp": int(time.time() * 1000)}]]
             sink.send("execution_error", dict(messages[0][1]))
         self.store.finish(queued.prompt_id, status, outputs, messages, meta)
+        _log_outcome(queued.prompt_id, status, messages, time.monotonic() - started)
         with self._lock:
             self.current, self._control = None, None
         self.jobs_done += 1
+        sink.release()  # the history is written: now the final event may go out
         sink.send("executing", {"node": None, "display_node": None, "prompt_id": queued.prompt_id})
         self.on_queue_change()
 

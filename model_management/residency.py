@@ -12,6 +12,7 @@ of the networks as an MRU set within the VRAM budget. Evicting a file here unloa
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
+
+log = logging.getLogger("tessera.models")
 
 
 def module_bytes(module: Any) -> int:
@@ -127,7 +130,10 @@ class ModelResidency:
             entry = self.entries.get(key)
             if entry is None:
                 self.file_reads += 1
+                started = time.monotonic()
                 entry = Resident(load(), load)
+                log.info("loaded %s %s in %.2f s", key[0], ", ".join(os.path.basename(str(stamp[0])) for stamp in key[1]),
+                         time.monotonic() - started)
                 self.entries[key] = entry
             self.entries.move_to_end(key)
             entry.last_used = time.monotonic()

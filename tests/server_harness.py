@@ -24,8 +24,9 @@ def free_port():
 
 
 class ServerProcess:
-    def __init__(self, base_dir, extra_args=(), packs=("server_pack",), port=None):
+    def __init__(self, base_dir, extra_args=(), packs=("server_pack",), port=None, probe_query=""):
         self.base_dir = str(base_dir)
+        self.probe_query = probe_query  # e.g. "?token=..." for a server started with --auth-token
         self.extra_args = list(extra_args)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,7 +51,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.read_log()}")
             try:
-                urllib.request.urlopen(self.url + "/health", timeout=2).read()
+                urllib.request.urlopen(self.url + "/health" + self.probe_query, timeout=2).read()
                 return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.1)
