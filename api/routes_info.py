@@ -30,6 +30,9 @@ async def object_info_one(request: web.Request) -> web.Response:
     state = state_of(request)
     name = request.match_info["node_class"]
     info = state.catalogue.object_info(state.services, only=name)
+    if not info and name in state.catalogue.describe_errors:
+        return json_error(404, f"node class {name!r} is left out: {state.catalogue.describe_errors[name]}",
+                          "not_found")
     if not info:
         return json_error(404, f"unknown node class {name!r}", "not_found")
     return web.json_response(info)
@@ -91,7 +94,8 @@ async def system_stats(request: web.Request) -> web.Response:
                    "pytorch_version": torch.__version__, "embedded_python": False, "argv": redacted_argv(sys.argv),
                    "platform": platform.platform()},
         "devices": _devices(state.services),
-        "custom_nodes": {"loaded": [p.name for p in state.packs if p.ok], "failed": failed},
+        "custom_nodes": {"loaded": [p.name for p in state.packs if p.ok], "failed": failed,
+                         "nodes_left_out_of_object_info": dict(state.catalogue.describe_errors)},
     })
 
 

@@ -15,6 +15,7 @@ Events go to the job's sink; the outcome (status, ui outputs, status messages) i
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set
@@ -58,6 +59,8 @@ class JobOutcome:
     @property
     def completed(self) -> bool:
         return self.status == "success"
+
+log = logging.getLogger("tessera.scheduler")
 
 
 class NodeFailure(Exception):
@@ -161,8 +164,9 @@ class JobRun:
             self.messages.append([event, data])
         try:
             self.sink.send(event, data)
-        except Exception:  # a broken sink never takes the job down
-            pass
+        except Exception:  # a broken sink never takes the job down, but it is never silent either
+            log.exception("event sink %s failed on %r for job %s", type(self.sink).__name__, event,
+                          self.prompt_id)
 
     def report_progress(self, ctx: NodeContext, value: float, total: Optional[float]) -> None:
         self.progress.update(ctx.node_id, value, total)
@@ -179,8 +183,13 @@ class JobRun:
             if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
                 value = await value
             self.fingerprints[node_id] = fingerprint_token(value)
-        except Exception:
+        except Exception as exc:  # the node re-runs every time; say so, where the user sees it
             self.fingerprints[node_id] = never_equal()
+            log.warning("IS_CHANGED of node %s (%s) raised %s: %s; the node will run every time",
+                        node_id, spec.name, type(exc).__name__, exc, exc_info=True)
+            self.emit("progress_text", {"node": ctx.display_node_id,
+                                        "text": f"IS_CHANGED raised {type(exc).__name__}: {exc}; this node will "
+                                                f"run every time"})
 
     # -- requesting nodes --------------------------------------------------------------------------------------
     def dependencies(self, node_id: str, spec: NodeSpec) -> List[str]:

@@ -5,15 +5,20 @@ folder listings in combos are always current.
 """
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any, Dict, Iterable, Iterator, Optional
 
 from graph.node_spec import NodeSpec
+
+log = logging.getLogger("tessera.catalogue")
 
 
 class Catalogue:
     def __init__(self, specs: Iterable[NodeSpec] = ()) -> None:
         self._specs: Dict[str, NodeSpec] = {}
         self.display_names: Dict[str, str] = {}
+        self.describe_errors: Dict[str, str] = {}  # class -> why its /object_info entry could not be made
         for spec in specs:
             self.add(spec)
 
@@ -45,8 +50,17 @@ class Catalogue:
             spec = self._specs.get(name)
             if spec is None:
                 continue
-            entry = spec.to_catalogue(services)
-            if name in self.display_names:
-                entry["display_name"] = self.display_names[name]
+            try:
+                entry = spec.to_catalogue(services)
+                if name in self.display_names:
+                    entry["display_name"] = self.display_names[name]
+                json.dumps(entry)  # an entry the client cannot read is as broken as one that raised
+            except Exception as exc:  # a pack's INPUT_TYPES raised or returned garbage: leave that node out
+                reason = f"{type(exc).__name__}: {exc}"
+                if self.describe_errors.get(name) != reason:
+                    log.error("node %s left out of /object_info: %s", name, reason)
+                self.describe_errors[name] = reason
+                continue
+            self.describe_errors.pop(name, None)
             info[name] = entry
         return info

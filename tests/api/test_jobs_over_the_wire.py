@@ -350,3 +350,34 @@ def test_failed_job_still_ends_with_executing_null_after_history(server):
     assert error["node_id"] == "1" and error["node_type"] == "IntMath" and error["traceback"]
     assert error["exception_type"] == "ZeroDivisionError"
     assert entry["status"]["status_str"] == "error" and entry["status"]["messages"][-1][0] == "execution_error"
+    assert not any(line for line in error["traceback"] if "/work/" in line or "/root/" in line or "/tmp/" in line)
+    assert any('File "execution/' in line or 'File "nodes/' in line for line in error["traceback"])
+
+
+def test_history_is_readable_the_moment_a_final_event_arrives(server):
+    """The history entry is written before execution_error/execution_success go out: a client that asks right
+    then always finds it (7 tries each way)."""
+    async def scenario(prompt):
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId=racer") as ws:
+                await ws.receive()
+                async with session.post(f"{server.url}/prompt", json={"prompt": prompt,
+                                                                      "client_id": "racer"}) as r:
+                    prompt_id = (await r.json())["prompt_id"]
+                while True:
+                    msg = await asyncio.wait_for(ws.receive(), 30)
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    data = json.loads(msg.data)
+                    if data["type"] in ("execution_error", "execution_success"):
+                        async with session.get(f"{server.url}/history/{prompt_id}") as r:
+                            return data["type"], await r.json()
+
+    failing = {"1": {"class_type": "IntMath", "inputs": {"a": 1, "b": 0, "operation": "divide"}},
+               "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    for attempt in range(7):
+        working = {"1": {"class_type": "IntMath", "inputs": {"a": attempt, "b": 1, "operation": "add"}},
+                   "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+        for prompt, expected in ((failing, "execution_error"), (working, "execution_success")):
+            kind, history = run(scenario(prompt))
+            assert kind == expected and len(history) == 1, (attempt, kind, history)

@@ -382,3 +382,17 @@ def test_a_broken_sink_never_takes_the_job_down(engine):
 
     outcome, _ = engine.run(chain_prompt(), sink=Exploding())
     assert outcome.status == "success" and outcome.outputs["4"] == {"text": ["30"]}
+
+
+def test_a_failing_event_sink_is_logged_and_the_job_still_completes(engine, caplog):
+    class Flaky(RecordingSink):
+        def send(self, event, data):
+            if event == "executed":
+                raise ConnectionResetError("client went away")
+            super().send(event, data)
+
+    with caplog.at_level("ERROR", logger="tessera.scheduler"):
+        outcome, sink = engine.run(chain_prompt(), sink=Flaky())
+    assert outcome.status == "success" and outcome.outputs["4"] == {"text": ["30"]}
+    failures = [r for r in caplog.records if "event sink Flaky failed on 'executed'" in r.getMessage()]
+    assert len(failures) == 2 and "client went away" in failures[0].exc_text
