@@ -12,7 +12,7 @@ CFG++ samplers read the unconditional prediction of the last call from `model.un
 it; it is None without CFG, and they then use the plain denoised value).
 
 `SAMPLERS` maps every sampler name of DESIGN.md §7 to its function and `SCHEDULERS` every scheduler name to a
-function `(model_sampling, steps) -> sigmas`; both registries are filled by the modules below.
+function `(model_sampling, steps) -> sigmas`; both tables are built once, in registry.py.
 """
 from diffusion.sampling.registry import (SAMPLERS, SCHEDULERS, get_sampler, get_scheduler, sampler_names,
                                          scheduler_names)

@@ -1,79 +1,92 @@
-"""Name -> function registries for samplers and schedulers, filled by the modules that define them."""
+"""The sampler and scheduler tables: every name KSampler offers, mapped to its function, built here once.
+
+The order is the one editors show (the reference's list). The `_gpu` names are aliases: our Brownian-tree noise
+does not depend on the device, so they run the same function. Both tables are read-only.
+"""
 from __future__ import annotations
 
-import importlib
-from typing import Callable, Dict, List
+from types import MappingProxyType
+from typing import Callable, List, Mapping
 
-SAMPLERS: Dict[str, Callable] = {}
-SCHEDULERS: Dict[str, Callable] = {}
+from diffusion.sampling import (samplers_basic as basic, samplers_cfg_pp as cfg_pp, samplers_dpmpp as dpmpp,
+                                samplers_multistep as multistep, samplers_sde_extra as sde_extra,
+                                samplers_unipc as unipc, schedulers)
 
-_SAMPLER_MODULES = ("diffusion.sampling.samplers_basic", "diffusion.sampling.samplers_dpmpp",
-                    "diffusion.sampling.samplers_multistep", "diffusion.sampling.samplers_unipc",
-                    "diffusion.sampling.samplers_cfg_pp", "diffusion.sampling.samplers_sde_extra")
-_SCHEDULER_MODULES = ("diffusion.sampling.schedulers",)
+SAMPLERS: Mapping[str, Callable] = MappingProxyType({
+    "euler": basic.sample_euler,
+    "euler_cfg_pp": basic.sample_euler_cfg_pp,
+    "euler_ancestral": basic.sample_euler_ancestral,
+    "euler_ancestral_cfg_pp": cfg_pp.sample_euler_ancestral_cfg_pp,
+    "heun": basic.sample_heun,
+    "heunpp2": basic.sample_heunpp2,
+    "exp_heun_2_x0": sde_extra.sample_exp_heun_2_x0,
+    "exp_heun_2_x0_sde": sde_extra.sample_exp_heun_2_x0_sde,
+    "dpm_2": basic.sample_dpm_2,
+    "dpm_2_ancestral": basic.sample_dpm_2_ancestral,
+    "lms": basic.sample_lms,
+    "dpm_fast": basic.sample_dpm_fast,
+    "dpm_adaptive": basic.sample_dpm_adaptive,
+    "dpmpp_2s_ancestral": dpmpp.sample_dpmpp_2s_ancestral,
+    "dpmpp_2s_ancestral_cfg_pp": cfg_pp.sample_dpmpp_2s_ancestral_cfg_pp,
+    "dpmpp_sde": dpmpp.sample_dpmpp_sde,
+    "dpmpp_sde_gpu": dpmpp.sample_dpmpp_sde,
+    "dpmpp_2m": dpmpp.sample_dpmpp_2m,
+    "dpmpp_2m_cfg_pp": cfg_pp.sample_dpmpp_2m_cfg_pp,
+    "dpmpp_2m_sde": dpmpp.sample_dpmpp_2m_sde,
+    "dpmpp_2m_sde_gpu": dpmpp.sample_dpmpp_2m_sde,
+    "dpmpp_2m_sde_heun": sde_extra.sample_dpmpp_2m_sde_heun,
+    "dpmpp_2m_sde_heun_gpu": sde_extra.sample_dpmpp_2m_sde_heun,
+    "dpmpp_3m_sde": dpmpp.sample_dpmpp_3m_sde,
+    "dpmpp_3m_sde_gpu": dpmpp.sample_dpmpp_3m_sde,
+    "ddpm": basic.sample_ddpm,
+    "lcm": basic.sample_lcm,
+    "ipndm": multistep.sample_ipndm,
+    "ipndm_v": multistep.sample_ipndm_v,
+    "deis": multistep.sample_deis,
+    "res_multistep": multistep.sample_res_multistep,
+    "res_multistep_cfg_pp": cfg_pp.sample_res_multistep_cfg_pp,
+    "res_multistep_ancestral": cfg_pp.sample_res_multistep_ancestral,
+    "res_multistep_ancestral_cfg_pp": cfg_pp.sample_res_multistep_ancestral_cfg_pp,
+    "gradient_estimation": cfg_pp.sample_gradient_estimation,
+    "gradient_estimation_cfg_pp": cfg_pp.sample_gradient_estimation_cfg_pp,
+    "er_sde": sde_extra.sample_er_sde,
+    "seeds_2": sde_extra.sample_seeds_2,
+    "seeds_3": sde_extra.sample_seeds_3,
+    "sa_solver": sde_extra.sample_sa_solver,
+    "sa_solver_pece": sde_extra.sample_sa_solver_pece,
+    "ddim": basic.sample_ddim,
+    "uni_pc": unipc.sample_uni_pc,
+    "uni_pc_bh2": unipc.sample_uni_pc_bh2,
+})
 
-
-def sampler(name: str):
-    """Decorator: register a sampler function under `name` (also returns it unchanged)."""
-    def register(fn: Callable) -> Callable:
-        SAMPLERS[name] = fn
-        return fn
-    return register
-
-
-def scheduler(name: str):
-    def register(fn: Callable) -> Callable:
-        SCHEDULERS[name] = fn
-        return fn
-    return register
-
-
-def _load(modules) -> None:
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-# The order editors show (the order other tools list them in); names registered but not here come last.
-_SAMPLER_ORDER = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
-                  "exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast",
-                  "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu",
-                  "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
-                  "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v",
-                  "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
-                  "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde",
-                  "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"]
-_SCHEDULER_ORDER = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
-                    "linear_quadratic", "kl_optimal"]
-
-
-def _ordered(names, order) -> List[str]:
-    rank = {name: i for i, name in enumerate(order)}
-    return sorted(names, key=lambda n: (rank.get(n, len(order)), n))
+SCHEDULERS: Mapping[str, Callable] = MappingProxyType({
+    "simple": schedulers.simple_scheduler,
+    "sgm_uniform": schedulers.sgm_uniform_scheduler,
+    "karras": schedulers.karras_scheduler,
+    "exponential": schedulers.exponential_scheduler,
+    "ddim_uniform": schedulers.ddim_uniform_scheduler,
+    "beta": schedulers.beta_scheduler,
+    "normal": schedulers.normal_scheduler,
+    "linear_quadratic": schedulers.linear_quadratic_scheduler,
+    "kl_optimal": schedulers.kl_optimal_scheduler,
+})
 
 
 def sampler_names() -> List[str]:
-    _load(_SAMPLER_MODULES)
-    return _ordered(SAMPLERS, _SAMPLER_ORDER)
+    return list(SAMPLERS)
 
 
 def scheduler_names() -> List[str]:
-    _load(_SCHEDULER_MODULES)
-    return _ordered(SCHEDULERS, _SCHEDULER_ORDER)
+    return list(SCHEDULERS)
 
 
 def get_sampler(name: str) -> Callable:
-    _load(_SAMPLER_MODULES)
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
 
 
 def get_scheduler(name: str) -> Callable:
-    _load(_SCHEDULER_MODULES)
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; known: {', '.join(SCHEDULERS)}")
     return SCHEDULERS[name]

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from diffusion.sampling.noise import ancestral_noise_sampler
-from diffusion.sampling.registry import sampler
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -58,7 +57,6 @@ def _churn(x, sigma, i, n_steps, s_churn, s_tmin, s_tmax, s_noise, noise_fn):
 # ---------------------------------------------------------------------------------------------------------------------
 # Euler family
 
-@sampler("euler")
 @torch.no_grad()
 def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                  s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
@@ -78,14 +76,12 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
     return x
 
 
-@sampler("ddim")
 def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """Deterministic DDIM (Song et al. 2021, η = 0).  In the VE/σ parameterisation the DDIM update
     x' = D + σ'·(x − D)/σ is exactly an Euler step of the probability-flow ODE, so this is `sample_euler`."""
     return sample_euler(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable)
 
 
-@sampler("euler_ancestral")
 @torch.no_grad()
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                            eta=1.0, s_noise=1.0):
@@ -104,7 +100,6 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
     return x
 
 
-@sampler("euler_cfg_pp")
 @torch.no_grad()
 def sample_euler_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """Euler CFG++ (Chung et al. 2024, *CFG++: Manifold-constrained Classifier Free Guidance*): denoise with the
@@ -125,7 +120,6 @@ def sample_euler_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disabl
 # ---------------------------------------------------------------------------------------------------------------------
 # Heun family and DPM2
 
-@sampler("heun")
 @torch.no_grad()
 def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                 s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
@@ -152,7 +146,6 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     return x
 
 
-@sampler("heunpp2")
 @torch.no_grad()
 def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                    s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
@@ -202,7 +195,6 @@ def _dpm2_step(model, x, sigma, sigma_to, d, s_in, extra_args):
     return x + d_mid * (sigma_to - sigma)
 
 
-@sampler("dpm_2")
 @torch.no_grad()
 def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DPM-Solver-2 / midpoint method in log σ (Lu et al. 2022; Karras et al. 2022 §3 "DPM2")."""
@@ -215,7 +207,6 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
     return x
 
 
-@sampler("dpm_2_ancestral")
 @torch.no_grad()
 def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                            eta=1.0, s_noise=1.0):
@@ -252,7 +243,6 @@ def lms_coefficient(order: int, t: np.ndarray, i: int, j: int) -> float:
     return float(0.5 * (b - a) * np.dot(_GL_WEIGHTS, basis))
 
 
-@sampler("lms")
 @torch.no_grad()
 def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, order=4):
     """Linear multistep (Adams–Bashforth with variable steps) on dx/dσ: the last `order` derivatives are
@@ -319,7 +309,6 @@ def _solver_range(sigmas):
     return float(sigmas[0]), float(positive.min())
 
 
-@sampler("dpm_fast")
 @torch.no_grad()
 def sample_dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DPM-Solver-fast (Lu et al. 2022, §3.4): a fixed budget of N = len(sigmas) − 1 model calls spent on
@@ -342,7 +331,6 @@ def sample_dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=No
     return x
 
 
-@sampler("dpm_adaptive")
 @torch.no_grad()
 def sample_dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                         order=3, rtol=0.05, atol=0.0078, h_init=0.05, safety=0.9, max_growth=2.0, max_steps=1000):
@@ -383,7 +371,6 @@ def sample_dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disabl
 # ---------------------------------------------------------------------------------------------------------------------
 # DDPM and LCM
 
-@sampler("ddpm")
 @torch.no_grad()
 def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, s_noise=1.0):
     """Ancestral DDPM sampling (Ho et al. 2020, eq. 7) on the schedule: map to the VP chain with ᾱ = 1/(1 + σ²),
@@ -409,7 +396,6 @@ def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     return x
 
 
-@sampler("lcm")
 @torch.no_grad()
 def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """Latent consistency sampling (Luo et al. 2023, Alg. 1 multistep): take the model's clean estimate, then re-noise

@@ -26,9 +26,9 @@ from typing import Optional
 import torch
 
 from diffusion.sampling.noise import ancestral_noise_sampler
-from diffusion.sampling.registry import sampler
 from diffusion.sampling.samplers_basic import get_ancestral_step, to_d
-from diffusion.sampling.samplers_dpmpp import ancestral_split, denoise, phi, report, sigma_list
+from diffusion.sampling.samplers_dpmpp import ancestral_split, phi
+from diffusion.sampling.step_loop import StepLoop, denoise, report
 
 
 def _evaluate(model, x: torch.Tensor, sigma: float, extra_args: dict):
@@ -45,7 +45,6 @@ def _with_guidance(x_next: torch.Tensor, denoised: torch.Tensor, uncond: Optiona
 # ---------------------------------------------------------------------------------------------------------------------
 # Euler ancestral / DPM-Solver++ CFG++
 
-@sampler("euler_ancestral_cfg_pp")
 @torch.no_grad()
 def sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
                                   noise_sampler=None, eta=1.0, s_noise=1.0):
@@ -65,23 +64,14 @@ def sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=No
     return x
 
 
-@sampler("dpmpp_2m_cfg_pp")
 def sample_dpmpp_2m_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DPM-Solver++(2M) with CFG++: the 2M step (Lu et al. 2022b, Alg. 2) on the unconditional predictions,
     x' = (σ'/σ)·x − (e^{−h} − 1)·Ū with Ū = (1 + 1/(2r))·U_i − 1/(2r)·U_{i−1}, plus D_i − U_i; equivalently
     x' = D_i + (σ'/σ)(x − U_i) + (1 − σ'/σ)·(U_i − U_{i−1})/(2r).  A step to σ = 0 returns D_i."""
     extra_args = extra_args or {}
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback, evaluate=_evaluate)
     old, h_last = None, None
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised, uncond = _evaluate(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next <= 0.0:
-            x = denoised
-            break
-        if sigma_next == sigma:
-            continue                        # a repeated sigma: nothing to integrate
+    for i, sigma, sigma_next, (denoised, uncond) in loop.steps(lambda: x):
         current = denoised if uncond is None else uncond
         h = math.log(sigma / sigma_next)
         estimate = current
@@ -90,10 +80,9 @@ def sample_dpmpp_2m_cfg_pp(model, x, sigmas, extra_args=None, callback=None, dis
             estimate = (1.0 + 1.0 / (2.0 * r)) * current - (1.0 / (2.0 * r)) * old
         x = _with_guidance((sigma_next / sigma) * x - math.expm1(-h) * estimate, denoised, uncond)
         old, h_last = current, h
-    return x
+    return loop.result(x)
 
 
-@sampler("dpmpp_2s_ancestral_cfg_pp")
 def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
                                      noise_sampler=None, eta: float = 1.0, s_noise: float = 1.0):
     """DPM-Solver++(2S) ancestral with CFG++: the midpoint u = D + (σ_m/σ)(x − U) (a CFG++ DDIM step to
@@ -101,11 +90,8 @@ def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback
     `dpmpp_2s_ancestral`.  A step to σ_down = 0 returns D."""
     extra_args = extra_args or {}
     noise_sampler = ancestral_noise_sampler(x, extra_args, noise_sampler)
-    sig = sigma_list(sigmas)
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised, uncond = _evaluate(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
+    loop = StepLoop(model, sigmas, extra_args, callback, evaluate=_evaluate, end_on_zero=False, skip_repeated=False)
+    for i, sigma, sigma_next, (denoised, uncond) in loop.steps(lambda: x):
         sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
         if sigma_down <= 0.0:
             x = denoised
@@ -121,7 +107,7 @@ def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback
             noise = noise_sampler(sigmas[i], sigmas[i + 1])
             if sigma_up > 0.0:
                 x = x + noise * (s_noise * sigma_up)
-    return x
+    return loop.result(x)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -148,18 +134,10 @@ def _res_step(x: torch.Tensor, sigma: float, sigma_to: float, current: torch.Ten
 def _res_multistep(model, x, sigmas, extra_args, callback, noise_sampler, eta: float, s_noise: float):
     """RES multistep with ancestral noise (eta > 0) and CFG++ when the model reports `uncond_denoised`."""
     extra_args = extra_args or {}
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback, evaluate=_evaluate)
     noise = ancestral_noise_sampler(x, extra_args, noise_sampler) if eta > 0.0 else None
     old, h_last = None, None
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised, uncond = _evaluate(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next <= 0.0:
-            x = denoised
-            break
-        if sigma_next == sigma:
-            continue                        # a repeated sigma: nothing to integrate
+    for i, sigma, sigma_next, (denoised, uncond) in loop.steps(lambda: x):
         sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
         current = denoised if uncond is None else uncond
         if sigma_down <= 0.0:               # (only for eta > 1) all of σ' is fresh noise
@@ -169,10 +147,9 @@ def _res_multistep(model, x, sigmas, extra_args, callback, noise_sampler, eta: f
             old, h_last = current, math.log(sigma / sigma_down)
         if noise is not None and sigma_up > 0.0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * (s_noise * sigma_up)
-    return x
+    return loop.result(x)
 
 
-@sampler("res_multistep_cfg_pp")
 def sample_res_multistep_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
                                 noise_sampler=None):
     """RES multistep (see `res_multistep`) with CFG++: the step on the unconditional predictions plus D_i − U_i,
@@ -180,7 +157,6 @@ def sample_res_multistep_cfg_pp(model, x, sigmas, extra_args=None, callback=None
     return _res_multistep(model, x, sigmas, extra_args, callback, noise_sampler, 0.0, 1.0)
 
 
-@sampler("res_multistep_ancestral")
 def sample_res_multistep_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None,
                                    noise_sampler=None, eta: float = 1.0, s_noise: float = 1.0):
     """Ancestral RES multistep: each step σ → σ' is a RES step to σ_down followed by fresh noise σ_up·s_noise·z
@@ -190,7 +166,6 @@ def sample_res_multistep_ancestral(model, x, sigmas, extra_args=None, callback=N
     return _res_multistep(plain, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
 
 
-@sampler("res_multistep_ancestral_cfg_pp")
 def sample_res_multistep_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
                                           noise_sampler=None, eta: float = 1.0, s_noise: float = 1.0):
     """Ancestral RES multistep with CFG++: the RES step to σ_down on the unconditional predictions plus D_i − U_i,
@@ -214,12 +189,9 @@ class _PlainView:
 # gradient estimation (Permenter & Yuan 2024)
 
 def _gradient_estimation(model, x, sigmas, extra_args, callback, ge_gamma: float):
-    extra_args = {} if extra_args is None else extra_args
+    loop = StepLoop(model, sigmas, extra_args, callback, evaluate=_evaluate, end_on_zero=False, skip_repeated=False)
     old_d = None
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised, uncond = _evaluate(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
+    for i, sigma, sigma_next, (denoised, uncond) in loop.steps(lambda: x):
         d = to_d(x, sigma, denoised if uncond is None else uncond)
         direction = d if old_d is None else ge_gamma * d + (1.0 - ge_gamma) * old_d
         x = _with_guidance(x + direction * (sigma_next - sigma), denoised, uncond)
@@ -227,7 +199,6 @@ def _gradient_estimation(model, x, sigmas, extra_args, callback, ge_gamma: float
     return x
 
 
-@sampler("gradient_estimation")
 @torch.no_grad()
 def sample_gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                                ge_gamma: float = 2.0):
@@ -237,7 +208,6 @@ def sample_gradient_estimation(model, x, sigmas, extra_args=None, callback=None,
     return _gradient_estimation(_PlainView(model), x, sigmas, extra_args, callback, ge_gamma)
 
 
-@sampler("gradient_estimation_cfg_pp")
 @torch.no_grad()
 def sample_gradient_estimation_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
                                       noise_sampler=None, ge_gamma: float = 2.0):

@@ -21,17 +21,17 @@ the derivatives D^{(k)} (previous steps = multistep; an intermediate evaluation 
 h = ∞: the exact update is then simply x_t = D(x_s, σ_s) (every derivative coefficient would diverge), which is what
 all solvers here do on such a final step.
 
-Shared helpers for the other solver modules (`phi`, `denoise`, `report`) live here as well.
+`phi` and `ancestral_split`, which other solver modules use too, live here; the step loop in step_loop.py.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 from diffusion.sampling.noise import ancestral_noise_sampler, sde_noise_sampler
-from diffusion.sampling.registry import sampler
+from diffusion.sampling.step_loop import StepLoop, denoise
 
 # ---------------------------------------------------------------------------------------------------------------------
 # shared helpers
@@ -55,23 +55,6 @@ def phi(k: int, z: float) -> float:
     for j in range(1, k):
         value = (value - 1.0 / math.factorial(j)) / z
     return value
-
-
-def denoise(model: Callable, x: torch.Tensor, sigma: float, extra_args: dict) -> torch.Tensor:
-    """D(x, σ): the model called with a [B] sigma batch, as the sampler interface specifies."""
-    return model(x, x.new_full([x.shape[0]], float(sigma)), **extra_args)
-
-
-def report(callback: Optional[Callable], x: torch.Tensor, i: int, sigma, denoised: torch.Tensor,
-           sigma_hat=None) -> None:
-    if callback is not None:
-        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma if sigma_hat is None else sigma_hat,
-                  "denoised": denoised})
-
-
-def sigma_list(sigmas: torch.Tensor) -> List[float]:
-    """The schedule as Python floats (the step coefficients are computed in double precision)."""
-    return [float(s) for s in sigmas]
 
 
 def ancestral_split(sigma: float, sigma_next: float, eta: float = 1.0) -> Tuple[float, float]:
@@ -102,7 +85,6 @@ def sde_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: 
 # singlestep solvers
 
 
-@sampler("dpmpp_2s_ancestral")
 def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                               eta: float = 1.0, s_noise: float = 1.0):
     """DPM-Solver++(2S) (Lu et al. 2022b, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic
@@ -114,11 +96,8 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
     except the last."""
     extra_args = extra_args or {}
     noise_sampler = ancestral_noise_sampler(x, extra_args, noise_sampler)
-    sig = sigma_list(sigmas)
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
+    loop = StepLoop(model, sigmas, extra_args, callback, end_on_zero=False, skip_repeated=False)
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
         if sigma_down <= 0.0:
             x = denoised
@@ -132,11 +111,9 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
             noise = noise_sampler(sigmas[i], sigmas[i + 1])
             if sigma_up > 0.0:
                 x = x + noise * (s_noise * sigma_up)
-    return x
+    return loop.result(x)
 
 
-@sampler("dpmpp_sde")
-@sampler("dpmpp_sde_gpu")  # same algorithm; the Brownian noise is device-independent here
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                      eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5):
     """DPM-Solver++ SDE, singlestep second order (Lu et al. 2022b, SDE-DPM-Solver++ with the 2S midpoint rule,
@@ -148,14 +125,8 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
     both noises are consistent).  η = 0 gives DPM-Solver++(2S).  A step to 0 returns D(x, σ)."""
     extra_args = extra_args or {}
     noise_sampler = sde_noise_sampler(x, sigmas, extra_args, noise_sampler)
-    sig = sigma_list(sigmas)
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next <= 0.0:
-            x = denoised
-            continue
+    loop = StepLoop(model, sigmas, extra_args, callback, skip_repeated=False)
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         h = math.log(sigma / sigma_next)
         sigma_mid = sigma * math.exp(-r * h)
         noise_mid = noise_sampler(sigma, sigma_mid) * s_noise if eta > 0.0 else None
@@ -165,14 +136,13 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
         combined = (1.0 - fac) * denoised + fac * denoised_mid
         noise = noise_sampler(sigma, sigma_next) * s_noise if eta > 0.0 else None
         x = sde_step(x, combined, sigma, sigma_next, eta, noise)
-    return x
+    return loop.result(x)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # multistep solvers
 
 
-@sampler("dpmpp_2m")
 def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): second-order multistep exponential integrator in λ.
 
@@ -180,17 +150,9 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
     step's midpoint, D̄ = (1 + 1/(2r))·D_i − 1/(2r)·D_{i−1}, and x_{i+1} = (σ_{i+1}/σ_i)·x_i − (e^{−h_i} − 1)·D̄.
     The first step is first order (DDIM); a step to σ = 0 returns D_i.  One model call per step."""
     extra_args = extra_args or {}
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback)
     old_denoised, h_last = None, None
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next <= 0.0:
-            x = denoised
-            break
-        if sigma_next == sigma:
-            continue                        # a repeated sigma: nothing to integrate
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         h = math.log(sigma / sigma_next)
         estimate = denoised
         if old_denoised is not None:
@@ -198,7 +160,7 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
             estimate = (1.0 + 1.0 / (2.0 * r)) * denoised - (1.0 / (2.0 * r)) * old_denoised
         x = (sigma_next / sigma) * x - math.expm1(-h) * estimate
         old_denoised, h_last = denoised, h
-    return x
+    return loop.result(x)
 
 
 def _multistep_sde(model, x, sigmas, extra_args, callback, noise_sampler, order: int, eta: float, s_noise: float,
@@ -207,21 +169,13 @@ def _multistep_sde(model, x, sigmas, extra_args, callback, noise_sampler, order:
     if solver_type not in ("midpoint", "heun"):
         raise ValueError(f"solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
     extra_args = extra_args or {}
-    sig = sigma_list(sigmas)
-    if eta > 0.0 and s_noise != 0.0 and any(s > 0.0 for s in sig):
+    loop = StepLoop(model, sigmas, extra_args, callback)
+    if eta > 0.0 and s_noise != 0.0 and any(s > 0.0 for s in loop.sigma_values):
         noise_sampler = sde_noise_sampler(x, sigmas, extra_args, noise_sampler)
     else:
         noise_sampler = None
     history: List[Tuple[float, torch.Tensor]] = []   # (h of the step that followed it, D) newest first
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next <= 0.0:
-            x = denoised
-            break
-        if sigma_next == sigma:
-            continue                        # a repeated sigma: nothing to integrate
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         h = math.log(sigma / sigma_next)
         a = 1.0 + eta
         ah = a * h
@@ -250,11 +204,9 @@ def _multistep_sde(model, x, sigmas, extra_args, callback, noise_sampler, order:
         x = x_next
         history.insert(0, (h, denoised))
         del history[max(order - 1, 0):]
-    return x
+    return loop.result(x)
 
 
-@sampler("dpmpp_2m_sde")
-@sampler("dpmpp_2m_sde_gpu")  # same algorithm; the Brownian noise is device-independent here
 def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                         eta: float = 1.0, s_noise: float = 1.0, solver_type: str = "midpoint"):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022b, appendix: the 2M multistep rule applied to the data-prediction reverse
@@ -268,8 +220,6 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     return _multistep_sde(model, x, sigmas, extra_args, callback, noise_sampler, 2, eta, s_noise, solver_type)
 
 
-@sampler("dpmpp_3m_sde")
-@sampler("dpmpp_3m_sde_gpu")  # same algorithm; the Brownian noise is device-independent here
 def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                         eta: float = 1.0, s_noise: float = 1.0):
     """SDE-DPM-Solver++(3M): the third-order multistep exponential integrator of Lu et al. 2022b (DPM-Solver++(3M),

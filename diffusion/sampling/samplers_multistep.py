@@ -18,8 +18,8 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from diffusion.sampling.registry import sampler
-from diffusion.sampling.samplers_dpmpp import denoise, phi, report, sigma_list
+from diffusion.sampling.samplers_dpmpp import phi
+from diffusion.sampling.step_loop import StepLoop
 
 # Adams–Bashforth coefficients for equal steps, newest derivative first (orders 1..4).
 _AB_COEFFS = (
@@ -61,7 +61,6 @@ def _combine(eps: Sequence[torch.Tensor], coeffs: Sequence[float]) -> torch.Tens
     return total
 
 
-@sampler("ipndm")
 def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                  max_order: int = 4):
     """iPNDM (Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential Integrator", §5 / appendix:
@@ -71,22 +70,16 @@ def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None,
     published method; see ipndm_v for exact variable-step weights.  The final step to σ = 0 is taken with the same
     multistep formula (the x-space ODE has no singularity there)."""
     extra_args = extra_args or {}
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback, end_on_zero=False)
     history: List[torch.Tensor] = []
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next == sigma:
-            continue
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         eps = (x - denoised) / sigma
         history.insert(0, eps)
         del history[max_order:]
         x = x + (sigma_next - sigma) * _combine(history, _AB_COEFFS[len(history) - 1])
-    return x
+    return loop.result(x)
 
 
-@sampler("ipndm_v")
 def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                    max_order: int = 4):
     """Variable-step iPNDM: Adams–Bashforth in σ whose weights are the exact integrals over [σ_i, σ_{i+1}] of the
@@ -94,20 +87,15 @@ def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=Non
     with non-uniform schedules as in Zhou et al. 2024, "Fast ODE-based Sampling for Diffusion Models in Around 5
     Steps").  Order 1, 2, 3 warm-up, then order `max_order` (4); one model call per step."""
     extra_args = extra_args or {}
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback, end_on_zero=False)
     history: List[torch.Tensor] = []
     nodes: List[float] = []
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next == sigma:
-            continue
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         history.insert(0, (x - denoised) / sigma)
         nodes.insert(0, sigma)
         del history[max_order:], nodes[max_order:]
         x = x + _combine(history, lagrange_integrals(nodes, sigma, sigma_next))
-    return x
+    return loop.result(x)
 
 
 def vp_time(sigma, beta_min: float = 0.1, beta_max: float = 20.0):
@@ -119,7 +107,6 @@ def vp_time(sigma, beta_min: float = 0.1, beta_max: float = 20.0):
     return 2.0 * log_var / (np.sqrt(beta_min ** 2 + 2.0 * beta_d * log_var) + beta_min)
 
 
-@sampler("deis")
 def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                 max_order: int = 3, mode: str = "tab", beta_min: float = 0.1, beta_max: float = 20.0):
     """DEIS (Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential Integrator", §4, tAB-DEIS).
@@ -133,27 +120,21 @@ def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     if mode not in ("tab", "rhoab"):
         raise ValueError(f"mode must be 'tab' or 'rhoab', got {mode!r}")
     extra_args = extra_args or {}
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback, end_on_zero=False)
     to_t = None
     if mode == "tab":
         def to_t(s):
             return vp_time(s, beta_min, beta_max)
     history: List[torch.Tensor] = []
     nodes: List[float] = []
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next == sigma:
-            continue
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         history.insert(0, (x - denoised) / sigma)
         nodes.insert(0, sigma if to_t is None else float(to_t(sigma)))
         del history[max_order:], nodes[max_order:]
         x = x + _combine(history, lagrange_integrals(nodes, sigma, sigma_next, to_t))
-    return x
+    return loop.result(x)
 
 
-@sampler("res_multistep")
 def sample_res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """RES multistep (Zhang, Song & Chen 2023/2024, "Improved Order Analysis and Design of Exponential Integrator for
     Diffusion Models Sampling": the refined exponential solver, 2nd-order multistep variant).
@@ -164,21 +145,13 @@ def sample_res_multistep(model, x, sigmas, extra_args=None, callback=None, disab
     x_{i+1} = e^{−h}·x_i + h·φ1(−h)·D_i + h²·φ2(−h)·(D_i − D_{i−1})/h_{i−1}.
     First step first order; a step to σ = 0 returns D_i.  One model call per step."""
     extra_args = extra_args or {}
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback)
     old_denoised, h_last = None, None
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next <= 0.0:
-            x = denoised
-            break
-        if sigma_next == sigma:
-            continue                        # a repeated sigma: nothing to integrate
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         h = math.log(sigma / sigma_next)
         x_next = math.exp(-h) * x + (h * phi(1, -h)) * denoised
         if old_denoised is not None:
             x_next = x_next + (h * h * phi(2, -h) / h_last) * (denoised - old_denoised)
         x = x_next
         old_denoised, h_last = denoised, h
-    return x
+    return loop.result(x)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from diffusion.sampling.noise import sde_noise_sampler
-from diffusion.sampling.registry import sampler
-from diffusion.sampling.samplers_dpmpp import denoise, phi, report, sample_dpmpp_2m_sde, sigma_list
+from diffusion.sampling.samplers_dpmpp import phi, sample_dpmpp_2m_sde
+from diffusion.sampling.step_loop import StepLoop, denoise, report, sigma_list
 from diffusion.sampling.samplers_multistep import lagrange_integrals
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -69,8 +69,6 @@ def _add(x: torch.Tensor, noise: Optional[torch.Tensor]) -> torch.Tensor:
 # DPM-Solver++(2M) SDE, heun variant
 
 
-@sampler("dpmpp_2m_sde_heun")
-@sampler("dpmpp_2m_sde_heun_gpu")  # same algorithm; the Brownian noise is device-independent here
 def sample_dpmpp_2m_sde_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                              eta: float = 1.0, s_noise: float = 1.0):
     """SDE-DPM-Solver++(2M) with the "heun" derivative rule: the linear interpolant of the last two data predictions
@@ -100,7 +98,6 @@ def _log_quadrature(fn: Callable[[np.ndarray], np.ndarray], sigma_lo: float, sig
     return float(np.sum(0.5 * (b - a) * weights * fn(s) * s))
 
 
-@sampler("er_sde")
 def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                   s_noise: float = 1.0, noise_scaler: Optional[Callable] = None, max_stage: int = 3):
     """ER-SDE-Solver (Cui et al. 2024, "Elucidating the Solution Space of Extended Reverse-Time SDE for Diffusion
@@ -118,19 +115,11 @@ def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None
         raise ValueError(f"er_sde: max_stage must be 1, 2 or 3, got {max_stage!r}")
     extra_args = extra_args or {}
     scaler = er_sde_noise_scaler if noise_scaler is None else noise_scaler
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback)
     noise_sampler = _noise_sampler(x, sigmas, extra_args, noise_sampler, s_noise != 0.0)
     old: List[Tuple[float, torch.Tensor]] = []          # (σ, D) of the previous steps, newest first
     old_d1: Optional[torch.Tensor] = None
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next <= 0.0:
-            x = denoised
-            break
-        if sigma_next == sigma:
-            continue
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         phi_s, phi_t = float(scaler(sigma)), float(scaler(sigma_next))
         ratio = phi_t / phi_s
         x_next = ratio * x + (1.0 - ratio) * denoised
@@ -150,7 +139,7 @@ def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None
         old.insert(0, (sigma, denoised))
         del old[2:]
         old_d1 = d1
-    return x
+    return loop.result(x)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -174,17 +163,9 @@ def _two_stage(model, x, sigmas, extra_args, callback, noise_sampler, eta: float
     _check_noise_options(name, eta, s_noise)
     extra_args = extra_args or {}
     noise_sampler = _noise_sampler(x, sigmas, extra_args, noise_sampler, eta > 0.0 and s_noise > 0.0)
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback)
     a = 1.0 + eta
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next <= 0.0:
-            x = denoised
-            continue
-        if sigma_next == sigma:
-            continue
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         h = math.log(sigma / sigma_next)
         sigma_mid = sigma_next if r == 1.0 else sigma * math.exp(-r * h)
         noise = _Noise(noise_sampler, sigma, eta, s_noise)
@@ -197,10 +178,9 @@ def _two_stage(model, x, sigmas, extra_args, callback, noise_sampler, eta: float
             x_next = (math.exp(-a * h) * x - math.expm1(-a * h) * denoised
                       + (a * h * phi(2, -a * h) / r) * (denoised_mid - denoised))
         x = _add(x_next, noise.advance(sigma_next))
-    return x
+    return loop.result(x)
 
 
-@sampler("seeds_2")
 def sample_seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                    eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5, solver_type: str = "phi_1"):
     """SEEDS-2 (Gonzalez et al. 2023, "SEEDS: Exponential SDE Solvers for Fast High-Quality Sampling from Diffusion
@@ -216,7 +196,6 @@ def sample_seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=Non
                       "seeds_2")
 
 
-@sampler("exp_heun_2_x0")
 def sample_exp_heun_2_x0(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """Exponential Heun in data prediction (Hochbruck & Ostermann 2005's second-order exponential Runge–Kutta
     method with c2 = 1, applied to the probability-flow ODE in λ): an exponential Euler step to σ_next, then
@@ -225,7 +204,6 @@ def sample_exp_heun_2_x0(model, x, sigmas, extra_args=None, callback=None, disab
                       "exp_heun_2_x0")
 
 
-@sampler("exp_heun_2_x0_sde")
 def sample_exp_heun_2_x0_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                              eta: float = 1.0, s_noise: float = 1.0):
     """Exponential Heun (`exp_heun_2_x0`) on the η-SDE: both stages carry the same Brownian noise of the step
@@ -234,7 +212,6 @@ def sample_exp_heun_2_x0_sde(model, x, sigmas, extra_args=None, callback=None, d
                       "exp_heun_2_x0_sde")
 
 
-@sampler("seeds_3")
 def sample_seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                    eta: float = 1.0, s_noise: float = 1.0, r_1: float = 1.0 / 3.0, r_2: float = 2.0 / 3.0):
     """SEEDS-3 (Gonzalez et al. 2023), data-prediction form: three-stage stochastic exponential Runge–Kutta method
@@ -252,17 +229,9 @@ def sample_seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=Non
     _check_noise_options("seeds_3", eta, s_noise)
     extra_args = extra_args or {}
     noise_sampler = _noise_sampler(x, sigmas, extra_args, noise_sampler, eta > 0.0 and s_noise > 0.0)
-    sig = sigma_list(sigmas)
+    loop = StepLoop(model, sigmas, extra_args, callback)
     a = 1.0 + eta
-    for i in range(len(sig) - 1):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next <= 0.0:
-            x = denoised
-            continue
-        if sigma_next == sigma:
-            continue
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         h = math.log(sigma / sigma_next)
         sigma_1, sigma_2 = sigma * math.exp(-r_1 * h), sigma * math.exp(-r_2 * h)
         noise = _Noise(noise_sampler, sigma, eta, s_noise)
@@ -275,7 +244,7 @@ def sample_seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=Non
         x_next = (math.exp(-a * h) * x - math.expm1(-a * h) * denoised
                   + (a * h * phi(2, -a * h) / r_2) * (denoised_2 - denoised))
         x = _add(x_next, noise.advance(sigma_next))
-    return x
+    return loop.result(x)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -355,7 +324,6 @@ def _sa_solver(model, x, sigmas, extra_args, callback, noise_sampler, predictor_
     return x
 
 
-@sampler("sa_solver")
 def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                      predictor_order: int = 3, corrector_order: int = 4, tau_func: Optional[Callable] = None,
                      s_noise: float = 1.0):
@@ -374,7 +342,6 @@ def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=N
                       False, tau_func, s_noise, "sa_solver")
 
 
-@sampler("sa_solver_pece")
 def sample_sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                           predictor_order: int = 3, corrector_order: int = 4, tau_func: Optional[Callable] = None,
                           s_noise: float = 1.0):

@@ -29,8 +29,8 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
-from diffusion.sampling.registry import sampler
-from diffusion.sampling.samplers_dpmpp import denoise, phi, report, sigma_list
+from diffusion.sampling.samplers_dpmpp import phi
+from diffusion.sampling.step_loop import denoise, report, sigma_list
 
 
 def unipc_weights(rs: Sequence[float], h: float, variant: str) -> Tuple[List[float], float]:
@@ -105,7 +105,6 @@ def _sample_unipc(model, x, sigmas, extra_args, callback, order: int, variant: s
     return x
 
 
-@sampler("uni_pc")
 def sample_uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                   order: int = 3, variant: str = "bh1", lower_order_final: bool = True):
     """UniPC (Zhao et al. 2023) with B(h) = h ("bh1"), predictor order 3 (orders 1, 2 on the first steps), UniC
@@ -113,7 +112,6 @@ def sample_uni_pc(model, x, sigmas, extra_args=None, callback=None, disable=None
     return _sample_unipc(model, x, sigmas, extra_args, callback, order, variant, lower_order_final)
 
 
-@sampler("uni_pc_bh2")
 def sample_uni_pc_bh2(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                       order: int = 3, variant: str = "bh2", lower_order_final: bool = True):
     """UniPC (Zhao et al. 2023) with B(h) = 1 − e^{−h} ("bh2", the paper's recommendation for guided sampling);

@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 
-from diffusion.sampling.registry import scheduler
 
 
 def _with_zero(sigmas) -> torch.Tensor:
@@ -154,7 +153,6 @@ def sigmas_for_denoise(scheduler_fn: Callable, model_sampling, steps: int, denoi
 # ---------------------------------------------------------------------------------------------------------------------
 # registered schedulers
 
-@scheduler("normal")
 def normal_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """t = linspace(t(σ_max), t(σ_min), steps) (999 … 0 on SD), σ(t) log-linearly interpolated, then 0."""
     if steps <= 0:
@@ -165,7 +163,6 @@ def normal_scheduler(model_sampling, steps: int) -> torch.Tensor:
     return _with_zero(model_sampling.sigma(t).to("cpu"))
 
 
-@scheduler("sgm_uniform")
 def sgm_uniform_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """As `normal` but t = linspace(999, 0, steps + 1) without its last point (SGM / SDXL-Turbo "trailing" style)."""
     if steps <= 0:
@@ -176,19 +173,16 @@ def sgm_uniform_scheduler(model_sampling, steps: int) -> torch.Tensor:
     return _with_zero(model_sampling.sigma(t).to("cpu"))
 
 
-@scheduler("karras")
 def karras_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """Karras ρ = 7 between the table's σ_min and σ_max."""
     return karras_sigmas(steps, model_sampling.sigma_min, model_sampling.sigma_max, rho=7.0)
 
 
-@scheduler("exponential")
 def exponential_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """Uniform in log σ between the table's σ_max and σ_min."""
     return exponential_sigmas(steps, model_sampling.sigma_min, model_sampling.sigma_max)
 
 
-@scheduler("simple")
 def simple_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """Every (T/steps)-th table sigma from the top: σ_table[T − 1 − int(k·T/steps)] for k < steps, then 0."""
     if steps <= 0:
@@ -198,7 +192,6 @@ def simple_scheduler(model_sampling, steps: int) -> torch.Tensor:
     return _with_zero([float(table[-(1 + int(k * stride))]) for k in range(steps)])
 
 
-@scheduler("ddim_uniform")
 def ddim_uniform_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """DDIM's uniform timestep skipping (Song et al. 2021, §4.2): table indices 1, 1 + c, 1 + 2c, … below T with
     stride c = max(T // steps, 1), highest first, then 0.  When steps does not divide T the stride rounding yields
@@ -211,7 +204,6 @@ def ddim_uniform_scheduler(model_sampling, steps: int) -> torch.Tensor:
     return _with_zero(table[indices])
 
 
-@scheduler("beta")
 def beta_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """`beta_sigmas` with α = β = 0.6."""
     return beta_sigmas(model_sampling, steps, alpha=0.6, beta=0.6)
@@ -241,13 +233,11 @@ def linear_quadratic_sigmas(model_sampling, steps: int, threshold_noise: float =
     return torch.tensor([(1.0 - u) * sigma_max for u in progress] + [0.0], dtype=torch.float32)
 
 
-@scheduler("linear_quadratic")
 def linear_quadratic_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """`linear_quadratic_sigmas` with threshold 0.025 and steps//2 linear steps."""
     return linear_quadratic_sigmas(model_sampling, steps)
 
 
-@scheduler("kl_optimal")
 def kl_optimal_scheduler(model_sampling, steps: int) -> torch.Tensor:
     """Sabour et al. 2024 (*Align Your Steps*), the KL-optimal schedule: σ(t) = tan(t·atan σ_min + (1−t)·atan σ_max)
     for t = linspace(0, 1, steps), then 0."""

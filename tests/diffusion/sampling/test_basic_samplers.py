@@ -329,3 +329,16 @@ def test_euler_churn_adds_noise_but_defaults_deterministic():
     churned = get_sampler("heun")(gaussian_denoiser(MEAN, STD), x, sigmas, extra_args={"seed": 1}, s_churn=5.0)
     assert not torch.allclose(plain, churned)
     assert torch.equal(plain, get_sampler("heun")(gaussian_denoiser(MEAN, STD), x, sigmas))
+
+
+def test_the_tables_offer_the_reference_names_in_its_order():
+    from diffusion.sampling.registry import SCHEDULERS, scheduler_names
+    from tests.reference import load_reference
+
+    required = load_reference()["KSampler"]["input"]["required"]
+    assert sampler_names() == list(required["sampler_name"][0])
+    assert scheduler_names() == list(required["scheduler"][0])
+    with pytest.raises(TypeError):
+        SAMPLERS["mine"] = lambda *a: None  # read-only: nothing fills them as a side effect
+    with pytest.raises(TypeError):
+        SCHEDULERS["mine"] = lambda *a: None

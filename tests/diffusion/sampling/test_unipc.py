@@ -16,9 +16,11 @@ from tests.diffusion.sampling.test_dpmpp_samplers import (MEAN, ODE_SHAPE, STD, 
 NAMES = ["uni_pc", "uni_pc_bh2"]
 
 
-def test_registered():
+def test_each_name_runs_this_module_s_own_function():
+    """The table sends each name to the function of this family (a `_gpu` name to the same one)."""
+    from diffusion.sampling import samplers_unipc as family
     for name in NAMES:
-        assert callable(get_sampler(name))
+        assert get_sampler(name) is getattr(family, "sample_" + name.removesuffix("_gpu")), name
 
 
 @pytest.mark.parametrize("variant", ["bh1", "bh2"])
