@@ -24,7 +24,7 @@ from compat.prompt_server import PromptServer
 from execution.caches import make_cache
 from execution.job_store import JobStore
 from execution.scheduler import Executor
-from execution.services import Services
+from model_management.services import Services
 from execution.worker import Worker
 from model_management.paths import Paths
 from nodes import builtin_catalogue
@@ -94,7 +94,8 @@ def cache_from(args: argparse.Namespace):
     if args.cache_lru is not None:
         return make_cache("lru", lru_size=args.cache_lru)
     if args.cache_ram is not None:
-        return make_cache("ram", ram_headroom_gb=args.cache_ram)
+        from model_management.host_memory import available_bytes
+        return make_cache("ram", ram_headroom_gb=args.cache_ram, available_ram=available_bytes)
     if args.cache_none:
         return make_cache("none")
     return make_cache("classic")
@@ -119,7 +120,7 @@ def load_catalogue(args: argparse.Namespace, services: Services) -> tuple:
     catalogue = builtin_catalogue()
     packs: list = []
     try:
-        from nodes.packs import load_packs
+        from compat.packs import load_packs
     except ImportError:  # pack loading is optional in stripped-down installs
         return catalogue, packs
     packs = load_packs(services.paths.custom_node_dirs, catalogue, services,

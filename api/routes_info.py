@@ -13,6 +13,7 @@ from aiohttp import web
 from api.security import redacted_argv
 from api.state import json_error, state_of
 from execution.tracebacks import client_traceback_lines, shown_path
+from model_management import host_memory
 from model_management.file_loading import ModelFileError, read_safetensors_metadata
 from model_management.paths import PathError
 
@@ -39,17 +40,7 @@ async def object_info_one(request: web.Request) -> web.Response:
 
 
 def _memory() -> tuple:
-    total = free = 0
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    total = int(line.split()[1]) * 1024
-                elif line.startswith("MemAvailable:"):
-                    free = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return total, free
+    return host_memory.total_bytes(), host_memory.available_bytes()
 
 
 def _devices(services) -> list:

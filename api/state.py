@@ -10,7 +10,7 @@ from aiohttp import web
 from api.websocket import ClientHub
 from execution.job_store import JobStore
 from execution.scheduler import Executor
-from execution.services import Services
+from model_management.services import Services
 from execution.worker import Worker
 from graph.catalogue import Catalogue
 
@@ -24,7 +24,7 @@ class ServerState:
     store: JobStore
     hub: ClientHub
     worker: Worker = None  # set once the hub exists
-    packs: List[Any] = field(default_factory=list)  # nodes.packs.PackResult per loaded pack
+    packs: List[Any] = field(default_factory=list)  # compat.packs.PackResult per loaded pack
     prompt_handlers: List[Callable[[dict], dict]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
 

@@ -20,9 +20,11 @@ COMPAT_DIR = os.path.dirname(os.path.abspath(__file__))
 def install(services: Any, catalogue: Any = None) -> None:
     """Bind `services` (and the node `catalogue`) for the compat modules and make them importable. Idempotent;
     calling it again re-binds (the latest engine wins, as these APIs are process-global)."""
-    from compat import _runtime
+    import nodes
+    from compat import _runtime, comfy_nodes
 
     _runtime.bind(services, catalogue)
+    nodes.__getattr__ = comfy_nodes.package_getattr  # `nodes.X` for packs (see nodes/__init__.py)
     if COMPAT_DIR not in sys.path:
         sys.path.append(COMPAT_DIR)
 

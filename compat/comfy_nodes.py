@@ -37,6 +37,13 @@ FUNCTION_ALIASES = {
 }
 
 
+def package_getattr(name: str) -> Any:
+    """The module `__getattr__` compat installs on our `nodes` package: ComfyUI's `nodes` names for packs."""
+    if name.startswith("_"):
+        raise AttributeError(f"module 'nodes' has no attribute {name!r}")
+    return lookup(name)
+
+
 def interrupt_processing(value: bool = True) -> None:
     """ComfyUI's `nodes.interrupt_processing`: interrupt the calling node's job."""
     from comfy import model_management  # noqa: PLC0415 - resolves once compat is installed

@@ -106,26 +106,12 @@ class LRUCache(OutputCache):
             del self.entries[key]
 
 
-def available_ram_bytes() -> int:
-    """Available system memory (MemAvailable on Linux; psutil elsewhere)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil  # type: ignore
-        return int(psutil.virtual_memory().available)
-    except Exception:
-        return 1 << 62
-
-
 class RamPressureCache(OutputCache):
     policy = "ram"
 
-    def __init__(self, headroom_gb: float, available_ram: Callable[[], int] = available_ram_bytes) -> None:
+    def __init__(self, headroom_gb: float, available_ram: Callable[[], int]) -> None:
+        """`available_ram()`: free host bytes now (the server passes model_management.host_memory's probe; the
+        scheduler layer knows no machine details)."""
         super().__init__()
         self.headroom = int(headroom_gb * (1 << 30))
         self.available_ram = available_ram
@@ -165,13 +151,16 @@ class NoCache(OutputCache):
         pass
 
 
-def make_cache(policy: str = "classic", lru_size: int = 0, ram_headroom_gb: float = 4.0) -> OutputCache:
+def make_cache(policy: str = "classic", lru_size: int = 0, ram_headroom_gb: float = 4.0,
+               available_ram: Optional[Callable[[], int]] = None) -> OutputCache:
     if policy == "classic":
         return ClassicCache()
     if policy == "lru":
         return LRUCache(lru_size)
     if policy == "ram":
-        return RamPressureCache(ram_headroom_gb)
+        if available_ram is None:
+            raise ValueError("the ram cache policy needs a probe of available memory (available_ram)")
+        return RamPressureCache(ram_headroom_gb, available_ram)
     if policy == "none":
         return NoCache()
     raise ValueError(f"unknown cache policy {policy!r} (classic, lru, ram, none)")

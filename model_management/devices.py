@@ -9,11 +9,12 @@ so all of that runs (and is tested) on machines without one.
 from __future__ import annotations
 
 import enum
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
+
+from model_management import host_memory
 
 GIB = 1 << 30
 
@@ -41,21 +42,11 @@ def pick_device(force_cpu: bool = False) -> torch.device:
 
 
 def ram_total() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 16 * GIB
+    return host_memory.total_bytes()
 
 
 def ram_available() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return ram_total() // 2
+    return host_memory.available_bytes()
 
 
 @dataclass

@@ -83,7 +83,7 @@ class DiffusionModel:
 
     @property
     def unet(self) -> torch.nn.Module:
-        from model_management.residency import resolve
+        from model_management.handles import resolve
         return resolve(self._unet)
 
     @property
@@ -130,7 +130,7 @@ class TextEncoderModel:
 
     @property
     def stack(self) -> Any:
-        from model_management.residency import resolve
+        from model_management.handles import resolve
         return resolve(self._stack)
 
     def clone(self) -> "TextEncoderModel":
@@ -267,7 +267,7 @@ class VAEModel:
 
     @property
     def vae(self) -> torch.nn.Module:
-        from model_management.residency import resolve
+        from model_management.handles import resolve
         return resolve(self._vae)
 
     @property

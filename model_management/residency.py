@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 
+from model_management.handles import ResidentModule, resolve  # noqa: F401 - re-exported
+
 log = logging.getLogger("tessera.models")
 
 
@@ -61,24 +63,6 @@ class Resident:
 
     def __post_init__(self) -> None:
         self.bytes = parts_bytes(self.parts)
-
-
-class ResidentModule:
-    """A handle to one network of a resident file; `get()` returns it, loading the file again if evicted."""
-
-    def __init__(self, residency: "ModelResidency", key: tuple, part: str) -> None:
-        self.residency, self.key, self.part = residency, key, part
-
-    def get(self) -> Any:
-        return self.residency.module(self.key, self.part)
-
-    def sibling(self, part: str) -> "ResidentModule":
-        """A handle to another part of the same file."""
-        return ResidentModule(self.residency, self.key, part)
-
-
-def resolve(module_or_handle: Any) -> Any:
-    return module_or_handle.get() if isinstance(module_or_handle, ResidentModule) else module_or_handle
 
 
 class ModelResidency:

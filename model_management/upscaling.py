@@ -19,6 +19,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from model_management import host_memory
 from model_management.file_loading import ModelFileError, load_state_dict
 
 DEFAULT_OVERLAP = 32
@@ -52,7 +53,7 @@ class UpscaleModel:
 
     @property
     def descriptor(self) -> Any:
-        from model_management.residency import resolve
+        from model_management.handles import resolve
         return resolve(self._descriptor)
 
     @property
@@ -170,17 +171,7 @@ def free_memory(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
+    return host_memory.available_bytes()
 
 
 def choose_tile(model: UpscaleModel, device: torch.device, dtype: torch.dtype = torch.float32,

@@ -28,11 +28,6 @@ def builtin_catalogue():
     return Catalogue(builtin_specs())
 
 
-def __getattr__(name: str):
-    """ComfyUI's `nodes` module names (NODE_CLASS_MAPPINGS, MAX_RESOLUTION, built-in classes such as
-    `nodes.EmptyImage`) for custom node packs that `import nodes`; served by compat/comfy_nodes.py."""
-    if name.startswith("_"):
-        raise AttributeError(f"module 'nodes' has no attribute {name!r}")
-    from compat import comfy_nodes
-
-    return comfy_nodes.lookup(name)
+# ComfyUI's `nodes` module names (NODE_CLASS_MAPPINGS, MAX_RESOLUTION, built-in classes such as `nodes.EmptyImage`)
+# reach packs that `import nodes` through a module `__getattr__` that `compat.install()` sets on this package:
+# the compat layer sits above the nodes and reaches down, never the other way.

@@ -216,7 +216,7 @@ class ControlNetControl:
 
     @property
     def network(self) -> ControlNet:
-        from model_management.residency import resolve
+        from model_management.handles import resolve
         return resolve(self._network)
 
     @property

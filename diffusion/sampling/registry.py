@@ -8,9 +8,13 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Callable, List, Mapping
 
-from diffusion.sampling import (samplers_basic as basic, samplers_cfg_pp as cfg_pp, samplers_dpmpp as dpmpp,
-                                samplers_multistep as multistep, samplers_sde_extra as sde_extra,
-                                samplers_unipc as unipc, schedulers)
+import diffusion.sampling.samplers_basic as basic
+import diffusion.sampling.samplers_cfg_pp as cfg_pp
+import diffusion.sampling.samplers_dpmpp as dpmpp
+import diffusion.sampling.samplers_multistep as multistep
+import diffusion.sampling.samplers_sde_extra as sde_extra
+import diffusion.sampling.samplers_unipc as unipc
+import diffusion.sampling.schedulers as schedulers
 
 SAMPLERS: Mapping[str, Callable] = MappingProxyType({
     "euler": basic.sample_euler,

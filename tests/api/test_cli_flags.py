@@ -30,11 +30,31 @@ def test_folder_flags_model_paths_yaml_and_disabled_packs(tmp_path):
         server.stop()
 
 
-def test_cache_flags_are_accepted(tmp_path):
-    for flags in (["--cache-none"], ["--cache-ram", "1"], ["--cache-ram"], ["--cache-classic"]):
-        server = ServerProcess(tmp_path / flags[0].strip("-") / str(len(flags)), flags, packs=()).start()
+def _cached_nodes(server, prompt):
+    """Run `prompt`; the node ids its history says were served from the cache."""
+    _, body = server.post_prompt(prompt)
+    entry = server.wait_history(body["prompt_id"])
+    assert entry["status"]["completed"], entry["status"]
+    cached = [data["nodes"] for name, data in entry["status"]["messages"] if name == "execution_cached"]
+    return sorted(cached[0]) if cached else []
+
+
+def test_each_cache_flag_keeps_what_it_promises(tmp_path):
+    a, b = simple_prompt(3), simple_prompt(4)
+    # (flags, what the repeat of `a` after `a, b` finds cached)
+    cases = [(["--cache-classic"], []),            # classic keeps the latest job's outputs only: b replaced a
+             (["--cache-lru", "2"], ["1", "2"]),   # two jobs' worth: a is still there
+             (["--cache-none"], []),
+             (["--cache-ram", "0.000001"], ["1", "2"]),  # tiny headroom: never under pressure, keeps all
+             (["--cache-ram", "1000000"], [])]     # a million GB of headroom: always under pressure, keeps none
+    for index, (flags, after_other) in enumerate(cases):
+        server = ServerProcess(tmp_path / f"case{index}", flags, packs=()).start()
         try:
-            _, body = server.post_prompt(simple_prompt(3))
-            assert server.wait_history(body["prompt_id"])["status"]["completed"]
+            assert _cached_nodes(server, a) == [], flags
+            repeat = _cached_nodes(server, a)
+            expected_repeat = [] if flags in (["--cache-none"], ["--cache-ram", "1000000"]) else ["1", "2"]
+            assert repeat == expected_repeat, (flags, repeat)
+            _cached_nodes(server, b)
+            assert _cached_nodes(server, a) == after_other, flags
         finally:
             server.stop()

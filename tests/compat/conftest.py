@@ -11,10 +11,10 @@ import compat
 from execution.caches import ClassicCache
 from execution.events import RecordingSink
 from execution.scheduler import Executor, Job
-from execution.services import Services
+from model_management.services import Services
 from graph.validation import validate_prompt
 from nodes import builtin_catalogue
-from nodes.packs import load_packs
+from compat.packs import load_packs
 
 PACKS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "packs")
 

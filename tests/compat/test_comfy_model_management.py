@@ -4,7 +4,7 @@ import importlib
 import pytest
 
 import compat
-from execution.services import Services
+from model_management.services import Services
 from model_management.device_loading import LOADED, DeviceLoader
 from model_management.devices import ComputeDevice, VRAMMode
 from model_management.residency import ModelResidency, module_bytes

@@ -65,8 +65,31 @@ def test_execution_modules_reexport_the_engine(bound):
     assert cg.get_input_info(Node, "nope") == (None, None, None)
 
 
-def test_comfy_api_outside_a_job_is_harmless(bound):
+def test_comfy_api_outside_a_job_is_harmless(bound, engine_with_recorder):
+    """Outside a node call set_progress reports to nothing: no exception (even with a preview), and a job that
+    ran before gets no stray event."""
+    import torch
     from comfy_api.latest import ComfyAPI, ComfyAPISync
+    from compat import _report
 
-    ComfyAPISync().execution.set_progress(1, 2)
-    asyncio.run(ComfyAPI().execution.set_progress(1, 2))
+    sink = engine_with_recorder()
+    before = list(sink.events)
+    assert _report.context_for() is None and _report.context_for("1") is None
+    assert ComfyAPISync().execution.set_progress(1, 2, preview_image=torch.rand(1, 8, 8, 3)) is None
+    assert asyncio.run(ComfyAPI().execution.set_progress(1, 2, node_id="1")) is None
+    assert sink.events == before
+
+
+@pytest.fixture
+def engine_with_recorder():
+    """Runs one small job and returns its sink: a job that is over."""
+    from tests.conftest import Engine
+
+    def run():
+        engine = Engine()
+        prompt = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 2}},
+                  "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+        outcome, sink = engine.run(prompt)
+        assert outcome.status == "success" and sink.events
+        return sink
+    return run

@@ -1,6 +1,9 @@
 """comfy.utils: safe checkpoint loading, common_upscale, ProgressBar outside a job; comfy.model_management basics."""
 import os
+import math
 import pickle
+
+import numpy as np
 
 import pytest
 import torch
@@ -62,6 +65,94 @@ def test_common_upscale_shapes(utils, method):
     assert out.shape == (2, 3, 32, 20) and out.dtype == samples.dtype
 
 
+def _source_coordinates(out_size, in_size):
+    """Half-pixel centres: output pixel j samples input position (j + 0.5) * in/out - 0.5."""
+    return (np.arange(out_size) + 0.5) * in_size / out_size - 0.5
+
+
+def _resize_1d(values, out_size, kernel, support):
+    """Independent separable resampling along the last axis with clamped borders."""
+    in_size = values.shape[-1]
+    out = np.zeros(values.shape[:-1] + (out_size,))
+    for j, x in enumerate(_source_coordinates(out_size, in_size)):
+        base = int(np.floor(x))
+        taps = range(base - support + 1, base + support + 1)
+        weights = np.array([kernel(x - t) for t in taps])
+        for t, w in zip(taps, weights):
+            out[..., j] += w * values[..., min(max(t, 0), in_size - 1)]
+    return out
+
+
+def _keys_cubic(t, a=-0.75):
+    t = abs(t)
+    if t <= 1:
+        return (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1
+    if t < 2:
+        return a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a
+    return 0.0
+
+
+def test_resize_values_against_independent_definitions(utils):
+    torch.manual_seed(5)
+    image = torch.rand(1, 2, 4, 6)
+    arr = image.double().numpy()
+    nearest = utils.common_upscale(image, 12, 8, "nearest-exact")
+    assert torch.equal(nearest, image.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+    area = utils.common_upscale(image, 3, 2, "area")
+    assert torch.allclose(area, image.reshape(1, 2, 2, 2, 3, 2).mean(dim=(3, 5)), atol=1e-6)
+    tent = lambda t: max(0.0, 1.0 - abs(t))  # noqa: E731
+    bilinear = _resize_1d(_resize_1d(arr, 9, tent, 1).swapaxes(-1, -2), 7, tent, 1).swapaxes(-1, -2)
+    assert np.allclose(utils.common_upscale(image, 9, 7, "bilinear").numpy(), bilinear, atol=1e-6)
+    cubic = _resize_1d(_resize_1d(arr, 9, _keys_cubic, 2).swapaxes(-1, -2), 7, _keys_cubic, 2).swapaxes(-1, -2)
+    assert np.allclose(utils.common_upscale(image, 9, 7, "bicubic").numpy(), cubic, atol=1e-5)
+
+
+def _lanczos3(t):
+    if t == 0:
+        return 1.0
+    if abs(t) >= 3:
+        return 0.0
+    return 3 * np.sin(np.pi * t) * np.sin(np.pi * t / 3) / (np.pi * t) ** 2
+
+
+def test_lanczos_values_match_a_normalised_lanczos3_on_8_bit_pixels(utils):
+    """Upscaling 2x: each output pixel is the normalised lanczos-3 sum over the input (clamped window, weights
+    renormalised at the border), computed on the 8-bit image; within one 8-bit step of the result."""
+    torch.manual_seed(6)
+    image = (torch.rand(1, 3, 5, 7) * 255).round() / 255
+    out = utils.common_upscale(image, 14, 10, "lanczos").double().numpy()
+    src = (image.double().numpy() * 255).round()
+
+    def along(values, out_size):
+        in_size = values.shape[-1]
+        result = np.zeros(values.shape[:-1] + (out_size,))
+        for j in range(out_size):
+            centre = (j + 0.5) * in_size / out_size
+            lo, hi = max(int(centre - 3 + 0.5), 0), min(int(centre + 3 + 0.5), in_size)
+            weights = np.array([_lanczos3(x - centre + 0.5) for x in range(lo, hi)])
+            result[..., j] = (values[..., lo:hi] * (weights / weights.sum())).sum(-1)
+        return np.clip(np.round(result), 0, 255)
+
+    expected = along(along(src, 14).swapaxes(-1, -2), 10).swapaxes(-1, -2) / 255
+    assert np.abs(out - expected).max() <= 2 / 255 + 1e-9
+    assert np.abs(out - expected).mean() < 0.5 / 255
+    flat = utils.common_upscale(torch.full((1, 3, 4, 4), 0.6), 9, 9, "lanczos")
+    assert torch.allclose(flat, torch.full_like(flat, round(0.6 * 255) / 255), atol=1e-6)
+
+
+def test_bislerp_turns_between_directions_and_keeps_lengths(utils):
+    samples = torch.zeros(1, 2, 1, 2)
+    samples[0, :, 0, 0] = torch.tensor([1.0, 0.0])
+    samples[0, :, 0, 1] = torch.tensor([0.0, 2.0])
+    out = utils.common_upscale(samples, 4, 1, "bislerp")[0, :, 0]  # positions -0.25 (clamped), 0.25, 0.75, 1.25
+    for column, t in ((1, 0.25), (2, 0.75)):
+        angle = t * math.pi / 2
+        length = 1.0 * (1 - t) + 2.0 * t
+        want = torch.tensor([math.cos(angle), math.sin(angle)]) * length
+        assert torch.allclose(out[:, column], want, atol=1e-5), (column, out[:, column], want)
+    assert torch.allclose(out[:, 0], torch.tensor([1.0, 0.0])) and torch.allclose(out[:, 3], torch.tensor([0.0, 2.0]))
+
+
 def test_common_upscale_center_crop(utils):
     samples = torch.rand(1, 4, 10, 20)
     out = utils.common_upscale(samples, 10, 10, "nearest-exact", "center")
@@ -100,9 +191,8 @@ def test_model_management_outside_a_job(bound):
     from execution.context import Interrupted
 
     assert mm.InterruptProcessingException is Interrupted
-    assert mm.get_torch_device().type == ("cuda" if torch.cuda.is_available() else mm.get_torch_device().type)
-    if not torch.cuda.is_available() and not mm._mps_available():
-        assert mm.get_torch_device().type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if mm._mps_available() else "cpu")
+    assert mm.get_torch_device().type == expected  # the device the engine picked: CUDA, else MPS, else CPU
     assert mm.intermediate_device().type == "cpu" and mm.unet_offload_device().type == "cpu"
     assert not mm.processing_interrupted()
     mm.throw_exception_if_processing_interrupted()  # no job: nothing to raise

@@ -7,7 +7,7 @@ import pytest
 
 import compat
 from compat import _runtime
-from execution.services import Services
+from model_management.services import Services
 from model_management.paths import PathError
 
 

@@ -95,7 +95,7 @@ def test_none_keeps_nothing_between_jobs_but_shares_within_a_job():
 def test_make_cache_and_size_estimates():
     assert make_cache("classic").policy == "classic"
     assert make_cache("lru", lru_size=3).max_jobs == 3
-    assert make_cache("ram", ram_headroom_gb=2).headroom == 2 << 30
+    assert make_cache("ram", ram_headroom_gb=2, available_ram=lambda: 1 << 40).headroom == 2 << 30
     assert make_cache("none").policy == "none"
     try:
         make_cache("bogus")

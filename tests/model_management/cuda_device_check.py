@@ -15,7 +15,7 @@ from diffusion.unet import UNetModel
 from diffusion.unet.config import tiny_sd1_config
 from execution.caches import NoCache
 from execution.scheduler import Executor, Job
-from execution.services import Services
+from model_management.services import Services
 from graph.validation import validate_prompt
 from model_management.device_loading import LOADED, STREAMED, DeviceLoader
 from model_management.devices import ComputeDevice, VRAMMode, device_from_flags

@@ -61,7 +61,7 @@ def main(workdir: str, runs: int, simulate_vram_mb: int = 0) -> dict:
     from diffusion.synthetic_checkpoints import write_checkpoint
     from execution.events import RecordingSink
     from execution.scheduler import Executor, Job
-    from execution.services import Services
+    from model_management.services import Services
     from graph.validation import validate_prompt
     from model_management.file_loading import load_state_dict, split_prefix
     from model_management.residency import ModelResidency

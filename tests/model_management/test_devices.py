@@ -1,4 +1,6 @@
 """The compute device, its modes and budgets, and the server flags that choose them."""
+import os
+
 import pytest
 import torch
 
@@ -92,3 +94,14 @@ def test_system_stats_reports_the_device_and_free_unloads_its_copies(tmp_path, t
             settled(lambda d: d["loaded_weights"] == 0 and d["vram_free"] == GIB)
     finally:
         srv.stop()
+
+
+def test_one_host_memory_probe_reads_meminfo_and_every_user_sees_the_same_figures():
+    from model_management import devices, host_memory
+    if os.path.exists("/proc/meminfo"):
+        with open("/proc/meminfo") as f:
+            fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        assert abs(host_memory.total_bytes() - fields["MemTotal"]) == 0
+        assert abs(host_memory.available_bytes() - fields["MemAvailable"]) < 512 << 20  # it moves a little
+    assert devices.ram_total() == host_memory.total_bytes()
+    assert 0 < host_memory.available_bytes() <= host_memory.total_bytes()

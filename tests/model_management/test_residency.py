@@ -6,7 +6,7 @@ import torch
 
 from execution.caches import NoCache
 from execution.scheduler import Executor, Job
-from execution.services import Services
+from model_management.services import Services
 from graph.validation import validate_prompt
 from model_management.residency import ModelResidency, module_bytes
 from nodes import builtin_catalogue
@@ -72,7 +72,7 @@ def test_compat_memory_calls_reach_the_manager(tiny_models, tmp_path):
     import importlib
 
     import compat
-    from execution.services import Services
+    from model_management.services import Services
     services = Services.for_directory(str(tmp_path))
     services.models = ModelResidency()
     compat.install(services, builtin_catalogue())  # puts the compat modules on sys.path

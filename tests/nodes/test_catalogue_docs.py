@@ -2,7 +2,7 @@
 interface of every node that nodes-reference.json lists matches it (names, order, types, outputs)."""
 import pytest
 
-from execution.services import Services
+from model_management.services import Services
 from nodes import builtin_catalogue
 from tests.reference import load_reference
 

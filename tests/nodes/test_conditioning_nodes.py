@@ -56,12 +56,23 @@ def test_empty_latent_and_image_scaling():
     latent = EmptyLatentImage().run(None, 512, 768, 3)[0]["samples"]
     assert latent.shape == (3, 4, 96, 64) and latent.abs().max() == 0
     image = torch.rand(2, 30, 40, 3)
+    from diffusion.image_ops import common_upscale
     for method in ("nearest-exact", "bilinear", "area", "bicubic", "lanczos"):
         out = ImageScale().run(None, image, method, 20, 15, "disabled")[0]
         assert out.shape == (2, 15, 20, 3) and 0 <= out.min() and out.max() <= 1
-    assert ImageScale().run(None, image, "bilinear", 80, 0, "disabled")[0].shape == (2, 60, 80, 3)
-    assert ImageScale().run(None, image, "bilinear", 30, 30, "center")[0].shape == (2, 30, 30, 3)
-    assert ImageScaleBy().run(None, image, "area", 0.5)[0].shape == (2, 15, 20, 3)
+        # the values are the resize of each channel plane (checked against independent definitions in
+        # tests/compat/test_comfy_utils.py), nothing mixed across channels or images
+        want = common_upscale(image.movedim(-1, 1), 20, 15, method).movedim(1, -1)
+        assert torch.allclose(out, want.clamp(0, 1), atol=1e-6), method
+    halved = ImageScale().run(None, image, "area", 20, 15, "disabled")[0]
+    assert torch.allclose(halved, image.reshape(2, 15, 2, 20, 2, 3).mean(dim=(2, 4)), atol=1e-6)
+    tall = ImageScale().run(None, image, "bilinear", 80, 0, "disabled")[0]
+    assert tall.shape == (2, 60, 80, 3)  # height 0 keeps the aspect ratio
+    nearest = ImageScale().run(None, image, "nearest-exact", 80, 60, "disabled")[0]
+    assert torch.equal(nearest, image.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2))
+    square = ImageScale().run(None, image, "bilinear", 30, 30, "center")[0]
+    assert torch.allclose(square, image[:, :, 5:35], atol=1e-6)  # centre 30x30 of 40x30, no resampling needed
+    assert torch.allclose(ImageScaleBy().run(None, image, "area", 0.5)[0], halved, atol=1e-6)
     flat = torch.full((1, 8, 8, 3), 0.5)
     assert torch.allclose(ImageScaleBy().run(None, flat, "bicubic", 2.0)[0], torch.full((1, 16, 16, 3), 0.5),
                           atol=1e-5)

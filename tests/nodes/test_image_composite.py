@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from execution.services import Services
+from model_management.services import Services
 from nodes.image_composite import ImageCompositeMasked, ImageCrop, ImagePadForOutpaint
 from tests.conftest import Engine
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from execution.events import RecordingSink
 from execution.scheduler import Job
-from execution.services import Services
+from model_management.services import Services
 from graph.validation import validate_prompt
 from nodes.declare import Socket, node as declare_node
 from nodes.image_io import LoadImage, LoadImageMask

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from execution.events import RecordingSink
 from execution.scheduler import Executor, Job
-from execution.services import Services
+from model_management.services import Services
 from graph.validation import validate_prompt
 from nodes import builtin_catalogue
 

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 import nodes
-from execution.services import Services
+from model_management.services import Services
 from nodes import builtin_catalogue
-from nodes.packs import load_packs
+from compat.packs import load_packs
 
 PACKS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "packs")
 
@@ -22,7 +22,7 @@ def services(tmp_path):
 def test_fixture_packs(services, caplog):
     catalogue = builtin_catalogue()
     builtin_count = len(catalogue)
-    with caplog.at_level(logging.INFO, logger="nodes.packs"):
+    with caplog.at_level(logging.INFO, logger="compat.packs"):
         results = {r.name: r for r in load_packs([PACKS_DIR], catalogue, services)}
     assert set(results) == {"broken_pack", "good_pack", "v1_features_pack"}
 

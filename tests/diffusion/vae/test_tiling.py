@@ -124,10 +124,13 @@ def test_decode_tiled_close_to_full(vae):
         large = decode_tiled(vae, z, tile=32, overlap=16)
     assert small.shape == large.shape == full.shape
     # GroupNorm statistics and mid-block attention are global, so a tile sees a different context: close, not equal.
+    # Bounds sit ~30 % above what this VAE measures (tile 24: mean error 18 % of |full|, corr 0.979; tile 32:
+    # 10 %, 0.993), so a blending or placement bug -- which moves whole tiles -- fails them.
     mx, mean, scale, corr = _stats(small, full)
-    assert corr > 0.95 and mean < 0.3 * scale, f"tile 24: max {mx:.3f} mean {mean:.4f} (|full| {scale:.3f}) corr {corr:.4f}"
+    assert corr > 0.97 and mean < 0.23 * scale, f"tile 24: max {mx:.3f} mean {mean:.4f} (|full| {scale:.3f}) corr {corr:.4f}"
     mx2, mean2, _, corr2 = _stats(large, full)
-    assert corr2 > corr and mean2 < mean, f"larger tiles should be closer: mean {mean2:.4f} vs {mean:.4f}"
+    assert corr2 > 0.99 and mean2 < 0.13 * scale, f"tile 32: mean {mean2:.4f} (|full| {scale:.3f}) corr {corr2:.4f}"
+    assert mean2 < 0.7 * mean, f"larger tiles should be clearly closer: mean {mean2:.4f} vs {mean:.4f}"
 
 
 def test_encode_tiled_close_to_full(vae):
@@ -138,8 +141,8 @@ def test_encode_tiled_close_to_full(vae):
         full = vae.encode(x)
         tiled = encode_tiled(vae, x, tile=192, overlap=64)
     assert tiled.shape == full.shape == (1, 4, 25, 41)
-    mx, mean, scale, corr = _stats(tiled, full)
-    assert corr > 0.97 and mean < 0.25 * scale, f"max {mx:.3f} mean {mean:.4f} (|full| {scale:.3f}) corr {corr:.4f}"
+    mx, mean, scale, corr = _stats(tiled, full)  # measured: mean error 18 % of |full|, corr 0.983
+    assert corr > 0.975 and mean < 0.23 * scale, f"max {mx:.3f} mean {mean:.4f} (|full| {scale:.3f}) corr {corr:.4f}"
 
 
 def _hard_stitched(vae, z, tile, overlap):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Dict, Iterable, List, Optional, Union
 
+from compat import comfy_nodes
 from graph.catalogue import Catalogue
 from nodes.v1_adapter import compile_v1
 
@@ -64,7 +65,7 @@ def load_packs(directories: Union[str, Iterable[str]], catalogue: Catalogue, ser
     """Import every pack in `directories` into `catalogue`; one PackResult per pack (failures included)."""
     if disabled:
         return []
-    import compat
+    import compat  # noqa: PLC0415 - the package this module belongs to
 
     compat.install(services, catalogue)
     if isinstance(directories, (str, os.PathLike)):
@@ -187,7 +188,5 @@ def _web_directory(module: ModuleType, base: str) -> Optional[str]:
 
 def _refresh_compat_mappings() -> None:
     """Bring `nodes.NODE_CLASS_MAPPINGS` (the dict packs may have kept a reference to) up to date."""
-    from compat import comfy_nodes
-
     comfy_nodes.class_mappings()
     comfy_nodes.display_mappings()

@@ -1,7 +1,8 @@
 """Services: the engine-wide resources a node may use, handed to it through its context (never module globals).
 
-One `Services` per server (or CLI run): folder paths, and -- as later parts land -- the model manager and
-settings. Tests build their own with temporary folders.
+One `Services` per server (or CLI run): folder paths, the model manager and settings. Tests build their own with
+temporary folders. The scheduler (execution/) only carries it to the nodes: it never looks inside, so execution
+knows nothing of models or folders.
 """
 from __future__ import annotations
 
