@@ -1,4 +1,4 @@
-"""Tessera's entry point: `python server.py` serves the ComfyUI-compatible HTTP/websocket API (DESIGN.md §3);
+"""Tessera's entry point: `python server.py` serves the ComfyUI-compatible HTTP/websocket API (docs/architecture.md §4.1);
 `python server.py --run WORKFLOW.json` runs one workflow headless and exits.
 
 This module parses the command line and assembles the app: folders and services, the catalogue (built-in nodes

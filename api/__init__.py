@@ -1,1 +1,1 @@
-"""The HTTP and websocket API (DESIGN.md §3), split by concept; server.py assembles it."""
+"""The HTTP and websocket API (docs/architecture.md §4.1), split by concept; server.py assembles it."""

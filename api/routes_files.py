@@ -1,4 +1,4 @@
-"""File routes: /view and /upload/image, /upload/mask (DESIGN.md §3, §8).
+"""File routes: /view and /upload/image, /upload/mask (docs/architecture.md §4.1, §8).
 
 Every name from a request goes through `safe_join` (realpath, symlinks followed) and must stay inside output/,
 input/ or temp/. Files are served as images or downloads, never as active content (no HTML/JS/SVG rendering).

@@ -1,5 +1,5 @@
 """Read-only information routes: /object_info, /system_stats, /features, /embeddings, /models, /extensions,
-/view_metadata (DESIGN.md §3)."""
+/view_metadata (docs/architecture.md §4.1)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Queue routes: /prompt, /queue, /history, /jobs, /interrupt, /free (DESIGN.md §3)."""
+"""Queue routes: /prompt, /queue, /history, /jobs, /interrupt, /free (docs/architecture.md §4.1)."""
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,5 @@
 """Middlewares: refuse cross-site requests, require the auth token when one is set, and turn every HTTP error into
-a JSON body (DESIGN.md §8). A handler bug becomes a logged 500 with a JSON body; the server keeps serving."""
+a JSON body (docs/architecture.md §8). A handler bug becomes a logged 500 with a JSON body; the server keeps serving."""
 from __future__ import annotations
 
 import hashlib

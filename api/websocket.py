@@ -1,4 +1,4 @@
-"""Websocket clients and how engine events reach them (DESIGN.md §3).
+"""Websocket clients and how engine events reach them (docs/architecture.md §4.1).
 
 The worker thread produces events; `ClientHub.send_threadsafe` hands them to the server's event loop, where one
 pump task delivers them in order: to the job's client when it has one, to everyone otherwise (and `status` always

@@ -4,7 +4,7 @@ Each pack is imported under its own name (registered in sys.modules before it ru
 package work), after `compat.install` has made the legacy modules packs import (`folder_paths`, `comfy.utils`, ...)
 available. Its NODE_CLASS_MAPPINGS classes are compiled into the catalogue; NODE_DISPLAY_NAME_MAPPINGS and
 WEB_DIRECTORY are recorded. A pack that raises while importing is logged with its traceback, reported with
-ok=False and skipped; a single broken class is skipped alone (DESIGN.md §8). Built-in node names are never
+ok=False and skipped; a single broken class is skipped alone (docs/architecture.md §8). Built-in node names are never
 replaced by a pack.
 """
 from __future__ import annotations

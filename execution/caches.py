@@ -1,4 +1,4 @@
-"""Output caches: which node results survive from one job to the next (DESIGN.md §5).
+"""Output caches: which node results survive from one job to the next (docs/architecture.md §4.4).
 
 Entries are keyed by input signature (execution/cache_keys.py). Policies:
   classic        keep what the latest job used, drop the rest

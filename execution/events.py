@@ -1,6 +1,6 @@
 """Where the engine's events go: a pluggable sink.
 
-The scheduler calls `send(event, data)` for every event of DESIGN.md §3 (execution_start, execution_cached,
+The scheduler calls `send(event, data)` for every event of docs/architecture.md §4.1 (execution_start, execution_cached,
 executing, progress, progress_state, executed, execution_success, execution_error, execution_interrupted) and
 `preview(...)` for preview images. The server turns these into websocket frames; the CLI into a progress bar; tests
 record them. Sinks must not raise: a failing sink never takes a job down.

@@ -1,4 +1,4 @@
-"""The caching scheduler (DESIGN.md §5).
+"""The caching scheduler (docs/architecture.md §4.4).
 
 `Executor` lives as long as the server: it owns the output cache and the V1 node instances. `Executor.execute(job)`
 runs one validated prompt:

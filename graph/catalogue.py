@@ -43,7 +43,7 @@ class Catalogue:
         return list(self._specs)
 
     def object_info(self, services: Any = None, only: Optional[str] = None) -> dict:
-        """`{class_name: entry}` in the shape of DESIGN.md §4 (all classes, or just `only`)."""
+        """`{class_name: entry}` in the shape of docs/architecture.md §4.2 (all classes, or just `only`)."""
         names = [only] if only is not None else list(self._specs)
         info = {}
         for name in names:

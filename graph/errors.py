@@ -1,4 +1,4 @@
-"""Builders for the structured validation errors of DESIGN.md §3.
+"""Builders for the structured validation errors of docs/architecture.md §4.1.
 
 A node error is `{type, message, details, extra_info}`; the prompt-level error has the same shape. Keeping every
 builder here means the exact type strings and messages that clients match on live in one place.

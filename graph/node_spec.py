@@ -125,7 +125,7 @@ class NodeSpec:
         return {i.name: i for i in (inputs if inputs is not None else self.current_inputs())}
 
     def to_catalogue(self, services: Any = None) -> dict:
-        """This node's /object_info entry (DESIGN.md §4)."""
+        """This node's /object_info entry (docs/architecture.md §4.2)."""
         sections: dict = {REQUIRED: {}, OPTIONAL: {}, HIDDEN: {}}
         for spec in self.current_inputs():
             sections[spec.section][spec.name] = spec.to_catalogue(services)

@@ -1,4 +1,4 @@
-"""Convert a UI-format workflow (what the editor saves and embeds in PNGs) into an API-format prompt (DESIGN.md §4).
+"""Convert a UI-format workflow (what the editor saves and embeds in PNGs) into an API-format prompt (docs/architecture.md §4.2).
 
 The UI format describes a drawing: nodes with positions, widget values in a flat list, links in a side table, and
 helper nodes that never run (Reroute, PrimitiveNode, notes). The API format is the executable graph
@@ -265,7 +265,7 @@ class _Follow:
 
 
 def _wrap(value: Any) -> Any:
-    """A literal list must not look like a link in the prompt (DESIGN.md §4)."""
+    """A literal list must not look like a link in the prompt (docs/architecture.md §4.2)."""
     return {"__value__": value} if isinstance(value, list) else value
 
 

@@ -1,4 +1,4 @@
-"""Validate an API-format prompt against the catalogue (DESIGN.md §3, §5).
+"""Validate an API-format prompt against the catalogue (docs/architecture.md §4.1, §4.4).
 
 Outputs-driven: only nodes upstream of the selected output nodes are checked. Each node's own inputs are checked
 once (presence, link shape, link types, literal coercion, bounds, combo choices, VALIDATE_INPUTS); a node is valid

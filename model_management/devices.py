@@ -1,4 +1,4 @@
-"""The compute device and its memory budget (DESIGN.md §6).
+"""The compute device and its memory budget (docs/architecture.md §6).
 
 One `ComputeDevice` per server: which torch device runs the networks (CUDA, else MPS, else the CPU; `--cpu` forces
 the CPU), the VRAM mode that decides how much of a model may stay on it, the reserve the user keeps for other

@@ -87,7 +87,8 @@ class Paths:
                 continue
             self.folders[kind] = ModelFolder([os.path.join(self.models_dir, sub)], exts)
         if create:
-            for directory in (self.output_dir, self.input_dir, self.temp_dir, self.user_dir):
+            for directory in (self.output_dir, self.input_dir, self.temp_dir, self.user_dir,
+                              self.custom_node_dirs[0]):
                 os.makedirs(directory, exist_ok=True)
             for kind, (sub, _) in DEFAULT_MODEL_KINDS.items():
                 os.makedirs(os.path.join(self.models_dir, sub), exist_ok=True)

@@ -1,6 +1,6 @@
 """Image files in and out: SaveImage, PreviewImage, LoadImage, LoadImageMask.
 
-These keep the interfaces workflow files expect (DESIGN.md §4). Every file name that comes from a prompt goes through
+These keep the interfaces workflow files expect (docs/architecture.md §4.2). Every file name that comes from a prompt goes through
 `Paths` (annotated_path / save_path), which resolves real paths and refuses anything that would leave its folder
 (§8). IMAGE is float32 [B,H,W,C] in 0..1 and MASK float32 [B,H,W]; PNGs store clip(255*x) truncated to uint8.
 """

@@ -2,7 +2,7 @@
 
 ProgressBar reports through the running node's context (the scheduler's events, interrupt checks included).
 load_torch_file never unpickles freely: safetensors, or `torch.load(weights_only=True)`, which refuses any pickle
-that would build arbitrary objects (DESIGN.md §8).
+that would build arbitrary objects (docs/architecture.md §8).
 """
 from __future__ import annotations
 

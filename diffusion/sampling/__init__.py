@@ -11,7 +11,7 @@ from `noise_sampler(sigma, sigma_next)`; when it is None they build one from `ex
 CFG++ samplers read the unconditional prediction of the last call from `model.uncond_denoised` (the guider sets
 it; it is None without CFG, and they then use the plain denoised value).
 
-`SAMPLERS` maps every sampler name of DESIGN.md §7 to its function and `SCHEDULERS` every scheduler name to a
+`SAMPLERS` maps every sampler name of docs/architecture.md §7 to its function and `SCHEDULERS` every scheduler name to a
 function `(model_sampling, steps) -> sigmas`; both tables are built once, in registry.py.
 """
 from diffusion.sampling.registry import (SAMPLERS, SCHEDULERS, get_sampler, get_scheduler, sampler_names,

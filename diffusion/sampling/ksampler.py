@@ -1,7 +1,7 @@
 """Running a sampler on a MODEL: initial noise from the seed, the sigma schedule, noise scaling, inpainting masks,
 latent scaling, and per-step callbacks. The KSampler nodes and the custom-sampling nodes all end up here.
 
-Seeds (DESIGN.md §7): one CPU float32 `torch.randn` of the whole latent shape from a generator seeded with the
+Seeds (docs/architecture.md §7): one CPU float32 `torch.randn` of the whole latent shape from a generator seeded with the
 seed; with `batch_index`, one [1, C, H, W] draw per index 0..max in order, picking the indices asked for -- so the
 image for batch index i is the same whatever the batch size. Per-step noise comes from the sampler's noise sampler,
 itself seeded from the seed, so a seed fully determines the image.

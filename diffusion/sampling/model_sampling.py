@@ -8,7 +8,7 @@ x_vp = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·n, which is the same chain scaled by
 
 `DiscreteModelSampling` holds that table (1000 entries for SD) and converts between the denoiser view and the
 network's inputs/outputs: c_in = 1/sqrt(σ² + 1), the discrete timestep index nearest in log-sigma, and the
-prediction type (eps, v, x0) to denoised (DESIGN.md §7).
+prediction type (eps, v, x0) to denoised (docs/architecture.md §7).
 """
 from __future__ import annotations
 

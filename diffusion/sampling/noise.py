@@ -2,7 +2,7 @@
 
 A noise sampler is a callable `fn(sigma, sigma_next) -> tensor shaped like x` of unit-variance Gaussian noise.
 
-* Ancestral samplers (DESIGN.md §7) draw i.i.d. noise from a `torch.Generator` on the latent's device, seeded with
+* Ancestral samplers (docs/architecture.md §7) draw i.i.d. noise from a `torch.Generator` on the latent's device, seeded with
   the job's seed, **plus one when the latent is on the CPU** (`ancestral_generator_seed`) so that the per-step noise
   stream differs from the CPU stream the initial latent noise was drawn from with the same seed.
 * SDE samplers use a Brownian tree seeded with the seed itself (`BrownianTreeNoiseSampler`): the noise for a step
@@ -30,7 +30,7 @@ def ancestral_generator_seed(seed: int, device) -> int:
 
     The initial latent noise is drawn from the CPU generator seeded with `seed`; drawing the per-step noise from a
     second CPU generator with the very same seed would repeat that stream, so on the CPU the step noise is offset
-    by one (DESIGN.md §7).  On an accelerator the step generator is a different device's generator already."""
+    by one (docs/architecture.md §7).  On an accelerator the step generator is a different device's generator already."""
     seed = int(seed)
     if torch.device(device).type == "cpu":
         seed += 1

@@ -9,7 +9,7 @@ All work in the k-diffusion parametrisation x = x0 + σ·n with the data predict
 except ER-SDE, which parametrises the family of reverse SDEs by a noise scale function instead (see `sample_er_sde`).
 A step split at an intermediate λ_m gets correctly correlated noise from two independent Brownian increments:
 N(s→t) = e^{−a(λ_t−λ_m)}·N(s→m) + N(m→t) (the weighted stochastic integral splits the same way), which is what the
-`_Noise` helper accumulates.  Per-step noise is the seeded Brownian tree of noise.py (DESIGN.md §7).  A step to σ = 0
+`_Noise` helper accumulates.  Per-step noise is the seeded Brownian tree of noise.py (docs/architecture.md §7).  A step to σ = 0
 returns D(x, σ), the exact limit of every update here.
 """
 from __future__ import annotations

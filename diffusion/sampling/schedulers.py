@@ -140,7 +140,7 @@ def sd_turbo_sigmas(model_sampling, steps: int, denoise: float = 1.0) -> torch.T
 
 
 def sigmas_for_denoise(scheduler_fn: Callable, model_sampling, steps: int, denoise: float = 1.0) -> torch.Tensor:
-    """DESIGN.md §7 denoise rule: for d < 1, build the schedule for int(steps/d) steps and keep its last steps + 1
+    """docs/architecture.md §7 denoise rule: for d < 1, build the schedule for int(steps/d) steps and keep its last steps + 1
     sigmas; d ≤ 0 gives an empty schedule; d ≥ 1 (or None) the plain schedule."""
     if denoise is None or denoise >= 1.0:
         return scheduler_fn(model_sampling, steps)

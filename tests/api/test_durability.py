@@ -1,4 +1,4 @@
-"""The durable queue: kill -9 the server with jobs pending, restart, and every job still runs (DESIGN.md §5)."""
+"""The durable queue: kill -9 the server with jobs pending, restart, and every job still runs (docs/architecture.md §4.4)."""
 import time
 
 from tests.server_harness import ServerProcess, simple_prompt

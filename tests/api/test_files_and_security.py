@@ -1,4 +1,4 @@
-"""/view and /upload (traversal refused, de-duplication), security defaults and bad input (DESIGN.md §8)."""
+"""/view and /upload (traversal refused, de-duplication), security defaults and bad input (docs/architecture.md §8)."""
 import io
 import json
 import os

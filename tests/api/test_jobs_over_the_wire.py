@@ -1,4 +1,4 @@
-"""The wire contract end to end: a real server process, real HTTP and websocket clients (DESIGN.md §3)."""
+"""The wire contract end to end: a real server process, real HTTP and websocket clients (docs/architecture.md §4.1)."""
 import asyncio
 import json
 import struct

@@ -1,4 +1,4 @@
-"""Scheduler semantics (DESIGN.md §5): caching, lazy inputs, expansion, list mapping, blockers, async, errors."""
+"""Scheduler semantics (docs/architecture.md §4.4): caching, lazy inputs, expansion, list mapping, blockers, async, errors."""
 import threading
 import time
 

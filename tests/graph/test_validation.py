@@ -1,4 +1,4 @@
-"""Prompt validation: the error types and node_errors structure of DESIGN.md §3, outputs-driven (§5)."""
+"""Prompt validation: the error types and node_errors structure of docs/architecture.md §4.1, outputs-driven (§5)."""
 import pytest
 
 from graph.validation import validate_prompt

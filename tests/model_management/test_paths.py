@@ -31,7 +31,7 @@ def test_default_folders_are_created(tmp_path):
     for sub, _ in DEFAULT_MODEL_KINDS.values():
         assert (base / "models" / sub).is_dir()
     assert paths.folder_paths("checkpoints") == [str(base / "models" / "checkpoints")]
-    assert paths.custom_node_dirs == [str(base / "custom_nodes")]
+    assert paths.custom_node_dirs == [str(base / "custom_nodes")] and (base / "custom_nodes").is_dir()
 
 
 def test_create_false_touches_nothing_and_overrides_are_used(tmp_path):

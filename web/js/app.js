@@ -195,7 +195,7 @@ export class App {
 
   // ---- workflows
 
-  /** The UI-format workflow (DESIGN.md §4, version 0.4). */
+  /** The UI-format workflow (docs/architecture.md §4.2, version 0.4). */
   serializeWorkflow(withView = true) {
     this.view?.syncSizes();
     const wf = serializeGraph(this.graph);

@@ -1,4 +1,4 @@
-"""Seeds, schedules with denoise, step slicing: the facts DESIGN.md §7 fixes."""
+"""Seeds, schedules with denoise, step slicing: the facts docs/architecture.md §7 fixes."""
 import torch
 
 from diffusion.sampling.ksampler import calculate_sigmas, prepare_noise, slice_sigmas

@@ -1,4 +1,4 @@
-"""DiscreteModelSampling facts and the schedulers (DESIGN.md §7)."""
+"""DiscreteModelSampling facts and the schedulers (docs/architecture.md §7)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-// Load and save the UI workflow format of DESIGN.md §4 (the format ComfyUI-compatible editors save and embed in
+// Load and save the UI workflow format of docs/architecture.md §4.2 (the format ComfyUI-compatible editors save and embed in
 // PNGs). Reads versions 0.4 (links as arrays) and 1.0 (links as objects, subgraph definitions); saves 0.4 with the
 // definitions kept as loaded. API-format prompts are turned into a UI layout first (left to right by dependency
 // depth, like graph/ui_layout.py).

@@ -1,4 +1,4 @@
-// HTTP and websocket client for the wire contract of DESIGN.md §3.
+// HTTP and websocket client for the wire contract of docs/architecture.md §4.1.
 // One client per page (`getApi()`): the running panel and packs' `scripts/api.js` share its websocket, so events
 // reach everyone and the server sees one clientId. Events are dispatched as CustomEvents named after the message
 // type (`status`, `executing`, `progress`, ...); binary previews arrive as `b_preview` with {blob, nodeId, promptId}.
