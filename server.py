@@ -240,6 +240,17 @@ async def index_placeholder(request: web.Request) -> web.Response:
                              "/prompt, /queue, /history and /ws.</p>", content_type="text/html")
 
 
+def no_checkpoint_hint(paths) -> None:
+    """A first start with no model at all: say where one goes and how to make a test one."""
+    if any(paths.list_files(kind) for kind in ("checkpoints", "diffusion_models") if kind in paths.kinds()):
+        return
+    folder = paths.folder_paths("checkpoints")[0]
+    print(f"No checkpoint found. Put a Stable Diffusion .safetensors file (SD1.x, SD2.x, SDXL) in {folder}\n"
+          f"  or make a tiny random-weight test model there (its images are noise, but every workflow runs):\n"
+          f"  python -m diffusion.synthetic_checkpoints sd1 "
+          f"{os.path.join(folder, 'v1-5-pruned-emaonly.safetensors')}", flush=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
@@ -255,6 +266,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     app = create_app(args)
     print(f"Tessera listening on http://{args.listen}:{args.port}", flush=True)
+    no_checkpoint_hint(app[STATE].services.paths)
     web.run_app(app, host=args.listen, port=args.port, print=None, access_log=None)
     return 0
 

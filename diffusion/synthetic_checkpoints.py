@@ -10,6 +10,7 @@ them exactly as on a downloaded checkpoint. Tiny sizes build in well under a sec
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Dict
 
@@ -141,16 +142,30 @@ def write_checkpoint(path: str, family: str, **kwargs) -> str:
     return path
 
 
+# The file names workflows/ (and most shared workflows) load for each family, so a generated model runs them as is.
+EXAMPLE_NAMES = {("sd1", False): "v1-5-pruned-emaonly.safetensors", ("sd1", True): "sd-v1-5-inpainting.safetensors",
+                 ("sd2", False): "v2-1_768-ema-pruned.safetensors", ("sd2", True): "512-inpainting-ema.safetensors",
+                 ("sdxl", False): "sd_xl_base_1.0.safetensors", ("sdxl", True): "sd_xl_base_1.0_inpainting.safetensors",
+                 ("sdxl_refiner", False): "sd_xl_refiner_1.0.safetensors",
+                 ("sdxl_refiner", True): "sd_xl_refiner_1.0_inpainting.safetensors"}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("family", choices=FAMILIES)
-    parser.add_argument("output", help="the .safetensors file to write")
+    parser.add_argument("output", nargs="?",
+                        help="the .safetensors file to write (default: models/checkpoints/ under the name the "
+                             "example workflows load for that family, e.g. v1-5-pruned-emaonly.safetensors)")
     parser.add_argument("--full", action="store_true", help="real sizes instead of tiny ones")
     parser.add_argument("--fp16", action="store_true", help="store weights as float16, as released files do")
     parser.add_argument("--inpainting", action="store_true", help="the 9-channel inpainting variant")
     parser.add_argument("--v", action="store_true", help="mark the model as v-prediction")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.output is None:
+        name = EXAMPLE_NAMES[(args.family, bool(args.inpainting))]
+        args.output = os.path.join("models", "checkpoints", name)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     write_checkpoint(args.output, args.family, full=args.full, seed=args.seed, inpainting=args.inpainting,
                      v_prediction=args.v, dtype=torch.float16 if args.fp16 else torch.float32)
     print(args.output)

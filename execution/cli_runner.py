@@ -23,7 +23,8 @@ class CliError(Exception):
 
 
 class TerminalProgress(EventSink):
-    """A one-line progress bar per node on a terminal (plain lines when not a TTY)."""
+    """A one-line progress bar per node on a terminal; when the stream is not a terminal (a log file, a pipe), a
+    plain line per progress step with the elapsed time, so a long run is never silent."""
 
     def __init__(self, prompt: dict, stream: TextIO = sys.stderr, width: int = 30) -> None:
         self.prompt = prompt
@@ -33,6 +34,7 @@ class TerminalProgress(EventSink):
         self.node: Optional[str] = None
         self.errors: list = []
         self.started = time.perf_counter()
+        self.node_started = self.started
 
     def _label(self, node_id: str) -> str:
         node = self.prompt.get(node_id) or {}
@@ -46,6 +48,7 @@ class TerminalProgress(EventSink):
         if event == "executing" and data.get("node") is not None:
             self._end_line()
             self.node = data["node"]
+            self.node_started = time.perf_counter()
             self.stream.write(f"{self._label(self.node)}" + ("" if self.tty else "\n"))
         elif event == "progress":
             value, total = data.get("value", 0), data.get("max", 1) or 1
@@ -54,8 +57,10 @@ class TerminalProgress(EventSink):
             line = f"{self._label(data.get('node', ''))} [{bar}] {value}/{total}"
             if self.tty:
                 self.stream.write("\r" + line)
-            elif value == total:
-                self.stream.write(line + "\n")
+            else:
+                elapsed = time.perf_counter() - self.node_started
+                rate = f", {elapsed / value:.2f} s/step" if value else ""
+                self.stream.write(f"{self._label(data.get('node', ''))} step {value}/{total} ({elapsed:.1f} s{rate})\n")
         elif event == "execution_error":
             self.errors.append(data)
         elif event == "execution_cached" and data.get("nodes"):

@@ -58,3 +58,37 @@ def test_each_cache_flag_keeps_what_it_promises(tmp_path):
             assert _cached_nodes(server, a) == after_other, flags
         finally:
             server.stop()
+
+def test_a_first_start_without_a_checkpoint_says_where_one_goes_and_how_to_make_one(tmp_path):
+    import time
+    empty = ServerProcess(tmp_path / "empty", packs=()).start()
+    try:
+        deadline = time.time() + 10
+        while "No checkpoint found" not in empty.read_log() and time.time() < deadline:
+            time.sleep(0.1)
+        log = empty.read_log()
+        folder = os.path.join(str(tmp_path / "empty"), "models", "checkpoints")
+        assert f"No checkpoint found. Put a Stable Diffusion .safetensors file (SD1.x, SD2.x, SDXL) in {folder}" in log
+        assert "python -m diffusion.synthetic_checkpoints sd1 " in log
+    finally:
+        empty.stop()
+    stocked = tmp_path / "stocked"
+    (stocked / "models" / "checkpoints").mkdir(parents=True)
+    (stocked / "models" / "checkpoints" / "m.safetensors").write_bytes(b"x")
+    server = ServerProcess(stocked, packs=()).start()
+    try:
+        time.sleep(0.5)
+        assert "No checkpoint found" not in server.read_log()
+    finally:
+        server.stop()
+
+
+def test_the_generator_writes_under_the_name_the_examples_load(tmp_path):
+    import subprocess
+    import sys
+    from tests.server_harness import ROOT
+    result = subprocess.run([sys.executable, "-m", "diffusion.synthetic_checkpoints", "sd1"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "models" / "checkpoints" / "v1-5-pruned-emaonly.safetensors"
+    assert written.is_file() and result.stdout.strip() == os.path.join("models", "checkpoints", written.name)

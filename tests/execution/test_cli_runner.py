@@ -59,9 +59,28 @@ def test_progress_bar_for_nodes_that_report_progress(tmp_path):
         "NODE_CLASS_MAPPINGS = {'Steps': Steps}\n")
     wf = {"1": {"class_type": "Steps", "inputs": {"n": 4}},
           "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
-    result = run_cli(tmp_path, wf)
+    result = run_cli(tmp_path, wf)  # stderr is a pipe here, not a terminal: a plain line per step
     assert result.returncode == 0, result.stderr
-    assert "[" + "#" * 30 + "] 4/4" in result.stderr
+    steps = [line for line in result.stderr.splitlines() if line.startswith("#1 Steps step ")]
+    assert [line.split()[3] for line in steps] == ["1/4", "2/4", "3/4", "4/4"], result.stderr
+    assert all("s/step" in line for line in steps)
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+    from execution.cli_runner import TerminalProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    bar = TerminalProgress({"1": {"class_type": "KSampler"}}, out, width=10)
+    bar.send("executing", {"node": "1"})
+    for step in (1, 2):
+        bar.send("progress", {"node": "1", "value": step, "max": 2})
+    bar.close()
+    assert out.getvalue() == "#1 KSampler\r#1 KSampler [#####.....] 1/2\r#1 KSampler [##########] 2/2\n"
 
 
 def test_failures_exit_non_zero_with_the_reason(tmp_path):
@@ -96,4 +115,4 @@ def test_packs_that_register_routes_load_headless_too(tmp_path):
           "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
     result = run_cli(tmp_path, wf)
     assert result.returncode == 0, result.stderr
-    assert "#2: 3" in result.stdout and "[" + "#" * 30 + "] 3/3" in result.stderr
+    assert "#2: 3" in result.stdout and "#1 SlowCount step 3/3" in result.stderr

@@ -22,12 +22,12 @@ class ModelEngine:
     def models(self, kind):
         return self.services.paths.folder_paths(kind)[0]
 
-    def run(self, prompt):
+    def run(self, prompt, extra_data=None):
         checked = validate_prompt(prompt, self.catalogue, None, self.services)
         assert checked.ok, (checked.error, checked.node_errors)
         sink = RecordingSink()
-        outcome = self.executor.execute_sync(Job(str(uuid.uuid4()), checked.prompt, checked.outputs, {},
-                                                 checked.order), sink)
+        outcome = self.executor.execute_sync(Job(str(uuid.uuid4()), checked.prompt, checked.outputs,
+                                                 extra_data or {}, checked.order), sink)
         return outcome, sink
 
 
