@@ -16,8 +16,8 @@ from typing import Dict
 
 import torch
 
-from diffusion.unet import (UNetModel, sd15_config, sd21_config, sdxl_base_config, sdxl_refiner_config,
-                            tiny_sd1_config, tiny_sd2_config, tiny_sdxl_config, tiny_sdxl_refiner_config)
+from diffusion.unet import (UNetConfig, UNetModel, sd15_config, sd21_config, sdxl_base_config, sdxl_refiner_config,
+                            tiny_sd2_config, tiny_sdxl_config, tiny_sdxl_refiner_config)
 
 FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
 CLIP_VOCAB = 49408
@@ -31,12 +31,22 @@ TEXT_SIZES = {
 }
 
 
+def _tiny_sd1_unet(**overrides):
+    """SD1's real layout (four levels, conv proj_in, 8 heads, 2x2 down/up sampling) at a cost a newcomer's first
+    image can afford: 32 channels, one ResBlock per level, cross-attention only at the third level (16x16 latent
+    cells at 512x512) and in the middle block, so no 4096-token self-attention runs. About 0.03 s per 512x512
+    step on 2 cores (bench/RESULTS.md)."""
+    return UNetConfig.from_levels(model_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1,
+                                  transformer_depth=(0, 0, 1, 0), transformer_depth_middle=1, context_dim=64,
+                                  num_heads=8, num_head_channels=-1, use_linear_in_transformer=False).replace(**overrides)
+
+
 def _unet_config(family: str, full: bool, inpainting: bool):
     extra = {"in_channels": 9} if inpainting else {}
     if full:
         return {"sd1": sd15_config, "sd2": sd21_config, "sdxl": sdxl_base_config,
                 "sdxl_refiner": sdxl_refiner_config}[family](**extra)
-    tiny = {"sd1": lambda: tiny_sd1_config(context_dim=64, **extra),
+    tiny = {"sd1": lambda: _tiny_sd1_unet(**extra),
             "sd2": lambda: tiny_sd2_config(context_dim=64, **extra),
             "sdxl": lambda: tiny_sdxl_config(context_dim=128, adm_in_channels=32 + 6 * 256, **extra),
             "sdxl_refiner": lambda: tiny_sdxl_refiner_config(context_dim=64, adm_in_channels=32 + 5 * 256, **extra)}

@@ -29,11 +29,9 @@ class ProgressBar:
         self._ctx = current_context()  # kept for updates made from worker threads
 
     def update_absolute(self, value: float, total: Optional[float] = None, preview: Any = None) -> None:
-        if total is not None:
-            self.total = total
-        if value > self.total:
-            value = self.total
-        self.current = value
+        """Set the progress to `value` (never past the total, which `total` replaces when given)."""
+        self.total = self.total if total is None else total
+        self.current = min(value, self.total)
         _report.report(self.current, self.total, self.node_id, preview, fallback=self._ctx)
 
     def update(self, value: float) -> None:

@@ -50,16 +50,20 @@ def calculate_sigmas(model: Any, scheduler: str, steps: int, denoise: float = 1.
 
 def slice_sigmas(sigmas: torch.Tensor, start_step: Optional[int], last_step: Optional[int],
                  force_full_denoise: bool) -> torch.Tensor:
-    """KSamplerAdvanced's start/end steps: run part of a schedule (leftover noise kept unless forced to 0)."""
-    if last_step is not None and last_step < len(sigmas) - 1:
-        sigmas = sigmas[:last_step + 1].clone()
-        if force_full_denoise:
-            sigmas[-1] = 0
-    if start_step is not None:
-        if start_step >= len(sigmas) - 1:
-            return sigmas[:0]
-        sigmas = sigmas[start_step:]
-    return sigmas
+    """KSamplerAdvanced's start/end steps: run part of a schedule (leftover noise kept unless forced to 0).
+
+    Steps are the gaps between sigmas: steps start..last-1 use sigmas[start..last]. Stopping early ends on the
+    sigma reached (or on 0 with `force_full_denoise`); starting at or past the last step leaves nothing to run."""
+    steps = len(sigmas) - 1
+    stops_early = last_step is not None and last_step < steps
+    end = last_step if stops_early else steps
+    begin = 0 if start_step is None else start_step
+    if start_step is not None and begin >= end:
+        return sigmas[:0]
+    kept = sigmas[begin:end + 1].clone()
+    if stops_early and force_full_denoise:
+        kept[-1] = 0
+    return kept
 
 
 class InpaintWrapper:
