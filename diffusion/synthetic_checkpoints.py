@@ -17,7 +17,7 @@ from typing import Dict
 import torch
 
 from diffusion.unet import (UNetConfig, UNetModel, sd15_config, sd21_config, sdxl_base_config, sdxl_refiner_config,
-                            tiny_sd2_config, tiny_sdxl_config, tiny_sdxl_refiner_config)
+                            tiny_sd1_config, tiny_sd2_config, tiny_sdxl_config, tiny_sdxl_refiner_config)
 
 FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
 CLIP_VOCAB = 49408
@@ -31,22 +31,25 @@ TEXT_SIZES = {
 }
 
 
-def _tiny_sd1_unet(**overrides):
+def _fast_sd1_unet(**overrides):
     """SD1's real layout (four levels, conv proj_in, 8 heads, 2x2 down/up sampling) at a cost a newcomer's first
     image can afford: 32 channels, one ResBlock per level, cross-attention only at the third level (16x16 latent
-    cells at 512x512) and in the middle block, so no 4096-token self-attention runs. About 0.03 s per 512x512
-    step on 2 cores (bench/RESULTS.md)."""
+    cells at 512x512) and in the middle block, so no 4096-token self-attention runs: about 0.05 s per 512x512 step
+    on 2 cores (bench/RESULTS.md). The generator's default; the test suite's models (`fast=False`) keep attention
+    on the first levels too, as released files do, so every block kind of the real layout is exercised."""
     return UNetConfig.from_levels(model_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1,
                                   transformer_depth=(0, 0, 1, 0), transformer_depth_middle=1, context_dim=64,
                                   num_heads=8, num_head_channels=-1, use_linear_in_transformer=False).replace(**overrides)
 
 
-def _unet_config(family: str, full: bool, inpainting: bool):
+def _unet_config(family: str, full: bool, inpainting: bool, fast: bool = False):
     extra = {"in_channels": 9} if inpainting else {}
+    if fast and not full and family == "sd1":
+        return _fast_sd1_unet(**extra)
     if full:
         return {"sd1": sd15_config, "sd2": sd21_config, "sdxl": sdxl_base_config,
                 "sdxl_refiner": sdxl_refiner_config}[family](**extra)
-    tiny = {"sd1": lambda: _tiny_sd1_unet(**extra),
+    tiny = {"sd1": lambda: tiny_sd1_config(context_dim=64, **extra),
             "sd2": lambda: tiny_sd2_config(context_dim=64, **extra),
             "sdxl": lambda: tiny_sdxl_config(context_dim=128, adm_in_channels=32 + 6 * 256, **extra),
             "sdxl_refiner": lambda: tiny_sdxl_refiner_config(context_dim=64, adm_in_channels=32 + 5 * 256, **extra)}
@@ -109,14 +112,16 @@ def _schedule_buffers() -> Dict[str, torch.Tensor]:
 
 
 def make_checkpoint(family: str, full: bool = False, seed: int = 0, inpainting: bool = False,
-                    v_prediction: bool = False, dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
-    """A complete single-file checkpoint state dict for `family` (see FAMILIES)."""
+                    v_prediction: bool = False, dtype: torch.dtype = torch.float32,
+                    fast: bool = False) -> Dict[str, torch.Tensor]:
+    """A complete single-file checkpoint state dict for `family` (see FAMILIES). `fast`: the tiny SD1 UNet with
+    cross-attention only where it is cheap (see `_fast_sd1_unet`)."""
     from diffusion.vae.model import AutoencoderKL
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     state: Dict[str, torch.Tensor] = {}
     torch.manual_seed(seed)
-    unet = UNetModel(_unet_config(family, full, inpainting))
+    unet = UNetModel(_unet_config(family, full, inpainting, fast))
     state.update({"model.diffusion_model." + k: v for k, v in unet.state_dict().items()})
     del unet
     torch.manual_seed(seed + 1)
@@ -171,13 +176,17 @@ def main(argv=None) -> int:
     parser.add_argument("--inpainting", action="store_true", help="the 9-channel inpainting variant")
     parser.add_argument("--v", action="store_true", help="mark the model as v-prediction")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--every-block", action="store_true",
+                        help="tiny SD1 with attention on every level but the last, as released files (what the "
+                             "test suite uses; about 30x slower per step at 512x512 than the default)")
     args = parser.parse_args(argv)
     if args.output is None:
         name = EXAMPLE_NAMES[(args.family, bool(args.inpainting))]
         args.output = os.path.join("models", "checkpoints", name)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     write_checkpoint(args.output, args.family, full=args.full, seed=args.seed, inpainting=args.inpainting,
-                     v_prediction=args.v, dtype=torch.float16 if args.fp16 else torch.float32)
+                     v_prediction=args.v, dtype=torch.float16 if args.fp16 else torch.float32,
+                     fast=not args.every_block)
     print(args.output)
     return 0
 

@@ -90,7 +90,7 @@ def embedding_library(find) -> object:
     """An EmbeddingLibrary over a `name -> path or None` lookup (None: no embeddings folder)."""
     if find is None:
         return None
-    from diffusion.text import EmbeddingLibrary
+    from model_management.embeddings import EmbeddingLibrary
     return EmbeddingLibrary(find)
 
 

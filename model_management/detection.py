@@ -17,13 +17,11 @@ from typing import Dict, List, Optional
 
 import torch
 
+# where each family keeps its text encoders in a single-file checkpoint (defined with the encoders' key layouts)
+from diffusion.text.clip_keys import REFINER_TEXT_G, SD1_TEXT, SD2_TEXT, SDXL_TEXT_G, SDXL_TEXT_L  # noqa: F401
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-SD1_TEXT = "cond_stage_model.transformer."
-SD2_TEXT = "cond_stage_model.model."
-SDXL_TEXT_L = "conditioner.embedders.0.transformer."
-SDXL_TEXT_G = "conditioner.embedders.1.model."
-REFINER_TEXT_G = "conditioner.embedders.0.model."
 
 LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
 

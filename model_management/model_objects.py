@@ -18,19 +18,8 @@ from typing import Any, Callable, List, Optional
 
 import torch
 
+from diffusion.precision import compute_dtype
 from model_management.detection import ModelFamily
-
-
-def compute_dtype(device: torch.device, for_vae: bool = False) -> torch.dtype:
-    """fp32 on CPU (half precision is slow there). On accelerators fp16, except VAEs, which overflow in fp16:
-    bf16 where supported, else fp32."""
-    if device.type == "cpu":
-        return torch.float32
-    if for_vae:
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return torch.float16
 
 
 class DiffusionModel:
@@ -83,7 +72,7 @@ class DiffusionModel:
 
     @property
     def unet(self) -> torch.nn.Module:
-        from model_management.handles import resolve
+        from diffusion.handles import resolve
         return resolve(self._unet)
 
     @property
@@ -130,7 +119,7 @@ class TextEncoderModel:
 
     @property
     def stack(self) -> Any:
-        from model_management.handles import resolve
+        from diffusion.handles import resolve
         return resolve(self._stack)
 
     def clone(self) -> "TextEncoderModel":
@@ -267,7 +256,7 @@ class VAEModel:
 
     @property
     def vae(self) -> torch.nn.Module:
-        from model_management.handles import resolve
+        from diffusion.handles import resolve
         return resolve(self._vae)
 
     @property

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 
-from model_management.handles import ResidentModule, resolve  # noqa: F401 - re-exported
+from diffusion.handles import ResidentModule
 
 log = logging.getLogger("tessera.models")
 

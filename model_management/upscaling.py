@@ -53,7 +53,7 @@ class UpscaleModel:
 
     @property
     def descriptor(self) -> Any:
-        from model_management.handles import resolve
+        from diffusion.handles import resolve
         return resolve(self._descriptor)
 
     @property

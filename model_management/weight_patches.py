@@ -243,7 +243,7 @@ class PatchedWeights:
         self._index: Optional[Tuple[Any, Dict[int, List[Tuple[Patch, float]]]]] = None
 
     def module(self) -> torch.nn.Module:
-        from model_management.handles import resolve
+        from diffusion.handles import resolve
         return resolve(self._module)
 
     def _by_tensor(self, module: torch.nn.Module) -> Dict[int, List[Tuple[Patch, float]]]:

@@ -17,8 +17,8 @@ def _load(ctx, control_net_name: str, model=None):
     """Through the model manager when there is one (read once, RAM-budgeted, evictable). A diff ControlNet is a
     build of the file on a base MODEL, so the MODEL's weights (its residency key) are part of the entry's identity;
     a MODEL that is not manager-owned (no stable identity) makes it a direct, unshared load."""
-    from diffusion.controlnet.loader import load_control_model, load_resident_control_model
-    from model_management.handles import ResidentModule
+    from model_management.control_files import load_control_model, load_resident_control_model
+    from diffusion.handles import ResidentModule
     path = ctx.services.paths.require("controlnet", control_net_name)
     models = getattr(ctx.services, "models", None)
     base = getattr(model, "_unet", None)

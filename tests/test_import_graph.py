@@ -5,12 +5,11 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("graph", "execution", "diffusion", "model_management", "nodes", "compat", "api")
-# What each layer may import besides itself. diffusion -> model_management is the one known exception (file
-# loading and family constants); docs/architecture.md lists it as debt.
+# What each layer may import besides itself.
 ALLOWED = {
     "graph": set(),
     "execution": {"graph"},
-    "diffusion": {"model_management"},
+    "diffusion": set(),
     "model_management": {"diffusion"},
     "nodes": {"graph", "execution", "diffusion", "model_management"},
     "compat": {"graph", "execution", "diffusion", "model_management", "nodes"},

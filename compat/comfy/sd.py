@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 from model_management.checkpoints import load_checkpoint, load_unet_file, load_vae_file
 from model_management.model_objects import DiffusionModel, TextEncoderModel, VAEModel
 from model_management.text_encoder_files import load_text_encoder_files
-from diffusion.text import directory_finder
+from model_management.embeddings import directory_finder
 
 VAE = VAEModel
 CLIP = TextEncoderModel

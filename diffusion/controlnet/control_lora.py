@@ -117,7 +117,7 @@ class ControlLoraControl:
 
     @property
     def weights(self) -> dict:
-        from model_management.handles import resolve
+        from diffusion.handles import resolve
         return resolve(self._network)
 
     @property

@@ -216,7 +216,7 @@ class ControlNetControl:
 
     @property
     def network(self) -> ControlNet:
-        from model_management.handles import resolve
+        from diffusion.handles import resolve
         return resolve(self._network)
 
     @property
@@ -242,7 +242,7 @@ class ControlNetControl:
         self.check_model(model)
         loader = getattr(getattr(self._network, "residency", None), "devices", None)
         if loader is not None:  # owned by the model manager: the device loader places (and accounts) it
-            from model_management.model_objects import compute_dtype
+            from diffusion.precision import compute_dtype
             device = loader.device
             dtype = compute_dtype(device)
             placed = loader.use(self.network, dtype, keep_resident=_controlnet_keep)

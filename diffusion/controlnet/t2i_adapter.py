@@ -265,7 +265,7 @@ class T2IAdapterControl:
 
     @property
     def net(self) -> nn.Module:
-        from model_management.handles import resolve
+        from diffusion.handles import resolve
         return resolve(self._network)
 
     @property

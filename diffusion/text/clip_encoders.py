@@ -16,15 +16,14 @@ encoding of the empty prompt (computed only when some weight differs from 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from model_management.detection import REFINER_TEXT_G, SD1_TEXT, SD2_TEXT, SDXL_TEXT_G, SDXL_TEXT_L
+from .clip_keys import REFINER_TEXT_G, SD1_TEXT, SD2_TEXT, SDXL_TEXT_G, SDXL_TEXT_L
 
 from .clip_keys import ConvertedWeights, convert_text_encoder, derive_text_config
-from .embeddings import EmbeddingLibrary
 from .prompt_weights import TokenWindow, empty_window, tokenize_weighted
 from .tokenizer import ClipTokenizer, default_tokenizer
 
@@ -204,7 +203,7 @@ class ClipTextStack(nn.Module):
     (cond [1, 77*windows, dim], pooled [1, proj])."""
 
     def __init__(self, encoders: Sequence[ClipTextEncoder], family: str, tokenizer: Optional[ClipTokenizer] = None,
-                 embeddings: Optional[EmbeddingLibrary] = None):
+                 embeddings: Optional[Any] = None):
         super().__init__()
         if not encoders:
             raise ValueError("a text stack needs at least one encoder")
@@ -235,7 +234,7 @@ class ClipTextStack(nn.Module):
     def from_encoder_weights(cls, states: Sequence[Dict[str, torch.Tensor]], family: str, *,
                              num_heads: Optional[int] = None, hidden_act: Optional[str] = None,
                              dtype: Optional[torch.dtype] = None, device=None,
-                             embeddings: Optional[EmbeddingLibrary] = None, tokenizer: Optional[ClipTokenizer] = None
+                             embeddings: Optional[Any] = None, tokenizer: Optional[ClipTokenizer] = None
                              ) -> "ClipTextStack":
         """From standalone text-encoder state dicts (HF `text_model.*` or OpenCLIP layout), one per encoder of the
         family in its order (sdxl: CLIP-L then bigG). `num_heads`/`hidden_act` may be a dict by role."""

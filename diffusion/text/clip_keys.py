@@ -18,6 +18,13 @@ from typing import Dict, List, Optional
 
 import torch
 
+# Single-file checkpoint prefixes of each family's text encoders.
+SD1_TEXT = "cond_stage_model.transformer."
+SD2_TEXT = "cond_stage_model.model."
+SDXL_TEXT_L = "conditioner.embedders.0.transformer."
+SDXL_TEXT_G = "conditioner.embedders.1.model."
+REFINER_TEXT_G = "conditioner.embedders.0.model."
+
 HF_ROOT = "text_model."
 _HF_TOP = ("embeddings.", "encoder.", "final_layer_norm.")
 _HF_IGNORED = ("text_model.embeddings.position_ids", "embeddings.position_ids", "logit_scale")

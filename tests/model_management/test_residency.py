@@ -128,7 +128,7 @@ def test_the_worker_expires_idle_models_between_jobs(tmp_path, tiny_models):
 
 def _generic_files(tmp_path):
     """Two ControlNet files and an upscale model file, in their real on-disk layouts."""
-    from diffusion.controlnet.synthetic import write_controlnet
+    from model_management.synthetic_controlnets import write_controlnet
     from tests.model_management.upscale_fixtures import compact_state_dict, write_safetensors
     return {"canny": write_controlnet(str(tmp_path / "canny.safetensors"), "sd1", seed=1),
             "depth": write_controlnet(str(tmp_path / "depth.safetensors"), "sd1", layout="diffusers", seed=2),
@@ -145,7 +145,7 @@ def _control_out(control, model):
 
 
 def test_generic_modules_are_read_once_and_counted_in_the_budget(tmp_path):
-    from diffusion.controlnet.loader import load_resident_control_model
+    from model_management.control_files import load_resident_control_model
     from model_management.upscaling import load_resident_upscale_model
     files = _generic_files(tmp_path)
     models = ModelResidency()
@@ -162,7 +162,7 @@ def test_generic_modules_are_read_once_and_counted_in_the_budget(tmp_path):
 
 
 def test_generic_modules_are_evicted_least_recently_used_and_reload_identically(tmp_path, tiny_models):
-    from diffusion.controlnet.loader import load_resident_control_model
+    from model_management.control_files import load_resident_control_model
     from model_management.upscaling import load_resident_upscale_model, upscale_image
     files = _generic_files(tmp_path)
     probe = ModelResidency()
@@ -198,7 +198,7 @@ def test_generic_modules_are_evicted_least_recently_used_and_reload_identically(
 
 
 def test_generic_modules_run_through_the_device_loader(tmp_path, tiny_models):
-    from diffusion.controlnet.loader import load_resident_control_model
+    from model_management.control_files import load_resident_control_model
     from model_management.device_loading import LOADED, DeviceLoader
     from model_management.devices import ComputeDevice
     from model_management.upscaling import load_resident_upscale_model, upscale_image

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion.controlnet.synthetic import make_controlnet, write_controlnet
+from model_management.synthetic_controlnets import make_controlnet, write_controlnet
 from nodes.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader, DiffControlNetLoader
 from tests.nodes.test_model_nodes import ModelEngine
 
@@ -112,7 +112,7 @@ def test_family_mismatch_is_a_clear_error(engine):
 
 
 def test_apply_nodes_stack_without_touching_their_inputs(engine):
-    from diffusion.controlnet.loader import control_model_from_state_dict
+    from model_management.control_files import control_model_from_state_dict
     net = control_model_from_state_dict(make_controlnet("sd1", seed=1))
     cond = [[torch.zeros(1, 4, 64), {"pooled_output": None}]]
     image = torch.rand(1, 16, 16, 3)

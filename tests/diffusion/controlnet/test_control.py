@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from diffusion.controlnet.control import ControlRuntime, add_residuals
-from diffusion.controlnet.loader import control_model_from_state_dict
-from diffusion.controlnet.synthetic import make_controlnet
+from model_management.control_files import control_model_from_state_dict
+from model_management.synthetic_controlnets import make_controlnet
 from diffusion.sampling.guidance import Guidance, prepare_conditioning
 
 

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diffusion.controlnet.control_lora import MARKER, build_control_lora, is_control_lora
-from diffusion.controlnet.loader import control_model_from_state_dict
+from model_management.control_files import control_model_from_state_dict
 from diffusion.controlnet.model import ControlNet, controlnet_config_from_unet
 from model_management.checkpoints import load_checkpoint
 

@@ -1,17 +1,16 @@
 """Loading ControlNets from real files: single-file and diffusers layouts agree, diff ControlNets, safe pickles,
 format dispatch and clear errors."""
 import os
-import sys
 import types
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion.controlnet import loader
-from diffusion.controlnet.loader import load_control_model
+from model_management import control_files as loader
+from model_management.control_files import load_control_model
 from diffusion.controlnet.model import ControlNetControl, detect_controlnet_config
-from diffusion.controlnet.synthetic import make_controlnet, write_controlnet
+from model_management.synthetic_controlnets import make_controlnet, write_controlnet
 from diffusion.unet.config import TINY_SDXL_POOLED_DIM
 
 
@@ -90,8 +89,8 @@ def test_diff_controlnet_adds_the_models_weights(tmp_path, tiny_sd1_model):
         load_control_model(path)
     restored = load_control_model(path, model=tiny_sd1_model)
     reference = loader.control_model_from_state_dict(full)
-    for a, b in zip(_residuals(restored), _residuals(reference)):
-        assert (a - b).abs().max() <= 1e-5
+    for a, b in zip(_residuals(restored), _residuals(reference)):  # (w - base) + base rounds in float32
+        assert (a - b).abs().max() <= 1e-4 * max(1.0, float(b.abs().max()))
 
 
 def test_not_a_controlnet_is_named(tmp_path):
@@ -110,13 +109,13 @@ def test_truncated_file_is_a_clear_error(tmp_path):
 
 
 def test_other_formats_are_dispatched_first(monkeypatch):
+    """Control-LoRA and T2I-adapter probes see a state dict before the ControlNet layouts do."""
     seen = []
-    fake = types.ModuleType("diffusion.controlnet.t2i_adapter")
-    fake.is_t2i_adapter = lambda sd: "marker" in sd
-    fake.build_adapter = lambda sd: seen.append(sorted(sd)) or "adapter"
-    monkeypatch.setitem(sys.modules, "diffusion.controlnet.t2i_adapter", fake)
+    fake = types.SimpleNamespace(is_t2i_adapter=lambda sd: "marker" in sd,
+                                 build_adapter=lambda sd, source="": seen.append(sorted(sd)) or "adapter")
+    monkeypatch.setattr(loader, "t2i_adapter", fake)
     assert loader.control_model_from_state_dict({"marker": torch.zeros(1)}) == "adapter"
     assert isinstance(loader.control_model_from_state_dict(make_controlnet("sd1")), ControlNetControl)
     assert seen == [["marker"]]
-    # a format module that does not exist means "not that format"
-    assert loader._optional_format("no_such_format", "probe", "build", {}) is None
+    with pytest.raises(ValueError, match="is not a ControlNet, T2I-adapter or control-LoRA"):
+        loader.control_model_from_state_dict({"something.else": torch.zeros(1)})

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from diffusion.controlnet.loader import controlnet_from_ldm, diffusers_to_ldm, ldm_to_diffusers
-from diffusion.controlnet.synthetic import make_controlnet
+from model_management.control_files import controlnet_from_ldm, diffusers_to_ldm, ldm_to_diffusers
+from model_management.synthetic_controlnets import make_controlnet
 from diffusion.synthetic_checkpoints import _unet_config
 from diffusion.unet import sdxl_vector_input, tiny_sd1_config, tiny_sd2_config, tiny_sdxl_config
 from diffusion.unet.config import TINY_SDXL_POOLED_DIM

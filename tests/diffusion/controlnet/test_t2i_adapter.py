@@ -226,7 +226,7 @@ def test_bad_files_are_refused_clearly():
 
 
 def test_the_controlnet_loader_dispatches_adapter_files(tmp_path):
-    from diffusion.controlnet.loader import load_control_model
+    from model_management.control_files import load_control_model
     ref = _reference("full_adapter", channels=[32, 64])
     path = tmp_path / "t2iadapter_canny.safetensors"
     save_file({k: v.contiguous() for k, v in _to_original_full(ref.state_dict()).items()}, str(path))

@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from diffusion.text import (ClipTextStack, EmbeddingError, EmbeddingLibrary, directory_finder, embedding_finder,
-                            load_embedding_file)
+from diffusion.text import ClipTextStack
+from model_management.embeddings import (EmbeddingError, EmbeddingLibrary, directory_finder, embedding_finder,
+                                         load_embedding_file)
 from diffusion.text.tokenizer import default_tokenizer
 from model_management.file_loading import ModelFileError, RefusedPickleError
 

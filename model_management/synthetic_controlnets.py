@@ -5,7 +5,7 @@ with the released files' key names and shapes -- the single-file LDM layout (`co
 or the diffusers ControlNetModel layout -- filled with seeded random weights (the zero convs too, so the residuals
 are not zero). A "diff" ControlNet stores weights minus a base UNet's, with the `difference` marker key.
 
-    python -m diffusion.controlnet.synthetic sd1 out.safetensors [--diffusers] [--full] [--seed N]
+    python -m model_management.synthetic_controlnets sd1 out.safetensors [--diffusers] [--full] [--seed N]
 """
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
+from diffusion.controlnet.model import CONTROL_PREFIX, ControlNet, controlnet_config_from_unet
 from diffusion.synthetic_checkpoints import _unet_config
-
-from .loader import DIFFERENCE_MARKER, ldm_to_diffusers
-from .model import CONTROL_PREFIX, ControlNet, controlnet_config_from_unet
+from model_management.control_files import DIFFERENCE_MARKER, ldm_to_diffusers
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 LAYOUTS = ("ldm", "ldm_bare", "diffusers")

@@ -1,8 +1,7 @@
 """Loading control models from weight files: format detection, diffusers -> LDM renaming, diff ControlNets.
 
 Formats, checked in this order (the first that claims a state dict wins):
-  - control-LoRA and T2I-adapter: handed to `control_lora.py` / `t2i_adapter.py` in this package when those
-    modules exist (imported lazily; a missing module means "not that format");
+  - control-LoRA and T2I-adapter: built by diffusion/controlnet/control_lora.py and t2i_adapter.py;
   - diffusers ControlNetModel (`controlnet_cond_embedding.*`, `controlnet_down_blocks.N`, `controlnet_mid_block`):
     renamed to the LDM layout by the published key correspondence, then loaded like a single-file one;
   - single-file LDM ControlNet (`input_hint_block.N`, `zero_convs.N.0`, ..., optionally under `control_model.`).
@@ -11,8 +10,6 @@ key; loading it with a MODEL adds that MODEL's (unpatched) UNet weights to every
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import re
 from typing import Any, Dict, Mapping, Optional
@@ -22,7 +19,11 @@ import torch
 from model_management.diffusers_folder import diffusers_unet_key_to_ldm, ldm_unet_key_to_diffusers, unet_layout
 from model_management.file_loading import load_state_dict
 
-from .model import CONTROL_PREFIX, ControlNet, ControlNetControl, detect_controlnet_config, strip_control_prefix
+from diffusion.controlnet import control_lora, t2i_adapter
+from diffusion.controlnet.model import (CONTROL_PREFIX, ControlNet, ControlNetControl, detect_controlnet_config,
+                                        strip_control_prefix)
+from model_management.detection import describe_other
+from model_management.model_objects import release_device
 
 DIFFERENCE_MARKER = "difference"
 _HINT_STEM, _HINT_OUT = "controlnet_cond_embedding.conv_in.", "controlnet_cond_embedding.conv_out."
@@ -37,24 +38,6 @@ def is_diffusers_controlnet(sd: Mapping[str, Any]) -> bool:
 def is_ldm_controlnet(sd: Mapping[str, Any]) -> bool:
     return any(k.startswith(("input_hint_block.", CONTROL_PREFIX + "input_hint_block.", "zero_convs.",
                              CONTROL_PREFIX + "zero_convs.")) for k in sd)
-
-
-def _optional_format(module: str, probe: str, build: str, sd: Mapping[str, Any], source: str = ""):
-    """`build(sd)` of a sibling format module when it exists and its `probe(sd)` claims the dict, else None
-    (`source`, the file path, is passed on when the builder takes it, for its error messages)."""
-    name = f"{__package__}.{module}"
-    try:
-        mod = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
-    if not getattr(mod, probe)(sd):
-        return None
-    builder = getattr(mod, build)
-    if "source" in inspect.signature(builder).parameters:
-        return builder(sd, source=source)
-    return builder(sd)
 
 
 # ---- diffusers <-> LDM key correspondence ------------------------------------------------------------------------
@@ -128,7 +111,6 @@ def ldm_to_diffusers(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 # ---- building ----------------------------------------------------------------------------------------------------
 def _add_base_weights(sd: Dict[str, torch.Tensor], model: Any) -> Dict[str, torch.Tensor]:
     """Diff ControlNet: weight = stored difference + the MODEL's UNet weight, for every key both have."""
-    from model_management.model_objects import release_device
     release_device(model)  # the host weights, not device copies in the compute dtype
     base = model.unet.state_dict()
     out = {}
@@ -168,16 +150,14 @@ def controlnet_from_ldm(sd: Mapping[str, torch.Tensor], source: str = "", model:
 
 def control_model_from_state_dict(sd: Mapping[str, torch.Tensor], source: str = "", model: Any = None) -> Any:
     """Any supported control model from a state dict (see the module docstring for the formats)."""
-    for module, probe, build in (("control_lora", "is_control_lora", "build_control_lora"),
-                                 ("t2i_adapter", "is_t2i_adapter", "build_adapter")):
-        built = _optional_format(module, probe, build, sd, source)
-        if built is not None:
-            return built
+    if control_lora.is_control_lora(sd):
+        return control_lora.build_control_lora(sd, source=source)
+    if t2i_adapter.is_t2i_adapter(sd):
+        return t2i_adapter.build_adapter(sd, source=source)
     if is_diffusers_controlnet(sd):
         return controlnet_from_ldm(diffusers_to_ldm(sd), source, model)
     if is_ldm_controlnet(sd):
         return controlnet_from_ldm(sd, source, model)
-    from model_management.detection import describe_other
     raise ValueError(f"{os.path.basename(source) or 'this file'} is not a ControlNet, T2I-adapter or control-LoRA: "
                      f"it looks like {describe_other(dict(sd))}")
 

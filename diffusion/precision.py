@@ -1,0 +1,17 @@
+"""Which dtype networks compute in on a device: one rule for every network kind, so the UNet, ControlNets and
+the rest agree (a ControlNet's residuals are added to the UNet's activations)."""
+from __future__ import annotations
+
+import torch
+
+
+def compute_dtype(device: torch.device, for_vae: bool = False) -> torch.dtype:
+    """fp32 on CPU (half precision is slow there). On accelerators fp16, except VAEs, which overflow in fp16:
+    bf16 where supported, else fp32."""
+    if device.type == "cpu":
+        return torch.float32
+    if for_vae:
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return torch.float16
