@@ -381,3 +381,19 @@ def test_history_is_readable_the_moment_a_final_event_arrives(server):
         for prompt, expected in ((failing, "execution_error"), (working, "execution_success")):
             kind, history = run(scenario(prompt))
             assert kind == expected and len(history) == 1, (attempt, kind, history)
+
+
+def test_the_console_logs_each_job_like_comfyui(server):
+    """Queued, started, done in N s -- or failed at which node with which message."""
+    import re
+    _, ok = server.post_prompt({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 77}},
+                                "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}})
+    server.wait_history(ok["prompt_id"])
+    _, bad = server.post_prompt({"1": {"class_type": "IntMath", "inputs": {"a": 3, "b": 0, "operation": "divide"}},
+                                 "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}})
+    server.wait_history(bad["prompt_id"])
+    log = server.read_log()
+    good, failed = ok["prompt_id"], bad["prompt_id"]
+    assert re.search(rf"job {good} queued \(number \S+, 2 nodes\)", log)
+    assert f"job {good} started" in log and re.search(rf"job {good} done in \d+\.\d\d s", log)
+    assert re.search(rf"job {failed} failed at node 1 \(IntMath\) after \d+\.\d\d s: .*division by zero", log)
