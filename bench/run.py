@@ -2,12 +2,14 @@
 
     python bench/run.py                  # all
     python bench/run.py engine_overhead  # one
-Copy the tables into bench/RESULTS.md with the date and the command.
+Each benchmark runs in a fresh interpreter: one that loaded GBs of weights would otherwise hand its peak RSS to
+the subprocesses the next one measures (ru_maxrss survives fork and exec). Copy the tables into bench/RESULTS.md
+with the date and the command.
 """
 from __future__ import annotations
 
-import importlib
 import os
+import subprocess
 import sys
 import time
 
@@ -27,9 +29,8 @@ def main(argv=None) -> int:
             print(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
             return 2
         print(f"## {name} ({time.strftime('%Y-%m-%d')})\n", flush=True)
-        module = importlib.import_module(name)
-        status |= module.main([]) or 0
-        print()
+        status |= subprocess.run([sys.executable, os.path.join(HERE, f"{name}.py")]).returncode
+        print(flush=True)
     return status
 
 
