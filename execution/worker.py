@@ -138,8 +138,8 @@ class Worker:
                                              "current_inputs": {}, "current_outputs": [],
                                              "timestamp": int(time.time() * 1000)}]]
             sink.send("execution_error", dict(messages[0][1]))
-        self.store.finish(queued.prompt_id, status, outputs, messages, meta)
         _log_outcome(queued.prompt_id, status, messages, time.monotonic() - started)
+        self.store.finish(queued.prompt_id, status, outputs, messages, meta)
         with self._lock:
             self.current, self._control = None, None
         self.jobs_done += 1
