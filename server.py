@@ -240,24 +240,6 @@ async def index_placeholder(request: web.Request) -> web.Response:
                              "/prompt, /queue, /history and /ws.</p>", content_type="text/html")
 
 
-def configure_logging(verbose: bool) -> None:
-    """Log lines go to stderr from a thread of their own: the event loop and the worker only queue a record, so a
-    line per job costs the job nothing measurable (writing from the hot threads cost ~15 % of trivial-job
-    throughput)."""
-    import atexit
-    import logging.handlers
-    import queue
-
-    records: "queue.SimpleQueue" = queue.SimpleQueue()
-    console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter("%(message)s"))
-    listener = logging.handlers.QueueListener(records, console)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        handlers=[logging.handlers.QueueHandler(records)])
-    listener.start()
-    atexit.register(listener.stop)
-
-
 def no_checkpoint_hint(paths) -> None:
     """A first start with no model at all: say where one goes and how to make a test one."""
     if any(paths.list_files(kind) for kind in ("checkpoints", "diffusion_models") if kind in paths.kinds()):
@@ -271,7 +253,7 @@ def no_checkpoint_hint(paths) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    configure_logging(args.verbose)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     sys.modules.setdefault("server", sys.modules[__name__])  # packs `import server` for PromptServer
     if args.run:
         from execution.cli_runner import run_workflow_file

@@ -48,6 +48,30 @@ def seconds_per_step(repeats: int) -> dict:
     return {"s_per_step": statistics.median(per_step), "decode_s": statistics.median(decode)}
 
 
+def unet_forward_seconds(repeats: int) -> dict:
+    """One UNet forward at 512x512 (batch 2, as with CFG) for the generator's default tiny SD1 layout and for the
+    every-block layout (the previous default, still what the test suite uses)."""
+    import torch
+
+    from diffusion.synthetic_checkpoints import _unet_config
+    from diffusion.unet.model import UNetModel
+
+    out = {}
+    for label, fast in (("fast", True), ("every_block", False)):
+        torch.manual_seed(0)
+        unet = UNetModel(_unet_config("sd1", False, False, fast=fast)).eval()
+        x, t, c = torch.randn(2, 4, 64, 64), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 64)
+        with torch.inference_mode():
+            unet(x, t, c)
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                unet(x, t, c)
+                times.append(time.perf_counter() - started)
+        out[label] = statistics.median(times)
+    return out
+
+
 def first_image_command() -> float:
     """Wall time of the README's first-image command after `pip install` (generator + --run), in a fresh folder."""
     with tempfile.TemporaryDirectory() as base:
@@ -66,10 +90,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     steps = seconds_per_step(args.repeats)
+    forwards = unet_forward_seconds(args.repeats)
     whole = first_image_command()
     print("| metric | value | target |\n|---|---:|---:|")
     print(f"| tiny SD1 (generator default), one euler step at 512x512 (CFG, batch 2), median of {args.repeats} | "
           f"{steps['s_per_step']:.3f} s | <= 0.3 s |")
+    print(f"| UNet forward at 512x512, batch 2: generator default / every-block layout (the previous default) | "
+          f"{forwards['fast']:.3f} s / {forwards['every_block']:.3f} s | |")
     print(f"| tiny SD1 VAE decode 64x64 -> 512x512 | {steps['decode_s']:.3f} s | |")
     print(f"| README first-image command (generate + --run txt2img, 20 steps, 512x512) | {whole:.1f} s | |")
     return 0

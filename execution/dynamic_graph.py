@@ -61,10 +61,11 @@ class DynamicPrompt:
         return added.parent if added is not None else None
 
     def _chain_end(self, node_id: str, step: str) -> str:
-        seen = set()
-        while node_id in self._added and node_id not in seen:
-            seen.add(node_id)
-            node_id = getattr(self._added[node_id], step)
+        """Follow parent or display links to a prompt node (an added node always points at an older node)."""
+        added = self._added.get(node_id)
+        while added is not None:
+            node_id = getattr(added, step)
+            added = self._added.get(node_id)
         return node_id
 
     def get_real_node_id(self, node_id: str) -> str:

@@ -3,6 +3,7 @@ shown relative to the project, to site-packages or to the Python library, so no 
 is installed or who runs it. Paths elsewhere keep only their last two parts."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import site
@@ -14,6 +15,7 @@ _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FILE_LINE = re.compile(r'File "([^"]+)"')
 
 
+@functools.lru_cache(maxsize=1)
 def _roots() -> List[Tuple[str, str]]:
     """(absolute folder, label) pairs, longest first so the most specific root wins."""
     roots = [(_PROJECT, "")]

@@ -4,28 +4,26 @@ there; otherwise the POSIX page counts, which every platform Python runs the ser
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Optional
 
 
-def _meminfo() -> Dict[str, int]:
-    """The fields of /proc/meminfo in bytes; empty where the file does not exist."""
-    fields: Dict[str, int] = {}
+def _meminfo(field: str) -> Optional[int]:
+    """One /proc/meminfo field in bytes (read up to it: the RAM cache asks after every node output), or None."""
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
-                name, _, rest = line.partition(":")
-                parts = rest.split()
-                if parts and parts[0].isdigit():
-                    fields[name] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # the file states kB
     except OSError:
         pass
-    return fields
+    return None
 
 
 def total_bytes() -> int:
-    return _meminfo().get("MemTotal") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    found = _meminfo("MemTotal")
+    return found if found is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def available_bytes() -> int:
-    found = _meminfo().get("MemAvailable")
+    found = _meminfo("MemAvailable")
     return found if found is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

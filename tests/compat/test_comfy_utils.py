@@ -199,3 +199,30 @@ def test_model_management_outside_a_job(bound):
     mm.interrupt_current_processing()  # no job: nothing to interrupt
     mm.soft_empty_cache()
     assert mm.get_free_memory(torch.device("cpu")) > 0 and mm.get_total_memory(torch.device("cpu")) > 0
+
+
+def test_state_dict_prefix_replace_moves_renamed_keys(utils):
+    one, two = torch.ones(1), torch.zeros(1)
+    sd = {"model.a": one, "model.b": two, "other.c": one}
+    out = utils.state_dict_prefix_replace(sd, {"model.": "unet."})
+    assert out is sd and set(sd) == {"unet.a", "unet.b", "other.c"} and sd["unet.a"] is one
+    sd = {"model.a": one, "other.c": two}
+    only = utils.state_dict_prefix_replace(sd, {"model.": "", "other.": "o."}, filter_keys=True)
+    assert only == {"a": one, "o.c": two} and sd == {}  # renamed entries move out of the source
+
+
+@pytest.mark.parametrize("width,height,tile,overlap,tiles", [
+    (512, 512, 512, 64, 1),     # fits in one tile
+    (513, 512, 512, 64, 2),     # one pixel more: a second column (stride 448)
+    (1024, 512, 512, 64, 3),    # 512 + 448 = 960 < 1024: three columns
+    (960, 960, 512, 64, 4),     # exactly two strides each way
+    (100, 30, 32, 8, 4),        # columns end at 32, 56, 80, 104: 4 columns; a height of 30 fits one row
+])
+def test_tiled_scale_steps_count_the_tiles_a_pass_makes(utils, width, height, tile, overlap, tiles):
+    def along(length):  # independent: place tiles at 0, stride, 2*stride, ... until one reaches the end
+        count, end = 1, tile
+        while end < length:
+            count, end = count + 1, end + tile - overlap
+        return count
+    assert along(width) * along(height) == tiles
+    assert utils.get_tiled_scale_steps(width, height, tile, tile, overlap) == along(width) * along(height)
