@@ -20,10 +20,13 @@ import torch
 
 from diffusion.precision import compute_dtype
 from model_management.detection import ModelFamily
+from model_management.patcher_extension import CallbacksMP, WrapperExecutor, WrappersMP, get_all_wrappers
+from model_management.patcher_face import ModelPatcherFace, copy_options
 
 
-class DiffusionModel:
-    """MODEL: the UNet plus how to sample it."""
+class DiffusionModel(ModelPatcherFace):
+    """MODEL: the UNet plus how to sample it. It also answers to ComfyUI's ModelPatcher interface (patcher_face.py),
+    whose options and object patches sampling honours."""
 
     def __init__(self, unet: torch.nn.Module, family: ModelFamily, source: str = "",
                  device: Optional[torch.device] = None) -> None:
@@ -33,12 +36,25 @@ class DiffusionModel:
         self._device = device
         self.options: dict = {}  # sampling overrides (prediction type, zsnr, cfg hooks) set by model nodes
         self.patches: list = []  # (parameter name, patch, strength): LoRAs recorded on this clone
+        self.model_options: dict = {"transformer_options": {}}  # ComfyUI's hooks (patcher_face.py)
+        self.object_patches: dict = {}
+        self.attachments: dict = {}
+        self.additional_models: dict = {}
+        self.parent: Optional["DiffusionModel"] = None
 
     def clone(self) -> "DiffusionModel":
         twin = copy.copy(self)
         twin.options = dict(self.options)
         twin.patches = list(self.patches)
+        twin.model_options = copy_options(self.model_options)
+        twin.object_patches = dict(self.object_patches)
+        twin.attachments = dict(self.attachments)
+        twin.additional_models = copy_options(self.additional_models)
+        twin.parent = self
         twin.__dict__.pop("_sampling", None)
+        twin.__dict__.pop("_explicit_patch", None)
+        for callback in twin.get_callbacks(CallbacksMP.ON_CLONE):
+            callback(self, twin)
         return twin
 
     def with_patches(self, specs: list) -> "DiffusionModel":
@@ -67,7 +83,7 @@ class DiffusionModel:
         from model_management.hypernetwork import installed
         loader = _loader_of(self._unet)
         with _on_device(loader, self.unet, self.dtype, _unet_keep) as unet, _patched(unet, self.patches, loader), \
-                installed(unet, self.options.get("hypernetworks", ())):
+                installed(unet, self.options.get("hypernetworks", ())), self.object_patches_applied(unet):
             yield unet
 
     @property
@@ -85,7 +101,11 @@ class DiffusionModel:
 
     @property
     def model_sampling(self):
-        """The discrete SD schedule for this model's prediction type (and zero-terminal-SNR setting)."""
+        """The discrete SD schedule for this model's prediction type (and zero-terminal-SNR setting), unless a
+        pack replaced it (object patch `model_sampling`)."""
+        patched = self.object_patches.get("model_sampling")
+        if patched is not None:
+            return patched
         from diffusion.sampling.model_sampling import DiscreteModelSampling
         key = (self.prediction, bool(self.options.get("zsnr", self.family.zero_terminal_snr)))
         cached = self.__dict__.get("_sampling")
@@ -95,15 +115,43 @@ class DiffusionModel:
         return cached[1]
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                y: Optional[torch.Tensor] = None, control: Optional[dict] = None) -> torch.Tensor:
-        """One UNet evaluation on the compute device in its dtype; the output on the caller's device and dtype."""
+                y: Optional[torch.Tensor] = None, control: Optional[dict] = None,
+                transformer_options: Optional[dict] = None) -> torch.Tensor:
+        """One UNet evaluation on the compute device in its dtype; the output on the caller's device and dtype.
+        DIFFUSION_MODEL wrappers in `transformer_options` run around the UNet call."""
         device, dtype = self.device, self.dtype
         if control is not None and device != x.device:  # ControlNet residuals come from where the sampler runs
             control = {k: _to_device(v, device) for k, v in control.items()}
         with _on_device(_loader_of(self._unet), self.unet, dtype, _unet_keep) as unet:
-            out = unet(x.to(device, dtype), timesteps.to(device, dtype), context.to(device, dtype),
-                       y=None if y is None else y.to(device, dtype), control=control)
+            net = self.object_patches.get("diffusion_model") or unet
+            args = (x.to(device, dtype), timesteps.to(device, dtype), context.to(device, dtype),
+                    None if y is None else y.to(device, dtype), control, transformer_options)
+            wrappers = get_all_wrappers(WrappersMP.DIFFUSION_MODEL, transformer_options)
+            if wrappers:
+                out = WrapperExecutor.new_class_executor(_unet_call(net), net, wrappers).execute(*args)
+            else:
+                out = _unet_call(net)(*args)
         return out.to(x.device, x.dtype)
+
+    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                    y: Optional[torch.Tensor] = None, control: Optional[dict] = None,
+                    concat: Optional[torch.Tensor] = None, transformer_options: Optional[dict] = None) -> torch.Tensor:
+        """The denoised x0 for noisy latents `x` at noise levels `sigma` (one per batch item): input scaling,
+        the inpainting channels `concat`, the UNet, and the prediction type's output conversion. APPLY_MODEL
+        wrappers run around it (ComfyUI's BaseModel.apply_model, whose `t` is this sigma)."""
+        def run(x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
+            sampling = self.model_sampling
+            x_in = sampling.calculate_input(t, x)
+            if c_concat is not None:
+                x_in = torch.cat([x_in, c_concat.to(x_in)], dim=1)
+            out = self.forward(x_in, sampling.timestep(t).float(), c_crossattn, y=kwargs.get("y"), control=control,
+                               transformer_options=transformer_options)
+            return sampling.calculate_denoised(t, out, x)
+
+        wrappers = get_all_wrappers(WrappersMP.APPLY_MODEL, transformer_options)
+        call = WrapperExecutor.new_class_executor(run, self.model, wrappers) if wrappers else run
+        return call(x, sigma, c_concat=concat, c_crossattn=context, control=control,
+                    transformer_options=transformer_options, y=y)
 
 
 class TextEncoderModel:
@@ -163,6 +211,15 @@ class TextEncoderModel:
                 _pad_window_counts(windows, stack)
             cond, pooled = stack.encode(windows, clip_skip=self.clip_skip, warnings=warnings)
         return _to_host(cond), _to_host(pooled), warnings
+
+
+def _unet_call(net: Any) -> Callable:
+    """net(x, t, context, y, control, transformer_options) for our UNet (or a pack's replacement module)."""
+    def call(x, t, context, y=None, control=None, transformer_options=None, **kwargs):
+        if transformer_options is None:
+            return net(x, t, context, y=y, control=control)
+        return net(x, t, context, y=y, control=control, transformer_options=transformer_options)
+    return call
 
 
 def release_device(obj: Any) -> None:

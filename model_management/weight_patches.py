@@ -231,6 +231,23 @@ class MergePatch:
         return []  # it owns no factors: the other model's weights stay where they are
 
 
+@dataclass(eq=False)
+class ScalePatch:
+    """dW = W, the running value it is applied to: at strength s - 1 it scales the weight (and the patches listed
+    before it) by s. ComfyUI's `strength_model` of add_patches is one of these before the patch it goes with."""
+    kind = "scale"
+    needs_weight = True
+
+    def delta(self, weight_shape: Shape, dtype: torch.dtype = torch.float32, device=None,
+              weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if weight is None:
+            raise PatchError("scale patch: needs the weight it is applied to")
+        return weight.to(device=device or weight.device, dtype=torch.float32, copy=True).to(dtype)
+
+    def tensors(self) -> List[torch.Tensor]:
+        return []
+
+
 class PatchedWeights:
     """Read access to one model's effective weights: the parameters of its module (or residency handle, resolved on
     each use so that eviction still frees memory) with its own patch list applied out of place, one parameter at a
@@ -263,7 +280,7 @@ class PatchedWeights:
         return patched_weight(param, items, name) if items else param.detach()
 
 
-Patch = Union[LoraPatch, LohaPatch, LokrPatch, DiffPatch, MergePatch]
+Patch = Union[LoraPatch, LohaPatch, LokrPatch, DiffPatch, MergePatch, ScalePatch]
 PatchSpec = Tuple[str, Patch, float]  # (parameter name, patch, strength)
 
 

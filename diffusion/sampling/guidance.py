@@ -226,6 +226,7 @@ class Guidance:
         self._default_concat: Optional[torch.Tensor] = None
         self.full_shape: Optional[tuple] = None
         self.in_channels = unet_in_channels(model)
+        self.sample_sigmas: Optional[torch.Tensor] = None  # the whole schedule, when the sampler run sets it
 
     def set_inpaint_source(self, latent: torch.Tensor, mask: Optional[torch.Tensor]) -> None:
         """The sampler's input latent (scaled) and noise mask ([B, 1|C, H, W] at latent size, or None): what an
@@ -250,23 +251,63 @@ class Guidance:
         self._default_concat = _to_batch(concat, shape[0]).to(like)
         return self._default_concat
 
+    def model_options(self) -> dict:
+        """The MODEL's ComfyUI-style hooks (model_management/patcher_face.py); {} for models without them."""
+        return getattr(self.model, "model_options", None) or {}
+
     def uses_uncond(self) -> bool:
-        return bool(self.negative) and not math.isclose(self.cfg, 1.0)
+        if not self.negative:
+            return False
+        return not math.isclose(self.cfg, 1.0) or bool(self.model_options().get("disable_cfg1_optimization"))
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
         return self.denoise(x, sigma)
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        options = self.model_options()
         lists = [self.positive] + ([self.negative] if self.uses_uncond() else [])
         preds = self.predict(x, sigma, lists)
-        cond = preds[0]
-        uncond = preds[1] if len(preds) > 1 else None
+        hooked = any(k in options for k in ("sampler_pre_cfg_function", "sampler_cfg_function",
+                                            "sampler_post_cfg_function"))
+        if not hooked:
+            cond = preds[0]
+            uncond = preds[1] if len(preds) > 1 else None
+            self.uncond_denoised = uncond
+            if uncond is None:
+                return cond
+            if self.combine is not None:
+                return self.combine(cond, uncond, self.cfg, x, sigma)
+            return uncond + (cond - uncond) * self.cfg
+        return self._hooked_cfg(x, sigma, preds, options)
+
+    def _hooked_cfg(self, x: torch.Tensor, sigma: torch.Tensor, preds: List[torch.Tensor],
+                    options: dict) -> torch.Tensor:
+        """CFG through the model's pre-cfg, cfg and post-cfg functions, with the arguments ComfyUI gives them
+        (a skipped unconditional prediction is zeros, as there)."""
+        if len(preds) == 1:
+            preds = [preds[0], torch.zeros_like(x)]
+        model = getattr(self.model, "model", self.model)
+        conds = [self.positive, self.negative if self.uses_uncond() else None]
+        for fn in options.get("sampler_pre_cfg_function", ()):
+            preds = fn({"conds": conds, "conds_out": preds, "cond_scale": self.cfg, "timestep": sigma, "input": x,
+                        "sigma": sigma, "model": model, "model_options": options})
+        cond, uncond = preds[0], preds[1]
         self.uncond_denoised = uncond
-        if uncond is None:
-            return cond
-        if self.combine is not None:
-            return self.combine(cond, uncond, self.cfg, x, sigma)
-        return uncond + (cond - uncond) * self.cfg
+        cfg_fn = options.get("sampler_cfg_function")
+        if cfg_fn is not None:
+            result = x - cfg_fn({"cond": x - cond, "uncond": x - uncond, "cond_scale": self.cfg, "timestep": sigma,
+                                 "input": x, "sigma": sigma, "cond_denoised": cond, "uncond_denoised": uncond,
+                                 "model": model, "model_options": options, "input_cond": conds[0],
+                                 "input_uncond": conds[1]})
+        elif self.combine is not None:
+            result = self.combine(cond, uncond, self.cfg, x, sigma)
+        else:
+            result = uncond + (cond - uncond) * self.cfg
+        for fn in options.get("sampler_post_cfg_function", ()):
+            result = fn({"denoised": result, "cond": conds[0], "uncond": conds[1], "cond_scale": self.cfg,
+                         "model": model, "uncond_denoised": uncond, "cond_denoised": cond, "sigma": sigma,
+                         "model_options": options, "input": x})
+        return result
 
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, lists: List[List[CondEntry]]) -> List[torch.Tensor]:
         """The weighted average x0 prediction of each list of entries (areas and masks blended)."""
@@ -291,15 +332,16 @@ class Guidance:
                     weight = weight * _feather(h, w, area, latent_hw).to(x)
                 jobs.append((index, entry, crop, weight, area))
         for group in _groups(jobs):
-            outs = self._forward(group, sigma)
+            outs = self._forward(group, sigma, sigma.reshape(-1)[:1].expand(x.shape[0]) if sigma.numel() == 1
+                                 else sigma)
             for (index, entry, crop, weight, area), out in zip(group, outs):
                 h, w, top, left = area
                 totals[index][:, :, top:top + h, left:left + w] += out * weight
                 counts[index][:, :, top:top + h, left:left + w] += weight
         return [t / c for t, c in zip(totals, counts)]
 
-    def _forward(self, group: list, sigma: torch.Tensor) -> List[torch.Tensor]:
-        """One UNet call for a group of entries with matching shapes (batched on the batch axis)."""
+    def _forward(self, group: list, sigma: torch.Tensor, batch_sigma: torch.Tensor) -> List[torch.Tensor]:
+        """One model call for a group of entries with matching shapes (batched on the batch axis)."""
         batch = group[0][2].shape[0]
         x = torch.cat([job[2] for job in group])
         sig = sigma.reshape(-1)[:1].expand(x.shape[0]) if sigma.numel() == 1 else sigma.repeat(len(group))
@@ -310,11 +352,34 @@ class Guidance:
         x_in = self.sampling.calculate_input(sig, x)
         t = self.sampling.timestep(sig).float()
         control = _merge_controls([job[1] for job in group], x_in, t, sig, context, y, self.model)
-        if extra_channels(self.in_channels, x.shape[1]):
-            x_in = torch.cat([x_in, self._concat_for(group, batch)], dim=1)
-        out = self.model.forward(x_in, t, context, y=y, control=control)
-        denoised = self.sampling.calculate_denoised(sig, out, x)
+        concat = self._concat_for(group, batch) if extra_channels(self.in_channels, x.shape[1]) else None
+        if not hasattr(self.model, "apply_model"):  # a bare denoiser (tests' stand-ins)
+            if concat is not None:
+                x_in = torch.cat([x_in, concat], dim=1)
+            out = self.model.forward(x_in, t, context, y=y, control=control)
+            return list(self.sampling.calculate_denoised(sig, out, x).split(batch))
+        denoised = self._apply(x, sig, context, y, control, concat, [job[0] for job in group], batch_sigma)
         return list(denoised.split(batch))
+
+    def _apply(self, x: torch.Tensor, sig: torch.Tensor, context: torch.Tensor, y: Optional[torch.Tensor],
+               control: Optional[dict], concat: Optional[torch.Tensor], cond_or_uncond: List[int],
+               batch_sigma: torch.Tensor) -> torch.Tensor:
+        """model.apply_model with this call's transformer_options (the model's, plus which prediction each chunk
+        is for: 0 conditional, 1 unconditional), through the model's `model_function_wrapper` when it has one."""
+        options = self.model_options()
+        transformer_options = dict(options.get("transformer_options") or {})
+        transformer_options["cond_or_uncond"] = list(cond_or_uncond)
+        transformer_options["sigmas"] = batch_sigma
+        if self.sample_sigmas is not None:
+            transformer_options["sample_sigmas"] = self.sample_sigmas
+        c = {"c_crossattn": context, "c_concat": concat, "y": y, "control": control,
+             "transformer_options": transformer_options}
+        wrapper = options.get("model_function_wrapper")
+        if wrapper is None:
+            return self.model.apply_model(x, sig, context, y=y, control=control, concat=concat,
+                                          transformer_options=transformer_options)
+        base = self.model.model
+        return wrapper(base.apply_model, {"input": x, "timestep": sig, "c": c, "cond_or_uncond": list(cond_or_uncond)})
 
     def _concat_for(self, group: list, batch: int) -> torch.Tensor:
         """The inpainting channels of each job, cropped to its area like x and batched like x."""

@@ -67,11 +67,16 @@ def slice_sigmas(sigmas: torch.Tensor, start_step: Optional[int], last_step: Opt
 
 
 class InpaintWrapper:
-    """Keeps the unmasked part of the latent pinned to the (renoised) original at every model call."""
+    """Keeps the unmasked part of the latent pinned to the (renoised) original at every model call.
+
+    `mask_function(sigma, mask, extra_options={"model", "sigmas"}) -> mask`, when given (a MODEL's
+    `denoise_mask_function`, e.g. differential diffusion), picks the mask used at each call."""
 
     def __init__(self, inner: Callable, latent: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor,
-                 sampling: Any) -> None:
+                 sampling: Any, mask_function: Optional[Callable] = None, model: Any = None,
+                 sigmas: Optional[torch.Tensor] = None) -> None:
         self.inner, self.latent, self.noise, self.mask, self.sampling = inner, latent, noise, mask, sampling
+        self.base_mask, self.mask_function, self.model, self.sigmas = mask, mask_function, model, sigmas
 
     @property
     def uncond_denoised(self):
@@ -86,6 +91,9 @@ class InpaintWrapper:
         return x * self.mask + renoised * (1.0 - self.mask)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if self.mask_function is not None:
+            self.mask = self.mask_function(sigma, self.base_mask,
+                                           extra_options={"model": self.model, "sigmas": self.sigmas})
         out = self.inner(self.pin(x, sigma), sigma, **kwargs)
         return out * self.mask + self.latent * (1.0 - self.mask)
 
@@ -118,8 +126,12 @@ def run_sampler(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: 
     mask = _noise_mask(noise_mask, latent_in) if noise_mask is not None else None
     if hasattr(guidance, "set_inpaint_source"):  # inpainting UNets see the mask and the input latent
         guidance.set_inpaint_source(latent_in, mask)
+    model_options = getattr(model, "model_options", None) or {}
+    if hasattr(guidance, "sample_sigmas"):
+        guidance.sample_sigmas = sigmas
     if mask is not None:
-        denoiser = InpaintWrapper(guidance, latent_in, noise.float(), mask, sampling)
+        denoiser = InpaintWrapper(guidance, latent_in, noise.float(), mask, sampling,
+                                  model_options.get("denoise_mask_function"), getattr(model, "model", model), sigmas)
     last = {"denoised": None}
     total = len(sigmas) - 1
 
@@ -129,7 +141,7 @@ def run_sampler(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: 
             callback(info["i"], total, info["x"], info["denoised"])
 
     patched = model.patched() if hasattr(model, "patched") else contextlib.nullcontext()
-    with torch.inference_mode(), patched:
+    with torch.inference_mode(), _run_callbacks(model), patched:
         samples = sampler.function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=on_step,
                                    **sampler.options)
         if isinstance(denoiser, InpaintWrapper):
@@ -137,6 +149,22 @@ def run_sampler(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: 
         samples = sampling.inverse_noise_scaling(sigmas[-1], samples)
     denoised = last["denoised"] if last["denoised"] is not None else samples
     return samples / scale, denoised / scale
+
+
+@contextlib.contextmanager
+def _run_callbacks(model: Any):
+    """A MODEL's on_pre_run callbacks before sampling and on_cleanup ones after (errors included)."""
+    get = getattr(model, "get_callbacks", None)
+    if get is None:
+        yield
+        return
+    for callback in get("on_pre_run"):
+        callback(model)
+    try:
+        yield
+    finally:
+        for callback in get("on_cleanup"):
+            callback(model)
 
 
 def sample(model: Any, noise: torch.Tensor, positive: list, negative: Optional[list], cfg: float,

@@ -11,6 +11,16 @@ ControlNet / T2I-adapter hook (`control` argument of `forward`): a dict with opt
               tensors: the residual of input block i is added to skip i just before it is concatenated into its
               output block (ControlNet style: a ControlNet's zero-conv outputs, listed in input-block order).
 "input" and "output" must hold exactly `config.num_input_blocks` entries; any entry may be None (no residual).
+
+Extension hook (`transformer_options`, see attention.py): the UNet records where it is (`block` = ("input", i) /
+("middle", 0) / ("output", i), `transformer_index` counting SpatialTransformers, `original_shape`) and runs the
+block-level patches from `transformer_options["patches"]`:
+  - emb_patch: `(emb, model_channels, options) -> emb` after the time embedding;
+  - input_block_patch: `(h, options) -> h` after each input block (and its control residual), before the skip
+    is stored; input_block_patch_after_skip: the same, after it is stored;
+  - output_block_patch: `(h, skip, options) -> (h, skip)` before each output block's concatenation;
+  - forward_timestep_embed_patch: `(layer class, handler)` pairs; a plain layer (stem conv, downsampler) that is
+    an instance of the class runs as `handler(layer, x, emb, context, options, out_size, None, None, None)`.
 """
 from __future__ import annotations
 
@@ -29,17 +39,35 @@ class UNetBlock(nn.ModuleList):
     """One `input_blocks.N` / `middle_block` / `output_blocks.N` entry: layers fed what each kind needs."""
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None,
-                out_size: Sequence[int] | None = None) -> torch.Tensor:
+                out_size: Sequence[int] | None = None, transformer_options: dict | None = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb)
             elif isinstance(layer, SpatialTransformer):
-                h = layer(h, context)
+                h = layer(h, context, transformer_options)
+                if transformer_options:
+                    transformer_options["transformer_index"] = transformer_options.get("transformer_index", 0) + 1
             elif isinstance(layer, Upsample):
                 h = layer(h, out_size)
             else:
-                h = layer(h)
+                handler = _layer_handler(layer, transformer_options)
+                h = layer(h) if handler is None else handler(layer, h, emb, context, transformer_options, out_size,
+                                                             None, None, None)
         return h
+
+
+def _has_patches(options: Mapping[str, Any] | None) -> bool:
+    return bool(options) and bool(options.get("patches") or options.get("patches_replace"))
+
+
+def _layer_handler(layer: nn.Module, options: dict | None) -> Any:
+    """The forward_timestep_embed_patch handler registered for this layer's class, if any."""
+    if not options:
+        return None
+    for layer_class, handler in (options.get("patches") or {}).get("forward_timestep_embed_patch", ()):
+        if isinstance(layer, layer_class):
+            return handler
+    return None
 
 
 def spatial_transformer(cfg: UNetConfig, channels: int, depth: int) -> SpatialTransformer:
@@ -119,9 +147,14 @@ class UNetModel(nn.Module):
                 transformer_options: Mapping[str, Any] | None = None) -> torch.Tensor:
         """x [B, in, H, W], timesteps [B] (or a scalar), context [B, T, context_dim], y [B, adm] (SDXL).
 
-        Inputs are cast to the weights' dtype; the result comes back in x's dtype. `transformer_options` is
-        accepted for ComfyUI-style callers and reserved for attention patches (unused here).
+        Inputs are cast to the weights' dtype; the result comes back in x's dtype. `transformer_options` carries
+        extension patches (module docstring); it is updated in place as the blocks run.
         """
+        options = transformer_options if _has_patches(transformer_options) else None  # else the plain path
+        patches = (options.get("patches") or {}) if options else {}
+        if options:
+            options["original_shape"] = list(x.shape)
+            options["transformer_index"] = 0
         dtype, out_dtype, batch = self.dtype, x.dtype, x.shape[0]
         t = torch.as_tensor(timesteps, device=x.device).reshape(-1)
         if t.shape[0] != batch:
@@ -129,6 +162,8 @@ class UNetModel(nn.Module):
                 raise ValueError(f"{t.shape[0]} timesteps for a batch of {batch}")
             t = t.expand(batch)
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(dtype))
+        for patch in patches.get("emb_patch", ()):
+            emb = patch(emb, self.config.model_channels, options)
         if self.label_emb is not None:
             if y is None:
                 raise ValueError(f"this UNet is class/size-conditioned: pass y [B, {self.config.adm_in_channels}]")
@@ -147,21 +182,33 @@ class UNetModel(nn.Module):
         h = x.to(dtype)
         skips = []
         for i, block in enumerate(self.input_blocks):
-            h = block(h, emb, context)
+            if options:
+                options["block"] = ("input", i)
+            h = block(h, emb, context, None, options)
             if ctrl_in is not None and ctrl_in[i] is not None:
                 h = h + ctrl_in[i].to(h.dtype)
+            for patch in patches.get("input_block_patch", ()):
+                h = patch(h, options)
             skips.append(h)
+            for patch in patches.get("input_block_patch_after_skip", ()):
+                h = patch(h, options)
 
-        h = self.middle_block(h, emb, context)
+        if options:
+            options["block"] = ("middle", 0)
+        h = self.middle_block(h, emb, context, None, options)
         if ctrl_mid is not None:
             for r in ([ctrl_mid] if torch.is_tensor(ctrl_mid) else ctrl_mid):
                 if r is not None:
                     h = h + r.to(h.dtype)
 
-        for block in self.output_blocks:
+        for i, block in enumerate(self.output_blocks):
+            if options:
+                options["block"] = ("output", i)
             skip = skips.pop()
             if ctrl_out is not None and ctrl_out[len(skips)] is not None:
                 skip = skip + ctrl_out[len(skips)].to(skip.dtype)
+            for patch in patches.get("output_block_patch", ()):
+                h, skip = patch(h, skip, options)
             out_size = skips[-1].shape[-2:] if skips else None
-            h = block(torch.cat([h, skip], dim=1), emb, context, out_size)
+            h = block(torch.cat([h, skip], dim=1), emb, context, out_size, options)
         return self.out(h).to(out_dtype)
