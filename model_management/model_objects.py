@@ -70,7 +70,7 @@ class DiffusionModel(ModelPatcherFace):
     def dtype(self) -> torch.dtype:
         return compute_dtype(self.device)
 
-    def load_device(self, extra_bytes: int = 0) -> None:
+    def make_resident(self, extra_bytes: int = 0) -> None:
         """Place the UNet on the compute device now (most recently used), without holding it there."""
         loader = _loader_of(self._unet)
         if loader is not None:
@@ -189,7 +189,7 @@ class TextEncoderModel:
     def dtype(self) -> torch.dtype:
         return compute_dtype(self.device)
 
-    def load_device(self, extra_bytes: int = 0) -> None:
+    def make_resident(self, extra_bytes: int = 0) -> None:
         loader = _loader_of(self._stack)
         if loader is not None:
             loader.load(self.stack, self.dtype, extra_bytes, keep_resident=None)
@@ -324,7 +324,7 @@ class VAEModel:
     def dtype(self) -> torch.dtype:
         return compute_dtype(self.device, for_vae=True)
 
-    def load_device(self, extra_bytes: int = 0) -> None:
+    def make_resident(self, extra_bytes: int = 0) -> None:
         loader = _loader_of(self._vae)
         if loader is not None:
             loader.load(self.vae, self.dtype, extra_bytes, keep_resident=_vae_keep)

@@ -154,7 +154,7 @@ def test_lora_on_loaded_and_streamed_layers_matches_and_restores_bit_exact(tiny_
     model = models.load_checkpoint(path).model
     unet = model.unet
     before = _tensors(unet)
-    model.load_device()
+    model.make_resident()
     rec = models.devices.record(unet)
     linear_in = lambda state: [u.name for u in rec.units if u.state == state and isinstance(u.module, torch.nn.Linear)]
     targets = [linear_in(LOADED)[0], linear_in(STREAMED)[0]]
