@@ -1,79 +1,29 @@
 """Custom sampling: samplers, schedules, noise and guiders as separate pieces, assembled by SamplerCustom(Advanced).
 
-SAMPLER is a `SamplerChoice`; SIGMAS a 1-D tensor; NOISE an object with `seed` and `generate(latent)`; GUIDER an
-object that turns latents and a schedule into samples with its own model and conditioning.
+SIGMAS is a 1-D tensor; the NOISE, GUIDER and SAMPLER objects (with ComfyUI's interfaces, which packs build and
+subclass) are in nodes/sampling_objects.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-import torch
-
-from diffusion.sampling.guidance import Guidance, prepare_conditioning
-from diffusion.sampling.ksampler import SamplerChoice, calculate_sigmas, prepare_noise, run_sampler
+from diffusion.sampling.ksampler import SamplerChoice, calculate_sigmas
+from nodes.sampling_objects import Guider, NoNoise, RandomNoiseSource
 from nodes.declare import Boolean, Combo, Float, Int, Output, Socket, node
 from nodes.sampling import SEED_MAX, progress_callback, sampler_combo, scheduler_combo
 
 SIGMA_MAX, SIGMA_MIN = 14.614642, 0.0291675
 
 
-@dataclass
-class RandomNoiseSource:
-    seed: int
-
-    def generate(self, latent: dict) -> torch.Tensor:
-        return prepare_noise(latent["samples"], self.seed, latent.get("batch_index"))
-
-
-@dataclass
-class NoNoise:
-    seed: int = 0
-
-    def generate(self, latent: dict) -> torch.Tensor:
-        return torch.zeros_like(latent["samples"], dtype=torch.float32)
-
-
-class Guider:
-    """CFG guidance over one MODEL with positive (and optionally negative) conditioning; DualCFG adds a third."""
-
-    def __init__(self, model, positive, negative=None, cfg: float = 1.0, second=None, cfg2: float = 1.0,
-                 style: str = "regular"):
-        self.model, self.positive, self.negative, self.cfg = model, positive, negative, cfg
-        self.second, self.cfg2, self.style = second, cfg2, style
-
-    def guidance(self, shape) -> Guidance:
-        prep = lambda c: prepare_conditioning(c, shape, self.model) if c is not None else None  # noqa: E731
-        if self.second is None:
-            return Guidance(self.model, prep(self.positive), prep(self.negative), self.cfg,
-                            self.model.options.get("cfg_combine"))
-        return DualGuidance(self.model, prep(self.positive), prep(self.second), prep(self.negative), self.cfg,
-                            self.cfg2, self.style)
-
-    def sample(self, ctx, noise, latent: dict, sampler: SamplerChoice, sigmas: torch.Tensor) -> tuple:
-        samples = latent["samples"]
-        guidance = self.guidance(samples.shape)
-        return run_sampler(self.model, guidance, sampler, sigmas, samples, noise.generate(latent), noise.seed,
-                           latent.get("noise_mask"), progress_callback(ctx, self.model))
-
-
-class DualGuidance(Guidance):
-    """Two positive conditionings and a negative: regular = neg + s2(c2 - neg) + s1(c1 - c2); nested applies the
-    cond2-vs-negative guidance on top of the cond1-vs-cond2 guidance."""
-
-    def __init__(self, model, cond1, cond2, negative, cfg1, cfg2, style):
-        super().__init__(model, cond1, negative, cfg1)
-        self.cond2, self.cfg2, self.style = cond2, cfg2, style
-
-    def denoise(self, x, sigma):
-        c1, c2, neg = self.predict(x, sigma, [self.positive, self.cond2, self.negative or self.cond2])
-        self.uncond_denoised = neg
-        if self.style == "nested":
-            inner = c2 + (c1 - c2) * self.cfg
-            return neg + (inner - neg) * self.cfg2
-        return neg + (c2 - neg) * self.cfg2 + (c1 - c2) * self.cfg
-
-
 def _sample_custom(ctx, guider, noise, sampler, sigmas, latent_image):
-    out, denoised = guider.sample(ctx, noise, latent_image, sampler, sigmas)
+    samples = latent_image["samples"]
+    model = guider.model_patcher
+    if isinstance(guider, Guider):
+        out, denoised = guider.sample_both(noise.generate_noise(latent_image), samples, sampler, sigmas,
+                                           latent_image.get("noise_mask"), progress_callback(ctx, model),
+                                           noise.seed)
+    else:  # a pack's own guider class with ComfyUI's interface only
+        out = guider.sample(noise.generate_noise(latent_image), samples, sampler, sigmas,
+                            denoise_mask=latent_image.get("noise_mask"), seed=noise.seed)
+        denoised = out
     first, second = dict(latent_image), dict(latent_image)
     first["samples"], second["samples"] = out, denoised
     return first, second
