@@ -37,6 +37,10 @@ FUNCTION_ALIASES = {
 }
 
 
+# Combo inputs whose choice lists ComfyUI's classes also hold as class attributes (`ImageScale.upscale_methods`).
+CHOICE_ATTRIBUTES = {"upscale_method": "upscale_methods", "crop": "crop_methods", "rotation": "rotations"}
+
+
 def package_getattr(name: str) -> Any:
     """The module `__getattr__` compat installs on our `nodes` package: ComfyUI's `nodes` names for packs."""
     if name.startswith("_"):
@@ -49,6 +53,17 @@ def interrupt_processing(value: bool = True) -> None:
     from comfy import model_management  # noqa: PLC0415 - resolves once compat is installed
 
     model_management.interrupt_current_processing(value)
+
+
+def common_ksampler(model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+                    positive: Any, negative: Any, latent: dict, denoise: float = 1.0, disable_noise: bool = False,
+                    start_step: Any = None, last_step: Any = None, force_full_denoise: bool = False) -> tuple:
+    """ComfyUI's `nodes.common_ksampler`: what KSampler runs, returning `(latent,)`; progress goes to the calling
+    node."""
+    from nodes.sampling import common_ksampler as run  # noqa: PLC0415 - our nodes package, already imported
+
+    return (run(current_context(), model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                denoise, disable_noise, start_step, last_step, force_full_denoise),)
 
 
 def _catalogue(fallback: bool = True) -> Any:
@@ -112,6 +127,8 @@ def lookup(name: str) -> Any:
         return MAX_RESOLUTION
     if name == "interrupt_processing":
         return interrupt_processing
+    if name == "common_ksampler":
+        return common_ksampler
     # class names come only from a catalogue that already exists: building one here could re-enter the import
     # of our own `nodes` submodules (the import system probes them with getattr).
     catalogue = _catalogue(fallback=False)
@@ -188,6 +205,9 @@ def _make_wrapper(spec: NodeSpec) -> type:
         "execute": execute,
         "_tessera_spec": spec,
     }
+    for ispec in spec.current_inputs():  # class attributes packs read, e.g. ImageScale.upscale_methods
+        if ispec.name in CHOICE_ATTRIBUTES and ispec.is_combo:
+            attrs[CHOICE_ATTRIBUTES[ispec.name]] = list(ispec.choice_list(_runtime.state.services))
     alias = FUNCTION_ALIASES.get(spec.name)
     if alias:
         attrs[alias] = execute

@@ -1,7 +1,7 @@
 """ComfyUI's ModelPatcher interface on our MODEL, so node packs can patch a model the way they do on ComfyUI.
 
 `DiffusionModel` (model_objects.py) inherits `ModelPatcherFace`. The face keeps ComfyUI's state where packs look for
-it and the engine honours all of it when it samples (docs/architecture.md §12):
+it and the engine honours all of it when it samples (docs/architecture.md §9):
   - `model_options`: `transformer_options` (attention/block patches and replacements, read by the UNet: see
     diffusion/unet/attention.py and model.py; `wrappers` and `callbacks` by kind), `sampler_cfg_function`,
     `sampler_pre_cfg_function` / `sampler_post_cfg_function` lists, `model_function_wrapper`,
@@ -178,39 +178,39 @@ class ModelPatcherFace:
         self.set_model_patch(patch, "forward_timestep_embed_patch")
 
     # -- wrappers and callbacks (patcher_extension) ---------------------------------------------------------------
+    def _keyed(self, table: str, kind: str) -> dict:
+        """key -> list of callables, for one kind of `wrappers` or `callbacks` in transformer_options."""
+        return self._transformer_options().setdefault(table, {}).setdefault(kind, {})
+
+    def _all_keyed(self, table: str, kind: str, key: Optional[str]) -> list:
+        by_key = self._transformer_options().get(table, {}).get(kind, {})
+        return list(by_key.get(key, [])) if key is not None else [f for fs in by_key.values() for f in fs]
+
     def add_wrapper_with_key(self, wrapper_type: str, key: str, wrapper: Callable) -> None:
         check_wrapper_type(wrapper_type)
-        wrappers = self._transformer_options().setdefault("wrappers", {})
-        wrappers.setdefault(wrapper_type, {}).setdefault(key, []).append(wrapper)
+        self._keyed("wrappers", wrapper_type).setdefault(key, []).append(wrapper)
 
     def add_wrapper(self, wrapper_type: str, wrapper: Callable) -> None:
         self.add_wrapper_with_key(wrapper_type, None, wrapper)
 
     def get_wrappers(self, wrapper_type: str, key: Optional[str] = None) -> list:
-        by_key = self._transformer_options().get("wrappers", {}).get(wrapper_type, {})
-        if key is not None:
-            return list(by_key.get(key, []))
-        return [w for ws in by_key.values() for w in ws]
+        return self._all_keyed("wrappers", wrapper_type, key)
 
     def remove_wrappers_with_key(self, wrapper_type: str, key: str) -> None:
-        self._transformer_options().get("wrappers", {}).get(wrapper_type, {}).pop(key, None)
+        self._keyed("wrappers", wrapper_type).pop(key, None)
 
     def add_callback_with_key(self, call_type: str, key: str, callback: Callable) -> None:
         check_callback_type(call_type)
-        callbacks = self._transformer_options().setdefault("callbacks", {})
-        callbacks.setdefault(call_type, {}).setdefault(key, []).append(callback)
+        self._keyed("callbacks", call_type).setdefault(key, []).append(callback)
 
     def add_callback(self, call_type: str, callback: Callable) -> None:
         self.add_callback_with_key(call_type, None, callback)
 
     def get_callbacks(self, call_type: str, key: Optional[str] = None) -> list:
-        by_key = self._transformer_options().get("callbacks", {}).get(call_type, {})
-        if key is not None:
-            return list(by_key.get(key, []))
-        return [c for cs in by_key.values() for c in cs]
+        return self._all_keyed("callbacks", call_type, key)
 
     def remove_callbacks_with_key(self, call_type: str, key: str) -> None:
-        self._transformer_options().get("callbacks", {}).get(call_type, {}).pop(key, None)
+        self._keyed("callbacks", call_type).pop(key, None)
 
     def set_attachments(self, key: str, attachment: Any) -> None:
         self.attachments[key] = attachment
@@ -394,6 +394,12 @@ class BaseModelView:
 
     def __init__(self, owner: Any) -> None:
         self._owner = owner
+
+    @property
+    def inner_model(self) -> "BaseModelView":
+        """Itself: ComfyUI's sampler wrappers expose the BaseModel as `.inner_model`, and packs' mask and cfg
+        functions reach it that way (`extra_options["model"].inner_model.model_sampling`)."""
+        return self
 
     @property
     def diffusion_model(self) -> torch.nn.Module:

@@ -188,9 +188,9 @@ class ModelResidency:
         """Make these models resident (read again if evicted) and place them on the compute device, most recently
         used; `memory_required` is kept free besides them for activations."""
         for model in models or ():
-            load_device = getattr(model, "load_device", None)
-            if callable(load_device):
-                load_device(int(memory_required or 0))
+            make_resident = getattr(model, "make_resident", None)
+            if callable(make_resident):
+                make_resident(int(memory_required or 0))
 
     # -- loading ---------------------------------------------------------------------------------------------
     def _remember(self, key: tuple, load: Callable[[], Dict[str, Any]]) -> Resident:

@@ -86,4 +86,24 @@ class VAEEncodeTiled:
                                              interrupt=ctx.check_interrupt)},)
 
 
-NODES = [EmptyLatentImage, VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled]
+@node(category="latent/batch", display_name="LatentBatch",
+      outputs=[Output("LATENT", tooltip="samples1 followed by samples2.")])
+class LatentBatch:
+    """Join two latent batches. samples2 is resized (bilinear, centre crop) to samples1's size when they differ;
+    batch indices are concatenated (each batch's own, or 0..n-1), so each item keeps its noise."""
+    samples1 = Socket("LATENT", tooltip="The first batch.")
+    samples2 = Socket("LATENT", tooltip="The batch appended after it.")
+
+    def run(self, ctx, samples1, samples2):
+        from diffusion.image_ops import common_upscale
+        first, second = samples1["samples"], samples2["samples"]
+        if first.shape[1:] != second.shape[1:]:
+            second = common_upscale(second, first.shape[-1], first.shape[-2], "bilinear", "center")
+        out = dict(samples1)
+        out["samples"] = torch.cat((first, second.to(first.dtype)), dim=0)
+        out["batch_index"] = (list(samples1.get("batch_index") or range(first.shape[0]))
+                              + list(samples2.get("batch_index") or range(second.shape[0])))
+        return (out,)
+
+
+NODES = [EmptyLatentImage, VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled, LatentBatch]

@@ -36,4 +36,36 @@ class RescaleCFG:
         return (patched,)
 
 
-NODES = [ModelSamplingDiscrete, RescaleCFG]
+def differential_mask(strength: float):
+    """Differential diffusion (Levin & Fried 2023): at each step, repaint only where the soft mask is at least the
+    fraction of the schedule still ahead (by timestep), so grey mask values change less; `strength` < 1 blends
+    that binary mask with the soft one."""
+    def mask_at(sigma, denoise_mask, extra_options):
+        sampling = extra_options["model"].model_sampling
+        sigmas = extra_options["sigmas"]
+        sigma_to = max(float(sigmas[-1]), float(sampling.sigma_min))
+        ts_from = sampling.timestep(sigmas[0])
+        ts_to = sampling.timestep(sigma_to)
+        threshold = (sampling.timestep(sigma.reshape(-1)[0]) - ts_to) / (ts_from - ts_to)
+        binary = (denoise_mask >= threshold).to(denoise_mask.dtype)
+        if strength and strength < 1:
+            return strength * binary + (1 - strength) * denoise_mask
+        return binary
+    return mask_at
+
+
+@node(category="_for_testing", display_name="Differential Diffusion", experimental=True,
+      outputs=[Output("MODEL", tooltip="The model with per-pixel denoising strength from the mask.")])
+class DifferentialDiffusion:
+    """Use the inpainting mask's grey levels as per-pixel denoising strength (soft inpainting)."""
+    model = Socket("MODEL", tooltip="The model to adjust.")
+    strength = Float(1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                     tooltip="1: follow the mask's levels exactly; lower blends toward the plain soft mask.")
+
+    def run(self, ctx, model, strength=1.0):
+        patched = model.clone()
+        patched.set_model_denoise_mask_function(differential_mask(strength))
+        return (patched,)
+
+
+NODES = [ModelSamplingDiscrete, RescaleCFG, DifferentialDiffusion]

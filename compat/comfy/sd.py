@@ -53,3 +53,15 @@ load_unet = load_diffusion_model
 
 def load_vae(vae_path: str) -> VAEModel:
     return load_vae_file(vae_path)
+
+
+def load_lora_for_models(model: Any, clip: Any, lora: dict, strength_model: float, strength_clip: float) -> tuple:
+    """(model, clip) clones with a LoRA state dict's patches recorded (either may be None), as LoraLoader does."""
+    from model_management.lora_formats import parse_lora
+    family = model.family.name if model is not None else clip.family_name
+    unet_names = [n for n, _ in model.unet.named_parameters()] if model is not None else []
+    text_names = [n for n, _ in clip.stack.named_parameters()] if clip is not None else []
+    parsed = parse_lora(lora, unet_names, text_names, family)
+    new_model = model.with_patches(parsed.unet_patches(strength_model)) if model is not None else None
+    new_clip = clip.with_patches(parsed.text_patches(strength_clip)) if clip is not None else None
+    return new_model, new_clip

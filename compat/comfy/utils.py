@@ -65,6 +65,49 @@ def state_dict_prefix_replace(state_dict: dict, replace_prefix: dict, filter_key
     return target
 
 
+def save_torch_file(sd: dict, ckpt: str, metadata: Optional[dict] = None) -> None:
+    """Write a state dict as .safetensors (tensors made contiguous; metadata values must be strings)."""
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(ckpt), metadata=metadata)
+
+
+def weight_dtype(sd: dict, prefix: str = "") -> Optional[torch.dtype]:
+    """The dtype holding the most parameters among the tensors under `prefix`."""
+    counts: dict = {}
+    for key, value in sd.items():
+        if key.startswith(prefix) and hasattr(value, "dtype"):
+            counts[value.dtype] = counts.get(value.dtype, 0) + value.numel()
+    return max(counts, key=counts.get) if counts else None
+
+
+def state_dict_key_replace(state_dict: dict, keys_to_replace: dict) -> dict:
+    for old, new in keys_to_replace.items():
+        if old in state_dict:
+            state_dict[new] = state_dict.pop(old)
+    return state_dict
+
+
+def get_attr(obj: Any, attr: str) -> Any:
+    """The attribute at a dotted path (ModuleList indices as plain names)."""
+    for name in attr.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def set_attr(obj: Any, attr: str, value: Any) -> Any:
+    """Set the attribute at a dotted path; returns the previous value."""
+    *parents, last = attr.split(".")
+    for name in parents:
+        obj = getattr(obj, name)
+    previous = getattr(obj, last)
+    setattr(obj, last, value)
+    return previous
+
+
+def set_attr_param(obj: Any, attr: str, value: torch.Tensor) -> Any:
+    return set_attr(obj, attr, torch.nn.Parameter(value, requires_grad=False))
+
+
 def calculate_parameters(sd: dict, prefix: str = "") -> int:
     return sum(v.nelement() for k, v in sd.items() if k.startswith(prefix) and hasattr(v, "nelement"))
 

@@ -3,7 +3,7 @@
 Attention runs through torch's scaled_dot_product_attention so each backend picks its fused kernel
 (flash / memory-efficient on CUDA, the blocked CPU kernel elsewhere) with no custom code here.
 
-Patch points (`transformer_options`, the dict ComfyUI-style extensions fill; docs/architecture.md §12). A block
+Patch points (`transformer_options`, the dict ComfyUI-style extensions fill; docs/architecture.md §9). A block
 reads `patches` (lists of callables by point) and `patches_replace` (attention replacements keyed by
 `(block kind, block number, index in the transformer)` or `(block kind, block number)`); every other key is passed
 to the callables as their `extra_options`, with `n_heads` and `dim_head` added:

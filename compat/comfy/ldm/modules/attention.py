@@ -1,0 +1,55 @@
+"""`comfy.ldm.modules.attention`: our UNet's attention (diffusion/unet/attention.py) under ComfyUI's names.
+
+`optimized_attention(q, k, v, heads, mask=None, ...)` takes and returns [B, tokens, heads*dim_head] unless
+`skip_reshape` (inputs already [B, heads, tokens, dim]) / `skip_output_reshape` (result left [B, heads, tokens,
+dim]); it runs torch's scaled_dot_product_attention, our one attention kernel.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from diffusion.unet.attention import (BasicTransformerBlock, CrossAttention, FeedForward, GEGLU,  # noqa: F401
+                                      SpatialTransformer, attention)
+
+
+def optimized_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                        mask: Optional[torch.Tensor] = None, attn_precision: Any = None, skip_reshape: bool = False,
+                        skip_output_reshape: bool = False, **kwargs: Any) -> torch.Tensor:
+    if skip_reshape:
+        b, _, n, d = q.shape
+        if mask is not None and mask.ndim == 3:
+            mask = mask[:, None]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out if skip_output_reshape else out.transpose(1, 2).reshape(b, n, heads * d)
+    out = attention(q, k, v, heads, mask)
+    if skip_output_reshape:
+        b, n, inner = out.shape
+        return out.view(b, n, heads, inner // heads).transpose(1, 2)
+    return out
+
+
+attention_pytorch = optimized_attention
+attention_basic = optimized_attention
+attention_split = optimized_attention
+attention_sub_quad = optimized_attention
+optimized_attention_masked = optimized_attention
+
+
+def optimized_attention_for_device(device: Any = None, mask: bool = False, small_input: bool = False) -> Callable:
+    return optimized_attention
+
+
+def wrap_attn(func: Callable) -> Callable:
+    """Decorate an attention function so that `transformer_options["optimized_attention_override"]`, when a
+    caller passes one, runs instead (called with the original function and the same arguments)."""
+    @functools.wraps(func)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        options = kwargs.get("transformer_options")
+        if options and "optimized_attention_override" in options:
+            return options["optimized_attention_override"](func, *args, **kwargs)
+        return func(*args, **kwargs)
+    return wrapped
