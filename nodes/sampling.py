@@ -51,7 +51,7 @@ def common_ksampler(ctx, model, seed, steps, cfg, sampler_name, scheduler, posit
                     denoise=1.0, disable_noise=False, start_step=None, last_step=None, force_full_denoise=False):
     samples, noise_mask, batch_index = _latent(latent_image)
     noise = samples.new_zeros(samples.shape) if disable_noise else prepare_noise(samples, seed, batch_index)
-    sigmas = calculate_sigmas(model, scheduler, steps, denoise)
+    sigmas = calculate_sigmas(model, scheduler, steps, denoise, sampler_name)
     sigmas = slice_sigmas(sigmas, start_step, last_step, force_full_denoise)
     out, _ = sample(model, noise, positive, negative, cfg, SamplerChoice(sampler_name), sigmas, samples, seed,
                     noise_mask, progress_callback(ctx, model))

@@ -40,7 +40,7 @@ def sample(model: Any, noise: torch.Tensor, steps: int, cfg: float, sampler_name
     """What KSampler does, on tensors: `noise` as prepared by prepare_noise (zeros when disable_noise)."""
     from comfy.samplers import ksampler
     if sigmas is None:
-        sigmas = calculate_sigmas(model, scheduler, steps, denoise)
+        sigmas = calculate_sigmas(model, scheduler, steps, denoise, sampler_name)
     sigmas = slice_sigmas(sigmas, start_step, last_step, force_full_denoise)
     if disable_noise:
         noise = torch.zeros_like(latent_image, dtype=torch.float32)

@@ -12,7 +12,8 @@ import torch
 
 from comfy.k_diffusion import sampling as k_diffusion_sampling  # noqa: F401 - packs import it from here
 from diffusion.sampling.guidance import Guidance, prepare_conditioning
-from diffusion.sampling.ksampler import SamplerChoice, slice_sigmas
+from diffusion.sampling.ksampler import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, SamplerChoice, slice_sigmas
+from diffusion.sampling.ksampler import calculate_sigmas as _calculate
 from diffusion.sampling.registry import SAMPLERS, SCHEDULERS, get_scheduler
 from diffusion.sampling.schedulers import sigmas_for_denoise
 from nodes.sampling_objects import CustomSampler, Guider
@@ -93,6 +94,7 @@ class KSampler:
     """ComfyUI's KSampler class: `KSampler(model, steps, device, sampler, scheduler, denoise)` then `sample(...)`."""
     SAMPLERS = SAMPLER_NAMES
     SCHEDULERS = SCHEDULER_NAMES
+    DISCARD_PENULTIMATE_SIGMA_SAMPLERS = DISCARD_PENULTIMATE_SIGMA_SAMPLERS
 
     def __init__(self, model: Any, steps: int, device: Any = None, sampler: Optional[str] = None,
                  scheduler: Optional[str] = None, denoise: Optional[float] = None,
@@ -106,12 +108,12 @@ class KSampler:
         self.set_steps(steps, denoise)
 
     def calculate_sigmas(self, steps: int) -> torch.Tensor:
-        return sigmas_for_denoise(get_scheduler(self.scheduler), self.model.model_sampling, steps, 1.0).float()
+        return _calculate(self.model, self.scheduler, steps, 1.0, self.sampler)
 
     def set_steps(self, steps: int, denoise: Optional[float] = None) -> None:
         self.steps = steps
-        self.sigmas = sigmas_for_denoise(get_scheduler(self.scheduler), self.model.model_sampling, steps,
-                                         1.0 if denoise is None else float(denoise)).float()
+        self.sigmas = _calculate(self.model, self.scheduler, steps, 1.0 if denoise is None else float(denoise),
+                                 self.sampler)
 
     def sample(self, noise: torch.Tensor, positive: Any, negative: Any, cfg: float, latent_image: Any = None,
                start_step: Optional[int] = None, last_step: Optional[int] = None, force_full_denoise: bool = False,

@@ -42,10 +42,25 @@ def prepare_noise(latent: torch.Tensor, seed: int, batch_index: Optional[List[in
     return torch.cat([draws[i] for i in batch_index])
 
 
-def calculate_sigmas(model: Any, scheduler: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
-    """The schedule of `scheduler` for `steps` steps; denoise d < 1 keeps the last steps+1 sigmas of int(steps/d)."""
+# The samplers for which the KSampler nodes build the schedule one step longer and drop its second-to-last sigma
+# (the reference's rule: these solvers take a midpoint or corrector step, which the last tiny interval spoils).
+DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
+
+
+def calculate_sigmas(model: Any, scheduler: str, steps: int, denoise: float = 1.0,
+                     sampler: Optional[str] = None) -> torch.Tensor:
+    """The schedule of `scheduler` for `steps` steps; denoise d < 1 keeps the last steps+1 sigmas of int(steps/d).
+    With the KSampler's `sampler` name, the samplers in DISCARD_PENULTIMATE_SIGMA_SAMPLERS get their schedule
+    built for one more step with the second-to-last sigma removed (BasicScheduler passes no sampler)."""
     from diffusion.sampling.schedulers import sigmas_for_denoise
-    return sigmas_for_denoise(get_scheduler(scheduler), model.model_sampling, steps, denoise).float()
+    schedule = get_scheduler(scheduler)
+    if sampler in DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
+        plain = schedule
+
+        def schedule(model_sampling: Any, n: int) -> torch.Tensor:
+            longer = plain(model_sampling, n + 1)
+            return torch.cat([longer[:-2], longer[-1:]])
+    return sigmas_for_denoise(schedule, model.model_sampling, steps, denoise).float()
 
 
 def slice_sigmas(sigmas: torch.Tensor, start_step: Optional[int], last_step: Optional[int],
