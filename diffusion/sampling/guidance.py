@@ -349,15 +349,8 @@ class Guidance:
         y = None
         if group[0][1].y is not None:
             y = torch.cat([job[1].y.expand(batch, -1) for job in group]).to(x)
-        x_in = self.sampling.calculate_input(sig, x)
-        t = self.sampling.timestep(sig).float()
-        control = _merge_controls([job[1] for job in group], x_in, t, sig, context, y, self.model)
+        control = _merge_controls([job[1] for job in group], x, sig, context, y, self.sampling, self.model)
         concat = self._concat_for(group, batch) if extra_channels(self.in_channels, x.shape[1]) else None
-        if not hasattr(self.model, "apply_model"):  # a bare denoiser (tests' stand-ins)
-            if concat is not None:
-                x_in = torch.cat([x_in, concat], dim=1)
-            out = self.model.forward(x_in, t, context, y=y, control=control)
-            return list(self.sampling.calculate_denoised(sig, out, x).split(batch))
         denoised = self._apply(x, sig, context, y, control, concat, [job[0] for job in group], batch_sigma)
         return list(denoised.split(batch))
 
@@ -404,11 +397,13 @@ def _groups(jobs: list) -> list:
     return list(groups.values())
 
 
-def _merge_controls(entries: List[CondEntry], x_in: torch.Tensor, t: torch.Tensor, sigma: torch.Tensor,
-                    context: torch.Tensor, y: Optional[torch.Tensor], model: Any) -> Optional[dict]:
+def _merge_controls(entries: List[CondEntry], x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                    y: Optional[torch.Tensor], sampling: Any, model: Any) -> Optional[dict]:
+    """The group's ControlNet residuals, from the UNet's own inputs (x scaled by c_in, the timestep)."""
     control = entries[0].control
     if control is None:
         return None
+    x_in, t = sampling.calculate_input(sigma, x), sampling.timestep(sigma).float()
     return control.residuals(x_in, t, entries, sigma, context=context, y=y, model=model)
 
 

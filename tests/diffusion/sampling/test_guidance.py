@@ -5,21 +5,26 @@ import pytest
 import torch
 
 from diffusion.sampling.guidance import Guidance, prepare_conditioning, rescale_cfg
-from diffusion.sampling.model_sampling import DiscreteModelSampling
+from model_management.detection import ModelFamily
+from model_management.model_objects import DiffusionModel
 
 
-class ContextEcho:
-    """A MODEL whose eps prediction is the mean of its context: x0 = x - sigma * mean(context). Exact to check."""
+class EchoUNet(torch.nn.Module):
+    """A UNet whose eps prediction is the mean of its context: x0 = x - sigma * mean(context). Exact to check."""
 
-    def __init__(self, context_dim=8, adm=None, family="sd1"):
-        self.unet = SimpleNamespace(config=SimpleNamespace(context_dim=context_dim, adm_in_channels=adm))
-        self.model_sampling = DiscreteModelSampling()
-        self.family = SimpleNamespace(name=family)
+    def __init__(self, context_dim=8, adm=None):
+        super().__init__()
+        self.config = SimpleNamespace(context_dim=context_dim, adm_in_channels=adm)
         self.calls = []
 
-    def forward(self, x, t, context, y=None, control=None):
+    def forward(self, x, t, context, y=None, control=None, transformer_options=None):
         self.calls.append((x.shape[0], y))
         return context.mean(dim=(1, 2)).view(-1, 1, 1, 1).expand_as(x).clone()
+
+
+def ContextEcho(context_dim=8, adm=None, family="sd1"):  # noqa: N802 - reads as the model it builds
+    """A real MODEL (eps prediction, the SD schedule) around the echoing UNet."""
+    return DiffusionModel(EchoUNet(context_dim, adm), ModelFamily(family))
 
 
 def cond(value, **opts):
@@ -38,14 +43,14 @@ def test_plain_cfg_and_one_batched_call_for_cond_and_uncond():
     # cond x0 = -2, uncond x0 = -6: uncond + (cond - uncond) * 2 = 2
     assert torch.allclose(out, torch.full_like(X, 2.0))
     assert torch.allclose(g.uncond_denoised, torch.full_like(X, -6.0))
-    assert len(model.calls) == 1 and model.calls[0][0] == 2  # positive and negative share one UNet call
+    assert len(model.unet.calls) == 1 and model.unet.calls[0][0] == 2  # positive and negative share one UNet call
 
 
 def test_cfg_one_skips_the_negative():
     model = ContextEcho()
     g = Guidance(model, prepare_conditioning([cond(1)], X.shape, model),
                  prepare_conditioning([cond(3)], X.shape, model), cfg=1.0)
-    assert torch.allclose(g(X, SIGMA), torch.full_like(X, -2.0)) and model.calls[0][0] == 1
+    assert torch.allclose(g(X, SIGMA), torch.full_like(X, -2.0)) and model.unet.calls[0][0] == 1
     assert g.uncond_denoised is None
 
 
