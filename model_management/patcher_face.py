@@ -365,7 +365,9 @@ class ModelPatcherFace:
 
     @property
     def model(self) -> "BaseModelView":
-        return BaseModelView(self)
+        """The BaseModel view, of the class ComfyUI uses for this family (packs tell SDXL apart by isinstance)."""
+        view = {"sdxl": SDXLModelView, "sdxl_refiner": SDXLRefinerModelView}.get(self.family.name, BaseModelView)
+        return view(self)
 
 
 def _owner(root: Any, dotted: str) -> tuple:
@@ -445,11 +447,12 @@ class BaseModelView:
         return self.latent_format.process_out(latent)
 
     def memory_required(self, input_shape: Any) -> int:
-        """A working-memory estimate for one UNet call on `input_shape` (bytes): activations scale with the
-        latent area; the constant is a measured SD1 figure per latent cell and batch item, in the compute dtype."""
+        """Working memory for one UNet call on latents of `input_shape` [B, C, H, W], in bytes: 40 KB per latent
+        cell and batch item plus 70 MB, an upper bound of the fp32 figures bench/unet_memory.py measured for SD1
+        on the CPU (31-69 KB per cell from 256 to 768 pixels), scaled by the compute dtype's width."""
         shape = list(input_shape)
         cells = shape[0] * (shape[2] * shape[3] if len(shape) >= 4 else 1)
-        return int(cells * 1.2e4 * torch.finfo(self._owner.dtype).bits / 32)
+        return int((cells * 40e3 + 70e6) * torch.finfo(self._owner.dtype).bits / 32)
 
     def apply_model(self, x: torch.Tensor, t: torch.Tensor, c_concat: Optional[torch.Tensor] = None,
                     c_crossattn: Optional[torch.Tensor] = None, control: Optional[dict] = None,
@@ -457,3 +460,11 @@ class BaseModelView:
         """Denoised x0 for noisy `x` at sigmas `t` (ComfyUI's contract: the timestep argument is sigma)."""
         return self._owner.apply_model(x, t, c_crossattn, y=kwargs.get("y"), control=control, concat=c_concat,
                                        transformer_options=transformer_options)
+
+
+class SDXLModelView(BaseModelView):
+    """`model.model` of an SDXL base MODEL (comfy.model_base.SDXL)."""
+
+
+class SDXLRefinerModelView(BaseModelView):
+    """`model.model` of an SDXL refiner MODEL (comfy.model_base.SDXLRefiner)."""

@@ -1,22 +1,13 @@
-"""`comfy.model_base`: ModelType and the BaseModel view of our MODEL (model_management/patcher_face.py)."""
+"""`comfy.model_base`: ModelType and the BaseModel classes of our MODEL's `model.model` view
+(model_management/patcher_face.py): SD1/SD2 models are BaseModel, SDXL ones SDXL or SDXLRefiner, as on ComfyUI."""
 from model_management.patcher_face import BaseModelView as BaseModel  # noqa: F401
 from model_management.patcher_face import ModelType  # noqa: F401
+from model_management.patcher_face import SDXLModelView as SDXL
+from model_management.patcher_face import SDXLRefinerModelView as SDXLRefiner  # noqa: F401
 
 
-class SD15(BaseModel):
-    """Type marker for isinstance checks; our MODELs' views are plain BaseModel objects."""
-
-
-class SDXL(BaseModel):
-    pass
-
-
-class SDXLRefiner(BaseModel):
-    pass
-
-
-class SDXL_instructpix(BaseModel):  # noqa: N801 - ComfyUI's name
-    pass
+class SDXL_instructpix2pix(SDXL):  # noqa: N801 - ComfyUI's name
+    """InstructPix2Pix SDXL models; Tessera loads none, so no MODEL's view is one."""
 
 
 def convert_tensor(extra, dtype, device):
