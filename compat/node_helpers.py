@@ -2,23 +2,21 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 
 def conditioning_set_values(conditioning: list, values: dict = {}, append: bool = False) -> list:  # noqa: B006
-    """A copy of CONDITIONING with `values` set in every entry's options (`append`: added to the list already
-    under that key)."""
+    """A copy of CONDITIONING with `values` set in every entry's options; with `append`, a value already there
+    is combined with the new one by `+` (lists extend)."""
     out = []
     for tensor, options in conditioning:
         options = dict(options)
         for key, value in values.items():
-            if append:
-                options[key] = list(options.get(key, [])) + list(value)
-            else:
-                options[key] = value
+            previous = options.get(key) if append else None
+            options[key] = value if previous is None else previous + value
         out.append([tensor, options])
     return out
 
@@ -37,18 +35,15 @@ def pillow(fn: Callable, arg: Any) -> Any:
 
 
 def hasher() -> Callable:
-    """The hash constructor used for file fingerprints (sha256)."""
-    return hashlib.sha256
+    """The hash constructor for file fingerprints: `args.default_hashing_function` (sha256 unless set)."""
+    from comfy.cli_args import args
+    return {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256,
+            "sha512": hashlib.sha512}[args.default_hashing_function]
 
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-           "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def string_to_torch_dtype(string: str) -> torch.dtype:
-    if string not in _DTYPES:
-        raise ValueError(f"unknown dtype {string!r}; known: {', '.join(_DTYPES)}")
-    return _DTYPES[string]
+def string_to_torch_dtype(string: str) -> Optional[torch.dtype]:
+    """"fp32" / "fp16" / "bf16" -> the torch dtype; any other string -> None (callers then use their default)."""
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(string)
 
 
 def image_alpha_fix(destination: torch.Tensor, source: torch.Tensor) -> tuple:

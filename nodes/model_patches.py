@@ -43,14 +43,13 @@ def differential_mask(strength: float):
     def mask_at(sigma, denoise_mask, extra_options):
         sampling = extra_options["model"].model_sampling
         sigmas = extra_options["sigmas"]
-        sigma_to = max(float(sigmas[-1]), float(sampling.sigma_min))
-        ts_from = sampling.timestep(sigmas[0])
-        ts_to = sampling.timestep(sigma_to)
-        threshold = (sampling.timestep(sigma.reshape(-1)[0]) - ts_to) / (ts_from - ts_to)
-        binary = (denoise_mask >= threshold).to(denoise_mask.dtype)
-        if strength and strength < 1:
-            return strength * binary + (1 - strength) * denoise_mask
-        return binary
+        start = sampling.timestep(sigmas[0])
+        end = sampling.timestep(max(float(sigmas[-1]), float(sampling.sigma_min)))
+        ahead = (sampling.timestep(sigma.reshape(-1)[0]) - end) / (start - end)  # 1 at the first step, 0 at the end
+        binary = (denoise_mask >= ahead).to(denoise_mask.dtype)
+        if not strength or strength >= 1:
+            return binary
+        return strength * binary + (1 - strength) * denoise_mask
     return mask_at
 
 
