@@ -88,6 +88,11 @@ def test_node_helpers_and_extras(bound):
     out = node_helpers.conditioning_set_values(cond, {"strength": 0.5})
     assert out[0][1] == {"a": 1, "strength": 0.5} and cond[0][1] == {"a": 1}
     assert node_helpers.string_to_torch_dtype("bf16") is torch.bfloat16
+    assert node_helpers.string_to_torch_dtype("fp8") is None  # unknown names mean "the caller's default"
+    appended = node_helpers.conditioning_set_values([[torch.zeros(1), {"ids": [1]}]], {"ids": [2], "new": [3]},
+                                                    append=True)
+    assert appended[0][1] == {"ids": [1, 2], "new": [3]}
+    assert node_helpers.hasher()().name == "sha256"
     noise = ncs.Noise_RandomNoise(4).generate_noise({"samples": torch.zeros(1, 4, 2, 2)})
     assert torch.equal(noise, prepare_noise(torch.zeros(1, 4, 2, 2), 4))
     assert ncs.SamplerCustom.FUNCTION and ncs.BasicScheduler
@@ -124,3 +129,43 @@ def test_comfy_lora_keys_and_patches(bound, tiny_models):
     patched = model.clone()
     assert patched.add_patches(patches, 1.0) == [target]
     assert len(patched.patches) == 1 and not model.patches
+
+
+def test_optimized_attention_layouts_agree(bound):
+    from comfy.ldm.modules.attention import optimized_attention
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 5, 3 * 4, generator=g) for _ in range(3))
+    flat = optimized_attention(q, k, v, 3)
+    split = lambda t: t.view(2, -1, 3, 4).transpose(1, 2)  # noqa: E731
+    want = torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v))
+    torch.testing.assert_close(flat, want.transpose(1, 2).reshape(2, 5, 12))
+    torch.testing.assert_close(optimized_attention(split(q), split(k), split(v), 3, skip_reshape=True), flat)
+    torch.testing.assert_close(optimized_attention(q, k, v, 3, skip_output_reshape=True), want)
+
+
+def test_clip_preprocess_crops_the_short_side_and_normalises(bound):
+    from comfy.clip_vision import CLIP_MEAN, CLIP_STD, clip_preprocess
+    image = torch.zeros(1, 100, 200, 3)
+    image[:, :, :50] = 1.0  # the left quarter white: cropped away by the centre crop
+    out = clip_preprocess(image, size=32)
+    assert out.shape == (1, 3, 32, 32)
+    black = (0.0 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    torch.testing.assert_close(out[0, :, :, 8:24].mean(dim=(1, 2)), black, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_args_follow_the_server_settings(bound):
+    services, _ = bound
+    from comfy.cli_args import LatentPreviewMethod, args
+    services.settings["cpu"] = True
+    services.settings["preview_method"] = "latent2rgb"
+    assert args.cpu is True and args.preview_method is LatentPreviewMethod.Latent2RGB
+    assert args.disable_smart_memory is False  # ComfyUI's default where Tessera has no such flag
+
+
+def test_comfy_submodules_and_missing_names(bound):
+    import comfy
+    import comfy_extras.nodes_perpneg
+    import pytest
+    assert comfy.samplers.KSampler is not None  # `import comfy` alone reaches submodules
+    with pytest.raises(AttributeError, match="Guider_PerpNeg"):
+        comfy_extras.nodes_perpneg.Guider_PerpNeg

@@ -206,3 +206,44 @@ def test_clone_copies_options_and_model_view(model):
     assert m.model.model_sampling is m.model_sampling
     assert m.is_clone(model) and m.clone_has_same_weights(model)
     assert m.model_dtype() == model.dtype and str(m.load_device) == "cpu"
+
+
+def test_attn1_patch_that_changes_its_input_changes_the_image(model):
+    m = model.clone()
+    m.set_model_attn1_patch(lambda n, context, value, extra: (n * 0.5, context, value))
+    assert not torch.allclose(run(m, steps=1), run(model, steps=1), atol=1e-4)
+
+
+def test_forward_timestep_embed_patch_handles_plain_layers(model):
+    from diffusion.unet.resblock import Downsample
+    seen = []
+
+    def handler(layer, x, emb, context, options, out_size, *rest):
+        seen.append(options["block"])
+        return layer(x)
+
+    m = model.clone()
+    m.set_model_forward_timestep_embed_patch((Downsample, handler))
+    torch.testing.assert_close(run(m, steps=1), run(model, steps=1), rtol=0, atol=0)
+    downsamplers = [i for i, b in enumerate(model.unet.input_blocks) if isinstance(b[0], Downsample)]
+    assert seen[:len(downsamplers)] == [("input", i) for i in downsamplers]
+
+
+def test_patch_model_applies_weight_patches_until_unpatch(model):
+    key = "diffusion_model.out.2.bias"
+    bias = model.unet.out[2].bias.detach().clone()
+    m = model.clone()
+    m.add_patches({key: ("diff", (torch.ones_like(bias),))}, 0.5)
+    unet = m.patch_model()
+    torch.testing.assert_close(unet.out[2].bias, bias + 0.5)
+    m.unpatch_model()
+    assert torch.equal(model.unet.out[2].bias, bias)
+
+
+def test_model_view_class_and_memory_estimate(model, tiny_models):
+    from compat.comfy import model_base  # the classes packs test with isinstance
+    sdxl = load_checkpoint(tiny_models.checkpoint("sdxl"), want_clip=False, want_vae=False).model
+    assert isinstance(sdxl.model, model_base.SDXL) and not isinstance(model.model, model_base.SDXL)
+    assert isinstance(model.model, model_base.BaseModel)
+    one, two = model.memory_required([1, 4, 64, 64]), model.memory_required([2, 4, 64, 64])
+    assert two > one > model.memory_required([1, 4, 32, 32])
