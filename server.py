@@ -20,7 +20,7 @@ from api import routes_files, routes_info, routes_queue
 from api.security import make_middlewares
 from api.state import STATE, ServerState, state_of
 from api.websocket import ClientHub, ServerSink
-from compat.prompt_server import PromptServer
+from compat.prompt_server import BinaryEventTypes, PromptServer, api_prefixed  # noqa: F401 - for packs
 from execution.caches import make_cache
 from execution.job_store import JobStore
 from execution.scheduler import Executor
@@ -176,6 +176,7 @@ def create_app(args: argparse.Namespace) -> web.Application:
         if pack.ok and pack.web_directory and os.path.isdir(pack.web_directory):
             app.router.add_static(f"/extensions/{pack.name}", pack.web_directory)
     app.router.add_routes(compat_server.routes)
+    app.router.add_routes(api_prefixed(compat_server.routes))
     if os.path.isfile(os.path.join(WEB_ROOT, "index.html")):
         app.router.add_get("/", index)
         app.router.add_get("/{path:.+}", web_file)

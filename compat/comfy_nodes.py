@@ -4,7 +4,7 @@ Packs use it three ways: read `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPING
 built-in (`class MySave(nodes.SaveImage)`), or call one directly (`nodes.EmptyImage().execute(width=64, ...)`).
 For each spec of the bound catalogue we generate a V1-style class: INPUT_TYPES returns the catalogue entry's inputs,
 and `execute(**kwargs)` runs the spec with the running node's context (execution.context.current_context()).
-Specs compiled from V1 pack classes are represented by the pack class itself, as ComfyUI does. Generated classes
+Specs compiled from pack classes (V1 or V3) are represented by the pack class itself, as ComfyUI does. Generated classes
 are cached per spec object (state in compat._runtime), so `nodes.X is nodes.X` and subclassing is stable.
 """
 from __future__ import annotations
@@ -78,8 +78,12 @@ def _catalogue(fallback: bool = True) -> Any:
     return catalogue
 
 
-def is_v1(spec: NodeSpec) -> bool:
-    return spec.source is not None and spec.create is spec.source and hasattr(spec.source, "INPUT_TYPES")
+def is_pack_class(spec: NodeSpec) -> bool:
+    """Compiled from a pack's own class (V1, or V3 with `GET_SCHEMA`): packs see that class itself."""
+    source = spec.source
+    if source is None:
+        return False
+    return (spec.create is source and hasattr(source, "INPUT_TYPES")) or hasattr(source, "GET_SCHEMA")
 
 
 def class_for(spec: NodeSpec) -> type:
@@ -87,7 +91,7 @@ def class_for(spec: NodeSpec) -> type:
     cached = _runtime.state.wrappers.get(spec.name)
     if cached is not None and cached[0] is spec:
         return cached[1]
-    cls = spec.source if is_v1(spec) else _make_wrapper(spec)
+    cls = spec.source if is_pack_class(spec) else _make_wrapper(spec)
     _runtime.state.wrappers[spec.name] = (spec, cls)
     return cls
 

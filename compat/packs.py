@@ -1,16 +1,20 @@
 """Loading custom node packs: ComfyUI-style packages and single files from the custom_nodes folders.
 
-Each pack is imported under its own name (registered in sys.modules before it runs, so relative imports inside a
-package work), after `compat.install` has made the legacy modules packs import (`folder_paths`, `comfy.utils`, ...)
-available. Its NODE_CLASS_MAPPINGS classes are compiled into the catalogue; NODE_DISPLAY_NAME_MAPPINGS and
-WEB_DIRECTORY are recorded. A pack that raises while importing is logged with its traceback, reported with
-ok=False and skipped; a single broken class is skipped alone (docs/architecture.md §8). Built-in node names are never
-replaced by a pack.
+First every pack's `prestartup_script.py` runs (before any pack is imported, as ComfyUI does). Then each pack is
+imported under its own name (registered in sys.modules before it runs, so relative imports inside a package work),
+after `compat.install` has made the legacy modules packs import (`folder_paths`, `comfy.utils`, ...) available. Its
+NODE_CLASS_MAPPINGS classes -- V1 classes and V3 `io.ComfyNode` classes alike -- are compiled into the catalogue;
+a pack with `comfy_entrypoint()` (a ComfyExtension) adds the V3 classes its `get_node_list()` names.
+NODE_DISPLAY_NAME_MAPPINGS and WEB_DIRECTORY are recorded. A pack that raises while importing is logged with its
+traceback, reported with ok=False and skipped; a single broken class is skipped alone (docs/architecture.md §8).
+Built-in node names are never replaced by a pack.
 """
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
+import threading
 import os
 import sys
 import time
@@ -68,9 +72,19 @@ def load_packs(directories: Union[str, Iterable[str]], catalogue: Catalogue, ser
     import compat  # noqa: PLC0415 - the package this module belongs to
 
     compat.install(services, catalogue)
+    from compat.prompt_server import PromptServer  # noqa: PLC0415
+
+    if PromptServer.instance is None:  # packs register routes at import; headless, nobody serves them
+        from aiohttp import web  # noqa: PLC0415
+        PromptServer(None, web.Application())
     if isinstance(directories, (str, os.PathLike)):
         directories = [directories]
     builtin_names = set(catalogue.names())
+    directories = [os.fspath(d) for d in directories]
+    for directory in directories:
+        for name, path, is_package in discover(directory):
+            if is_package:
+                run_prestartup(name, path)
     results = []
     for directory in directories:
         for name, path, is_package in discover(os.fspath(directory)):
@@ -99,15 +113,26 @@ def load_pack(name: str, path: str, is_package: bool, catalogue: Catalogue,
     base = result.path if is_package else os.path.dirname(result.path)
     result.web_directory = _web_directory(module, base)
     mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
-    if not isinstance(mappings, dict):
-        result.error = f"{name} defines no NODE_CLASS_MAPPINGS dict; nothing to load"
+    entrypoint = getattr(module, "comfy_entrypoint", None)
+    if not isinstance(mappings, dict) and not callable(entrypoint):
+        result.error = f"{name} defines no NODE_CLASS_MAPPINGS dict and no comfy_entrypoint; nothing to load"
         logger.warning("Skipping custom node pack %s: %s", result.path, result.error)
         result.seconds = time.perf_counter() - started
         return result
     display = getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None)
     display = display if isinstance(display, dict) else {}
-    for class_name, cls in mappings.items():
+    for class_name, cls in (mappings or {}).items():
         _register_class(str(class_name), cls, name, display, catalogue, builtin_names or set(), result)
+    if callable(entrypoint):
+        try:
+            classes = _extension_nodes(entrypoint)
+        except Exception:
+            result.error = traceback.format_exc()
+            result.seconds = time.perf_counter() - started
+            logger.error("Custom node pack %s: comfy_entrypoint failed:\n%s", name, result.error)
+            return result
+        for cls in classes:
+            _register_class(_schema_id(cls), cls, name, display, catalogue, builtin_names or set(), result)
     result.ok = True
     result.seconds = time.perf_counter() - started
     return result
@@ -120,9 +145,12 @@ def _register_class(class_name: str, cls: Any, pack: str, display: dict, catalog
         logger.warning("Custom node pack %s: %s", pack, result.class_errors[class_name])
         return
     shown = display.get(class_name)
+    from compat.v3_adapter import compile_v3, is_v3  # noqa: PLC0415 - importable once compat is installed
+
+    compile_class = compile_v3 if is_v3(cls) else compile_v1
     try:
-        spec = compile_v1(cls, class_name, python_module=f"custom_nodes.{pack}",
-                          display_name=shown if isinstance(shown, str) else None)
+        spec = compile_class(cls, class_name, python_module=f"custom_nodes.{pack}",
+                             display_name=shown if isinstance(shown, str) else None)
     except Exception:
         result.class_errors[class_name] = traceback.format_exc()
         logger.error("Custom node pack %s: skipping node %s:\n%s", pack, class_name,
@@ -134,6 +162,65 @@ def _register_class(class_name: str, cls: Any, pack: str, display: dict, catalog
     if isinstance(shown, str):
         catalogue.display_names[class_name] = shown
     result.node_names.append(class_name)
+
+
+def run_prestartup(name: str, path: str) -> bool:
+    """Run a pack's `prestartup_script.py` (if it has one) as its own module; a failure is logged, never raised."""
+    script = os.path.join(path, "prestartup_script.py")
+    if not os.path.isfile(script):
+        return False
+    try:
+        spec = importlib.util.spec_from_file_location(f"tessera_prestartup_{name.replace('.', '_x_')}", script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except BaseException:  # noqa: BLE001 - a pack's script must not stop the engine
+        logger.error("prestartup_script of custom node pack %s failed:\n%s", name, traceback.format_exc())
+        return False
+    return True
+
+
+def _run_coroutine(make: Any) -> Any:
+    """Run `make()` (a coroutine) to completion, also when called from inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = asyncio.run(make())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+    worker = threading.Thread(target=run, name="tessera-pack-entrypoint")
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _extension_nodes(entrypoint: Any) -> list:
+    """The node classes of a ComfyExtension pack: `await comfy_entrypoint()`, `on_load()`, `get_node_list()`."""
+    async def collect() -> list:
+        extension = entrypoint()
+        if asyncio.iscoroutine(extension):
+            extension = await extension
+        loaded = extension.on_load()
+        if asyncio.iscoroutine(loaded):
+            await loaded
+        classes = extension.get_node_list()
+        if asyncio.iscoroutine(classes):
+            classes = await classes
+        return list(classes or ())
+    return _run_coroutine(collect)
+
+
+def _schema_id(cls: Any) -> str:
+    try:
+        return str(cls.GET_SCHEMA().node_id)
+    except Exception:  # reported when the class is compiled
+        return getattr(cls, "__name__", repr(cls))
 
 
 def _module_name(name: str, path: str) -> str:

@@ -11,6 +11,25 @@ from typing import Any, Callable, Optional
 from aiohttp import web
 
 
+class BinaryEventTypes:
+    """Binary websocket frame types packs pass to `send_sync` (`server.BinaryEventTypes`)."""
+    PREVIEW_IMAGE = 1
+    UNENCODED_PREVIEW_IMAGE = 2
+    TEXT = 3
+    PREVIEW_IMAGE_WITH_METADATA = 4
+
+
+def api_prefixed(routes: web.RouteTableDef) -> list:
+    """Each route packs registered, also under `/api` (the frontend calls `/api/<pack>/...`), as ComfyUI does."""
+    prefixed = []
+    taken = {(r.method, r.path) for r in routes if isinstance(r, web.RouteDef)}
+    for route in routes:
+        if isinstance(route, web.RouteDef) and (route.method, "/api" + route.path) not in taken \
+                and not route.path.startswith("/api/"):
+            prefixed.append(web.RouteDef(route.method, "/api" + route.path, route.handler, dict(route.kwargs)))
+    return prefixed
+
+
 class _QueueView:
     """The parts of ComfyUI's PromptQueue that packs read."""
 
@@ -58,9 +77,30 @@ class PromptServer:
         self.supports = ["custom_nodes_from_web"]
         PromptServer.instance = self
 
-    def send_sync(self, event: str, data: Any, sid: Optional[str] = None) -> None:
-        if self._state is not None:  # None in the headless runner: there is nobody to tell
-            self._state.hub.send_threadsafe(event, data, sid)
+    def send_sync(self, event: Any, data: Any, sid: Optional[str] = None) -> None:
+        """A JSON event, or a binary one (`BinaryEventTypes`: a preview image, `(format, image, max_size)`;
+        with metadata, `((format, image, max_size), metadata)`)."""
+        if self._state is None:  # the headless runner: there is nobody to tell
+            return
+        if isinstance(event, int):
+            event, data = "preview", self._preview(event, data)
+        self._state.hub.send_threadsafe(event, data, sid)
+
+    def _preview(self, kind: int, data: Any) -> Any:
+        from api.websocket import Preview, encode_preview  # noqa: PLC0415 - the server's own frames
+
+        metadata = {"node_id": self.last_node_id, "display_node_id": self.last_node_id,
+                    "prompt_id": self.last_prompt_id}
+        if kind == BinaryEventTypes.PREVIEW_IMAGE_WITH_METADATA:
+            data, extra = data
+            metadata.update(extra or {})
+        elif kind not in (BinaryEventTypes.PREVIEW_IMAGE, BinaryEventTypes.UNENCODED_PREVIEW_IMAGE):
+            raise ValueError(f"send_sync: binary event type {kind} is not supported (previews only: 1, 2, 4)")
+        image_format, image, max_size = data
+        image_format = str(image_format).upper()
+        encoded = encode_preview(image, image_format, max_size)
+        metadata["image_type"] = "image/png" if image_format == "PNG" else "image/jpeg"
+        return Preview(encoded, image_format, metadata)
 
     async def send(self, event: str, data: Any, sid: Optional[str] = None) -> None:
         self.send_sync(event, data, sid)

@@ -17,12 +17,19 @@ RGB_FACTORS = {
 }
 
 
+def project_to_rgb(latent: torch.Tensor, factors: list, bias: Optional[list] = None) -> torch.Tensor:
+    """[C, H, W] latent -> [H, W, 3] uint8 through a linear fit `factors` [C][3] (+ `bias` [3])."""
+    weight = torch.tensor(factors, dtype=torch.float32)
+    rgb = torch.einsum("chw,cr->hwr", latent[:weight.shape[0]].float().cpu(), weight)
+    if bias is not None:
+        rgb = rgb + torch.tensor(bias, dtype=torch.float32)
+    return ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
 def latent_to_rgb(latent: torch.Tensor, family: str) -> torch.Tensor:
     """[C, H, W] scaled latent (as the sampler sees it) -> [H, W, 3] uint8."""
     factors, bias = RGB_FACTORS["sdxl" if family.startswith("sdxl") else "sd"]
-    weight = torch.tensor(factors, dtype=torch.float32)
-    rgb = torch.einsum("chw,cr->hwr", latent[:4].float().cpu(), weight) + torch.tensor(bias)
-    return ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return project_to_rgb(latent, factors, bias)
 
 
 def preview_image(latent: torch.Tensor, family: str, max_size: Optional[int] = 512):

@@ -152,7 +152,9 @@ class JobRun:
     def spec_of(self, node_id: str) -> NodeSpec:
         return self.catalogue.get(self.graph.get_node(node_id)["class_type"])
 
-    def input_map(self, spec: NodeSpec) -> dict:
+    def input_map(self, spec: NodeSpec, node_id: Optional[str] = None) -> dict:
+        if spec.live_inputs is not None and node_id is not None:  # V3 dynamic inputs: per node
+            return spec.input_map(spec.inputs_for(self.graph.get_node(node_id)["inputs"]))
         found = self.input_maps.get(spec.name)
         if found is None:
             found = self.input_maps[spec.name] = spec.input_map()
@@ -193,7 +195,7 @@ class JobRun:
 
     # -- requesting nodes --------------------------------------------------------------------------------------
     def dependencies(self, node_id: str, spec: NodeSpec) -> List[str]:
-        declared = self.input_map(spec)
+        declared = self.input_map(spec, node_id)
         wanted = self.lazy_wanted.get(node_id, ())
         deps = []
         for name, value in self.graph.get_node(node_id)["inputs"].items():
@@ -267,7 +269,7 @@ class JobRun:
     # -- running nodes -----------------------------------------------------------------------------------------
     def gather_inputs(self, node_id: str, spec: NodeSpec) -> tuple:
         """Inputs as item lists; unresolved (lazy) links give [None]. Returns (inputs, unresolved names)."""
-        declared = self.input_map(spec)
+        declared = self.input_map(spec, node_id)
         inputs: Dict[str, list] = {}
         unresolved = set()
         for name, value in self.graph.get_node(node_id)["inputs"].items():

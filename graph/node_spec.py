@@ -116,10 +116,20 @@ class NodeSpec:
     is_async: bool = False  # execute or check_lazy is a coroutine function: run the node as a task
     # V1 classes recompute INPUT_TYPES (folder listings); native specs leave this None and use `inputs`.
     inputs_provider: Optional[Callable[[], Sequence[InputSpec]]] = None
+    # Nodes whose inputs depend on a node's own values (V3 dynamic inputs: a combo that reveals sub-inputs, a list
+    # of inputs that grows) expand them here: prompt inputs -> the inputs that node has, under dotted names.
+    live_inputs: Optional[Callable[[dict], Sequence[InputSpec]]] = None
+    catalogue_extra: Optional[dict] = None  # further /object_info fields (V3: output_matchtypes, search_aliases)
     source: Any = None  # the class the spec was compiled from, for compat lookups
 
     def current_inputs(self) -> Sequence[InputSpec]:
         return self.inputs_provider() if self.inputs_provider is not None else self.inputs
+
+    def inputs_for(self, node_inputs: dict) -> Sequence[InputSpec]:
+        """The inputs one node of this class has, given its prompt inputs (the same for most classes)."""
+        if self.live_inputs is not None:
+            return self.live_inputs(node_inputs)
+        return self.current_inputs()
 
     def input_map(self, inputs: Optional[Sequence[InputSpec]] = None) -> dict:
         return {i.name: i for i in (inputs if inputs is not None else self.current_inputs())}
@@ -130,7 +140,7 @@ class NodeSpec:
         for spec in self.current_inputs():
             sections[spec.section][spec.name] = spec.to_catalogue(services)
         inputs = {k: v for k, v in sections.items() if v or k == REQUIRED}
-        return {
+        entry = {
             "input": inputs,
             "input_order": {k: list(v) for k, v in inputs.items()},
             "output": [str(o.type) if isinstance(o.type, str) else o.type for o in self.outputs],
@@ -146,3 +156,6 @@ class NodeSpec:
             "deprecated": self.deprecated,
             "experimental": self.experimental,
         }
+        if self.catalogue_extra:
+            entry.update(self.catalogue_extra)
+        return entry

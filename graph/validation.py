@@ -103,7 +103,9 @@ class _Validator:
         self.choices_cache: Dict[int, list] = {}
 
     # -- per node ---------------------------------------------------------------------------------------------
-    def spec_inputs(self, spec: NodeSpec) -> dict:
+    def spec_inputs(self, spec: NodeSpec, node_inputs: dict) -> dict:
+        if spec.live_inputs is not None:  # depends on this node's own values: never shared
+            return spec.input_map(spec.inputs_for(node_inputs))
         cached = self.inputs_cache.get(spec.name)
         if cached is None:
             cached = self.inputs_cache[spec.name] = spec.input_map()
@@ -143,7 +145,7 @@ class _Validator:
         errs: list = []
         deps = []
         received_types: dict = {}
-        declared = self.spec_inputs(spec)
+        declared = self.spec_inputs(spec, raw_inputs)
         claims = spec.validate_claims
         skip_builtin_for_all = spec.validate_takes_all
         for name, ispec in declared.items():

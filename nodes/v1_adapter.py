@@ -19,7 +19,7 @@ class V1DefinitionError(Exception):
     """A V1 class is missing something the engine needs (reported when its pack loads)."""
 
 
-def _parse_input(name: str, section: str, raw: Any) -> InputSpec:
+def parse_input(name: str, section: str, raw: Any) -> InputSpec:
     if section == HIDDEN:
         return InputSpec(name, raw, HIDDEN)
     if isinstance(raw, str):  # some packs write a bare type instead of a 1-tuple
@@ -44,11 +44,11 @@ def parse_input_types(cls: type) -> List[InputSpec]:
     for section in (REQUIRED, OPTIONAL, HIDDEN):
         entries = declared.get(section) or {}
         for name in list(entries.keys()):
-            specs.append(_parse_input(name, section, entries[name]))
+            specs.append(parse_input(name, section, entries[name]))
     return specs
 
 
-def _accepted(fn: Callable) -> tuple:
+def accepted_parameters(fn: Callable) -> tuple:
     """(parameter names, takes **kwargs) of a hook, ignoring a leading self/cls."""
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -73,7 +73,7 @@ def _class_hook(cls: type, attr: str) -> Optional[Callable]:
     return fn
 
 
-def _filter(kwargs: dict, names: tuple, takes_all: bool) -> dict:
+def filter_kwargs(kwargs: dict, names: tuple, takes_all: bool) -> dict:
     return dict(kwargs) if takes_all else {k: v for k, v in kwargs.items() if k in names}
 
 
@@ -104,24 +104,24 @@ def compile_v1(cls: type, name: Optional[str] = None, python_module: str = "cust
     fingerprint = None
     changed = _class_hook(cls, "IS_CHANGED")
     if changed is not None:
-        changed_names, changed_all = _accepted(changed)
+        changed_names, changed_all = accepted_parameters(changed)
 
         def fingerprint(ctx: Any, literals: dict) -> Any:
             hidden = {spec.name: ctx.job.hidden_value(ctx.node_id, spec.type)
                       for spec in parse_input_types(cls) if spec.section == HIDDEN}
-            return changed(**_filter({**literals, **hidden}, changed_names, changed_all))
+            return changed(**filter_kwargs({**literals, **hidden}, changed_names, changed_all))
 
     validate = None
     claims: frozenset = frozenset()
     wants_types = takes_all = False
     validator = _class_hook(cls, "VALIDATE_INPUTS")
     if validator is not None:
-        v_names, takes_all = _accepted(validator)
+        v_names, takes_all = accepted_parameters(validator)
         wants_types = "input_types" in v_names
         claims = frozenset(n for n in v_names if n not in _SELF_NAMES and n != "input_types")
 
         def validate(node_id: str, literals: dict, input_types: dict, services: Any = None) -> Any:
-            kwargs = _filter(literals, v_names, takes_all)
+            kwargs = filter_kwargs(literals, v_names, takes_all)
             if wants_types:
                 kwargs["input_types"] = input_types
             return validator(**kwargs)

@@ -117,12 +117,83 @@ from diffusion.image_ops import (bislerp, common_upscale, lanczos,  # noqa: E402
                                  repeat_to_batch_size)
 
 
-def _tiles_along(length: int, tile: int, overlap: int) -> int:
-    """Tiles of `tile` pixels, each starting `tile - overlap` after the previous, needed to cover `length`."""
-    beyond_first = max(0, length - tile)
-    return 1 + -(-beyond_first // (tile - overlap))
+def _tile_starts(length: int, tile: int, overlap: int) -> list:
+    """Where tiles start along one axis: every `tile - overlap`, the last ones pulled back to end inside."""
+    return [max(0, min(length - overlap, start)) for start in range(0, length, tile - overlap)]
 
 
 def get_tiled_scale_steps(width: int, height: int, tile_x: int, tile_y: int, overlap: int) -> int:
-    """How many tiles a tiled pass over `width x height` makes (the progress bar's total)."""
-    return _tiles_along(width, tile_x, overlap) * _tiles_along(height, tile_y, overlap)
+    """How many tiles `tiled_scale` runs over `width x height` (the progress bar's total)."""
+    return math.ceil(height / (tile_y - overlap)) * math.ceil(width / (tile_x - overlap))
+
+
+@torch.inference_mode()
+def tiled_scale_multidim(samples: torch.Tensor, function: Any, tile: tuple = (64, 64), overlap: int = 8,
+                         upscale_amount: float = 4, out_channels: int = 3, output_device: Any = "cpu",
+                         downscale: bool = False, index_formulas: Any = None, pbar: Any = None) -> torch.Tensor:
+    """Apply `function` (e.g. an upscaler) tile by tile over the spatial dims of `samples` [B, C, *dims].
+
+    Each tile's output is `upscale_amount` times its size (or 1/that with `downscale`); overlapping outputs are
+    blended with linear ramps `overlap * scale` wide at every tile edge, so seams do not show. `index_formulas`
+    (one scale per dim, or one for all) maps input positions to output positions where they differ from the scale.
+    """
+    dims = samples.ndim - 2
+    scales = upscale_amount if isinstance(upscale_amount, (list, tuple)) else [upscale_amount] * dims
+    formulas = index_formulas if isinstance(index_formulas, (list, tuple)) else [index_formulas or scale
+                                                                                  for scale in scales]
+
+    def scaled(value: float, dim: int, formula: bool = False) -> int:
+        factor = formulas[dim] if formula else scales[dim]
+        return round(value / factor) if downscale else round(value * factor)
+
+    tile = tuple(tile) if isinstance(tile, (list, tuple)) else (tile,) * dims
+    out_shape = [scaled(size, d) for d, size in enumerate(samples.shape[2:])]
+    output = torch.empty([samples.shape[0], out_channels] + out_shape, device=output_device)
+    feather = [scaled(overlap, d) for d in range(dims)]
+    for b in range(samples.shape[0]):
+        item = samples[b:b + 1]
+        if all(size <= t for size, t in zip(item.shape[2:], tile)):  # one tile covers it: no blending needed
+            output[b:b + 1] = function(item).to(output_device)
+            if pbar is not None:
+                pbar.update(1)
+            continue
+        total = torch.zeros([1, out_channels] + out_shape, device=output_device)
+        weight = torch.zeros([1, out_channels] + out_shape, device=output_device)
+        grids = [_tile_starts(size, t, overlap) for size, t in zip(item.shape[2:], tile)]
+        import itertools  # noqa: PLC0415 - only tiled calls need it
+
+        for starts in itertools.product(*grids):
+            piece = item
+            out_starts = []
+            for d, start in enumerate(starts):
+                length = min(tile[d], item.shape[d + 2] - start)
+                piece = piece.narrow(d + 2, start, length)
+                out_starts.append(scaled(start, d, formula=True))
+            result = function(piece).to(output_device)
+            mask = torch.ones_like(result)
+            for d in range(dims):
+                ramp = feather[d]
+                extent = mask.shape[d + 2]
+                for t in range(min(ramp, extent)):
+                    factor = (t + 1) / ramp
+                    mask.narrow(d + 2, t, 1).mul_(factor)
+                    mask.narrow(d + 2, extent - 1 - t, 1).mul_(factor)
+            target_total, target_weight = total, weight
+            for d, start in enumerate(out_starts):
+                target_total = target_total.narrow(d + 2, start, mask.shape[d + 2])
+                target_weight = target_weight.narrow(d + 2, start, mask.shape[d + 2])
+            target_total.add_(result * mask)
+            target_weight.add_(mask)
+            if pbar is not None:
+                pbar.update(1)
+        output[b:b + 1] = total / weight
+    return output
+
+
+def tiled_scale(samples: torch.Tensor, function: Any, tile_x: int = 64, tile_y: int = 64, overlap: int = 8,
+                upscale_amount: float = 4, out_channels: int = 3, output_device: Any = "cpu",
+                pbar: Any = None) -> torch.Tensor:
+    """`tiled_scale_multidim` over the two image dims [B, C, H, W]."""
+    return tiled_scale_multidim(samples, function, (tile_y, tile_x), overlap=overlap,
+                                upscale_amount=upscale_amount, out_channels=out_channels,
+                                output_device=output_device, pbar=pbar)

@@ -1,2 +1,2 @@
-"""`comfy_api`: the versioned node API. Only `comfy_api.latest`'s ComfyAPI / ComfyAPISync (progress) is
-provided; the V3 node schema (`io`, `ui`, ComfyExtension) is not."""
+"""`comfy_api`: the versioned node API -- `latest` (the V3 node schema `io` / `ui`, ComfyExtension, ComfyAPI /
+ComfyAPISync) and `v0_0_2`, the same objects under a pinned version name."""

@@ -211,18 +211,46 @@ def test_state_dict_prefix_replace_moves_renamed_keys(utils):
     assert only == {"a": one, "o.c": two} and sd == {}  # renamed entries move out of the source
 
 
-@pytest.mark.parametrize("width,height,tile,overlap,tiles", [
-    (512, 512, 512, 64, 1),     # fits in one tile
-    (513, 512, 512, 64, 2),     # one pixel more: a second column (stride 448)
-    (1024, 512, 512, 64, 3),    # 512 + 448 = 960 < 1024: three columns
-    (960, 960, 512, 64, 4),     # exactly two strides each way
-    (100, 30, 32, 8, 4),        # columns end at 32, 56, 80, 104: 4 columns; a height of 30 fits one row
+@pytest.mark.parametrize("width,height,tile,overlap", [
+    (513, 512, 512, 64),   # one pixel too wide for a single tile
+    (1024, 512, 512, 64),
+    (100, 30, 32, 8),      # tiles start every 24 pixels: 0, 24, 48, 72, 96 -> pulled back to end inside
+    (70, 70, 32, 8),
 ])
-def test_tiled_scale_steps_count_the_tiles_a_pass_makes(utils, width, height, tile, overlap, tiles):
-    def along(length):  # independent: place tiles at 0, stride, 2*stride, ... until one reaches the end
-        count, end = 1, tile
-        while end < length:
-            count, end = count + 1, end + tile - overlap
-        return count
-    assert along(width) * along(height) == tiles
-    assert utils.get_tiled_scale_steps(width, height, tile, tile, overlap) == along(width) * along(height)
+def test_tiled_scale_runs_as_many_tiles_as_its_step_count_says(utils, width, height, tile, overlap):
+    calls = []
+
+    def double(piece):  # a 2x nearest-neighbour "upscaler": every tile's output agrees on shared pixels
+        calls.append(tuple(piece.shape))
+        return piece.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+
+    image = torch.rand(1, 3, height, width)
+    out = utils.tiled_scale(image, double, tile_x=tile, tile_y=tile, overlap=overlap, upscale_amount=2)
+    # closed form of the step count: ceil(size / stride) per axis
+    stride = tile - overlap
+    assert utils.get_tiled_scale_steps(width, height, tile, tile, overlap) == \
+        -(-height // stride) * -(-width // stride) == len(calls)
+    assert all(h <= tile and w <= tile for _, _, h, w in calls)
+    torch.testing.assert_close(out, double(image))  # feathered blending of agreeing tiles changes nothing
+
+
+def test_tiled_scale_blends_disagreeing_tiles_across_the_overlap(utils):
+    """Tiles that each return their own constant meet in a linear ramp, not a hard seam."""
+    counter = iter(range(100))
+
+    def constant(piece):
+        return torch.full_like(piece, float(next(counter)))
+
+    out = utils.tiled_scale(torch.zeros(1, 1, 8, 40), constant, tile_x=24, tile_y=16, overlap=8,
+                            upscale_amount=1, out_channels=1)
+    row = out[0, 0, 0]  # tiles start at 0, 16 and 32 (stride 24 - 8)
+    assert torch.all(row[:16] == 0) and torch.all(row[24:32] == 1)  # where one tile is alone (or all agree)
+    ramp = row[16:24]                                                # tiles 0 and 1 overlap here
+    assert torch.all(ramp[1:] > ramp[:-1]) and 0 < ramp[0] < ramp[-1] < 1
+
+
+def test_tiled_scale_single_tile_calls_once(utils):
+    calls = []
+    out = utils.tiled_scale(torch.rand(2, 3, 16, 16), lambda p: calls.append(1) or p * 2, tile_x=32, tile_y=32,
+                            overlap=4, upscale_amount=1)
+    assert len(calls) == 2 and out.shape == (2, 3, 16, 16)  # once per batch item

@@ -20,7 +20,7 @@ def progress_of(sink, node_id):
 
 def test_packs_load_and_broken_one_is_reported(pack_engine):
     results = pack_engine.results
-    assert set(results) == {"broken_pack", "good_pack", "v1_features_pack"}
+    assert set(results) == {"broken_pack", "good_pack", "v1_features_pack", "v3_extension_pack"}
     broken = results["broken_pack"]
     assert not broken.ok and broken.node_names == []
     assert "Traceback" in broken.error and "broken_pack fails on purpose" in broken.error

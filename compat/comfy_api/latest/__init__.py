@@ -1,4 +1,5 @@
-"""`comfy_api.latest`: ComfyAPI (async) and ComfyAPISync, as far as node packs use them at run time: progress.
+"""`comfy_api.latest`: the API ComfyUI offers packs -- the V3 node schema (`io`, `ui`), extensions
+(`ComfyExtension`, found through a pack's `comfy_entrypoint`), and ComfyAPI / ComfyAPISync at run time: progress.
 
 `set_progress` reports for the running node through its NodeContext (or for another node of the same job when
 `node_id` names one), so it produces the same `progress` events, previews and interrupt checks as the engine's own
@@ -9,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
+
+from comfy_api.latest import _io as io
+from comfy_api.latest import _ui as ui
+from comfy_api.latest._video import VideoCodec, VideoComponents, VideoContainer, VideoFromComponents, VideoInput
 from compat import _report
+
+IO = io
+UI = ui
 
 
 def _set_progress(value: float, max_value: float, node_id: Optional[str], preview_image: Any) -> None:
@@ -48,4 +57,36 @@ class ComfyAPISync:
 
 ComfyAPI_latest = ComfyAPI
 
-__all__ = ["ComfyAPI", "ComfyAPISync", "ComfyAPI_latest"]
+
+class ComfyExtension:
+    """What a pack's `async def comfy_entrypoint()` returns: `on_load` runs once, then `get_node_list` names the
+    V3 node classes to register."""
+
+    async def on_load(self) -> None:
+        pass
+
+    async def get_node_list(self) -> list:
+        raise NotImplementedError
+
+
+class Input:
+    """The value types nodes receive, for annotations and isinstance checks."""
+    Image = torch.Tensor
+    Mask = torch.Tensor
+    Latent = dict
+    Audio = dict
+    Video = VideoInput
+
+
+class InputImpl:
+    VideoFromComponents = VideoFromComponents
+
+
+class Types:
+    VideoCodec = VideoCodec
+    VideoContainer = VideoContainer
+    VideoComponents = VideoComponents
+
+
+__all__ = ["ComfyAPI", "ComfyAPISync", "ComfyAPI_latest", "ComfyExtension", "Input", "InputImpl", "Types", "io",
+           "IO", "ui", "UI"]
