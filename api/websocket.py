@@ -79,6 +79,14 @@ class ClientHub:
     async def send(self, event: str, data: Any, sid: Optional[str] = None) -> None:
         self.send_threadsafe(event, data, sid)
 
+    def send_image(self, image: Any, image_format: str, max_size: Optional[int], metadata: dict,
+                   sid: Optional[str] = None) -> None:
+        """From any thread: a preview image (PIL image or encoded bytes) as a binary frame."""
+        data = encode_preview(image, image_format, max_size)
+        if data is not None:
+            mime = "image/png" if image_format == "PNG" else "image/jpeg"
+            self.send_threadsafe("preview", Preview(data, image_format, {**metadata, "image_type": mime}), sid)
+
     def broadcast_status(self, payload: Callable[[], dict]) -> None:
         """From any thread: tell every client the queue changed. Bursts collapse into one message carrying the
         state at delivery time, so a busy queue does not flood every client with stale counts."""

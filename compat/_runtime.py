@@ -11,7 +11,8 @@ from typing import Any, Dict, Optional
 
 
 class _State:
-    __slots__ = ("services", "catalogue", "wrappers", "class_mappings", "display_mappings", "fallback_catalogue")
+    __slots__ = ("services", "catalogue", "wrappers", "class_mappings", "display_mappings", "fallback_catalogue",
+                 "extension_web_dirs")
 
     def __init__(self) -> None:
         self.services: Any = None
@@ -20,6 +21,7 @@ class _State:
         self.class_mappings: Optional[dict] = None  # the dict `nodes.NODE_CLASS_MAPPINGS` hands out
         self.display_mappings: Optional[dict] = None
         self.fallback_catalogue: Any = None  # built-in catalogue used when nothing is bound
+        self.extension_web_dirs: Dict[str, str] = {}  # `nodes.EXTENSION_WEB_DIRS`: pack name -> its web folder
 
 
 state = _State()
@@ -31,6 +33,7 @@ def bind(services: Any, catalogue: Any = None) -> None:
         state.wrappers = {}
         state.class_mappings = None
         state.display_mappings = None
+        state.extension_web_dirs = {}
     state.services = services
     state.catalogue = catalogue
 

@@ -13,28 +13,12 @@ import inspect
 from typing import Any, Dict
 
 from compat import _runtime
-from execution.context import current_context
+from execution.context import current_context, detached_context
 from graph.node_spec import HIDDEN, NodeSpec
 from nodes.declare import MAX_RESOLUTION
 
-# ComfyUI's method names for built-ins that packs call directly (`nodes.VAEDecode().decode(vae, samples)`):
-# each alias runs the same `execute`.
-FUNCTION_ALIASES = {
-    "SaveImage": "save_images", "PreviewImage": "save_images", "LoadImage": "load_image",
-    "LoadImageMask": "load_image", "EmptyImage": "generate", "EmptyLatentImage": "generate",
-    "VAEDecode": "decode", "VAEDecodeTiled": "decode", "VAEEncode": "encode", "VAEEncodeTiled": "encode",
-    "VAEEncodeForInpaint": "encode", "CLIPTextEncode": "encode", "KSampler": "sample", "KSamplerAdvanced": "sample",
-    "CheckpointLoaderSimple": "load_checkpoint", "LoraLoader": "load_lora",
-    "LoraLoaderModelOnly": "load_lora_model_only",
-    "VAELoader": "load_vae", "ControlNetLoader": "load_controlnet", "ControlNetApply": "apply_controlnet",
-    "ControlNetApplyAdvanced": "apply_controlnet", "UpscaleModelLoader": "load_model",
-    "ImageUpscaleWithModel": "upscale", "ImageScale": "upscale", "ImageScaleBy": "upscale",
-    "LatentUpscale": "upscale", "LatentUpscaleBy": "upscale", "ImageInvert": "invert",
-    "ConditioningCombine": "combine", "SetLatentNoiseMask": "set_mask", "ImageBatch": "batch",
-    "ImageCrop": "crop", "ImagePadForOutpaint": "expand_image", "CLIPSetLastLayer": "set_last_layer",
-    "UNETLoader": "load_unet", "CLIPLoader": "load_clip", "DualCLIPLoader": "load_clip",
-    "InpaintModelConditioning": "encode", "RepeatLatentBatch": "repeat", "LatentFromBatch": "frombatch",
-}
+from compat.comfy_node_methods import (EXTRA_PARAMETERS, FUNCTION_ALIASES, LEGACY_FUNCTION_NAMES,  # noqa: E402
+                                         POSITIONAL_ORDER)
 
 
 # Combo inputs whose choice lists ComfyUI's classes also hold as class attributes (`ImageScale.upscale_methods`).
@@ -133,6 +117,8 @@ def lookup(name: str) -> Any:
         return interrupt_processing
     if name == "common_ksampler":
         return common_ksampler
+    if name == "EXTENSION_WEB_DIRS":  # packs add {name: folder}; the server serves it as /extensions/<name>
+        return _runtime.state.extension_web_dirs
     # class names come only from a catalogue that already exists: building one here could re-enter the import
     # of our own `nodes` submodules (the import system probes them with getattr).
     catalogue = _catalogue(fallback=False)
@@ -153,18 +139,26 @@ def _input_types(spec: NodeSpec) -> dict:
 
 
 def _arguments(spec: NodeSpec, args: tuple, kwargs: dict, ctx: Any) -> dict:
-    """Keyword arguments for spec.execute: positionals in input order, declared defaults for missing widgets,
-    hidden inputs from the running job."""
+    """Keyword arguments for spec.execute: positionals in the order of ComfyUI's method (else the input order),
+    declared defaults for missing widgets, hidden inputs from the running job; parameters of ComfyUI's method that
+    are not inputs here are accepted at their default only."""
     inputs = list(spec.current_inputs())
+    by_name = {i.name: i for i in inputs}
     visible = [i for i in inputs if i.section != HIDDEN]
-    if len(args) > len(visible):
-        raise TypeError(f"{spec.name}: takes at most {len(visible)} positional inputs, got {len(args)}")
+    order = POSITIONAL_ORDER.get(spec.name) or [i.name for i in visible]
+    if len(args) > len(order):
+        raise TypeError(f"{spec.name}: takes at most {len(order)} positional inputs, got {len(args)}")
     call = {}
-    for ispec, value in zip(visible, args):
-        if ispec.name in kwargs:
-            raise TypeError(f"{spec.name}: got multiple values for input {ispec.name!r}")
-        call[ispec.name] = value
+    for name, value in zip(order, args):
+        if name in kwargs:
+            raise TypeError(f"{spec.name}: got multiple values for input {name!r}")
+        call[name] = value
     call.update(kwargs)
+    for name, default in EXTRA_PARAMETERS.get(spec.name, {}).items():
+        if name in call and name not in by_name:
+            value = call.pop(name)
+            if value != default and not (value is None and default == []):
+                raise TypeError(f"{spec.name}: {name}={value!r} is not supported here (only {default!r})")
     for ispec in visible:
         if ispec.name not in call and "default" in ispec.options:
             call[ispec.name] = ispec.options["default"]
@@ -185,8 +179,9 @@ def _make_wrapper(spec: NodeSpec) -> type:
         return _input_types(spec)
 
     def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run the built-in node inside the calling node's context (a coroutine for async built-ins)."""
-        ctx = current_context()
+        """Run the built-in node inside the calling node's context (a coroutine for async built-ins); called
+        outside any node, in a detached context with the engine's services."""
+        ctx = current_context() or detached_context(_runtime.state.services, spec.name)
         return spec.execute(instance(self), ctx, _arguments(spec, args, kwargs, ctx))
 
     outputs = list(spec.outputs)
@@ -198,7 +193,7 @@ def _make_wrapper(spec: NodeSpec) -> type:
         "RETURN_NAMES": tuple(o.name for o in outputs),
         "OUTPUT_TOOLTIPS": tuple(o.tooltip or "" for o in outputs),
         "OUTPUT_IS_LIST": tuple(o.is_list for o in outputs),
-        "FUNCTION": "execute",
+        "FUNCTION": FUNCTION_ALIASES.get(spec.name, "execute"),
         "CATEGORY": spec.category,
         "DESCRIPTION": spec.description,
         "OUTPUT_NODE": spec.output_node,
@@ -212,9 +207,9 @@ def _make_wrapper(spec: NodeSpec) -> type:
     for ispec in spec.current_inputs():  # class attributes packs read, e.g. ImageScale.upscale_methods
         if ispec.name in CHOICE_ATTRIBUTES and ispec.is_combo:
             attrs[CHOICE_ATTRIBUTES[ispec.name]] = list(ispec.choice_list(_runtime.state.services))
-    alias = FUNCTION_ALIASES.get(spec.name)
-    if alias:
-        attrs[alias] = execute
+    for alias in (FUNCTION_ALIASES.get(spec.name), LEGACY_FUNCTION_NAMES.get(spec.name)):
+        if alias:
+            attrs[alias] = execute
     if spec.check_lazy is not None:
         def check_lazy_status(self: Any, **kwargs: Any) -> Any:
             return spec.check_lazy(instance(self), current_context(), kwargs)

@@ -90,6 +90,7 @@ def load_packs(directories: Union[str, Iterable[str]], catalogue: Catalogue, ser
         for name, path, is_package in discover(os.fspath(directory)):
             results.append(load_pack(name, path, is_package, catalogue, builtin_names))
             _refresh_compat_mappings()  # packs imported next may read the classes of this one
+    _adopt_extension_web_dirs(results)
     loaded = sum(1 for r in results if r.ok)
     if results:
         logger.info("custom node packs: %d loaded, %d failed", loaded, len(results) - loaded)
@@ -162,6 +163,19 @@ def _register_class(class_name: str, cls: Any, pack: str, display: dict, catalog
     if isinstance(shown, str):
         catalogue.display_names[class_name] = shown
     result.node_names.append(class_name)
+
+
+def _adopt_extension_web_dirs(results: List[PackResult]) -> None:
+    """Folders packs put in `nodes.EXTENSION_WEB_DIRS` under their own name become their web directory."""
+    from compat import _runtime  # noqa: PLC0415
+
+    by_name = {r.name: r for r in results}
+    for name, folder in _runtime.state.extension_web_dirs.items():
+        pack = by_name.get(name)
+        if pack is not None and pack.ok and pack.web_directory is None and os.path.isdir(str(folder)):
+            pack.web_directory = os.path.abspath(str(folder))
+        elif pack is None:
+            logger.warning("EXTENSION_WEB_DIRS names %r, which is not a loaded pack; not served", name)
 
 
 def run_prestartup(name: str, path: str) -> bool:

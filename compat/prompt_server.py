@@ -83,12 +83,11 @@ class PromptServer:
         if self._state is None:  # the headless runner: there is nobody to tell
             return
         if isinstance(event, int):
-            event, data = "preview", self._preview(event, data)
+            self._send_preview(event, data, sid)
+            return
         self._state.hub.send_threadsafe(event, data, sid)
 
-    def _preview(self, kind: int, data: Any) -> Any:
-        from api.websocket import Preview, encode_preview  # noqa: PLC0415 - the server's own frames
-
+    def _send_preview(self, kind: int, data: Any, sid: Optional[str]) -> None:
         metadata = {"node_id": self.last_node_id, "display_node_id": self.last_node_id,
                     "prompt_id": self.last_prompt_id}
         if kind == BinaryEventTypes.PREVIEW_IMAGE_WITH_METADATA:
@@ -97,10 +96,7 @@ class PromptServer:
         elif kind not in (BinaryEventTypes.PREVIEW_IMAGE, BinaryEventTypes.UNENCODED_PREVIEW_IMAGE):
             raise ValueError(f"send_sync: binary event type {kind} is not supported (previews only: 1, 2, 4)")
         image_format, image, max_size = data
-        image_format = str(image_format).upper()
-        encoded = encode_preview(image, image_format, max_size)
-        metadata["image_type"] = "image/png" if image_format == "PNG" else "image/jpeg"
-        return Preview(encoded, image_format, metadata)
+        self._state.hub.send_image(image, str(image_format).upper(), max_size, metadata, sid)
 
     async def send(self, event: str, data: Any, sid: Optional[str] = None) -> None:
         self.send_sync(event, data, sid)

@@ -104,6 +104,35 @@ class NodeContext:
         return time.perf_counter()
 
 
+class _DetachedJob:
+    """Stands in for a job when a node is called outside one (a pack calling a built-in at import time or from a
+    thread of its own): the engine's services, no prompt, nobody to report progress or previews to."""
+
+    def __init__(self, services: Any) -> None:
+        from execution.events import EventSink  # noqa: PLC0415 - events imports nothing of ours
+
+        self.services = services
+        self.prompt_id = ""
+        self.prompt: dict = {}
+        self.extra_data: dict = {}
+        self.control = JobControl()
+        self.sink = EventSink()
+
+    def report_progress(self, ctx: Any, value: float, total: Optional[float]) -> None:
+        pass
+
+    def emit(self, event: str, data: dict, record: bool = False) -> None:
+        pass
+
+    def hidden_value(self, node_id: str, kind: Any) -> Any:
+        return None
+
+
+def detached_context(services: Any, class_type: str) -> NodeContext:
+    """A NodeContext for running a node outside any job (see _DetachedJob)."""
+    return NodeContext(_DetachedJob(services), "", "", class_type)
+
+
 _current: contextvars.ContextVar = contextvars.ContextVar("tessera_node_context", default=None)
 
 

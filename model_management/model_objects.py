@@ -19,6 +19,7 @@ from typing import Any, Callable, List, Optional
 import torch
 
 from diffusion.precision import compute_dtype
+from model_management.clip_face import CLIPFace
 from model_management.detection import ModelFamily
 from model_management.patcher_extension import CallbacksMP, WrapperExecutor, WrappersMP, get_all_wrappers
 from model_management.patcher_face import ModelPatcherFace, copy_options
@@ -154,8 +155,9 @@ class DiffusionModel(ModelPatcherFace):
                     transformer_options=transformer_options, y=y)
 
 
-class TextEncoderModel:
-    """CLIP: the tokenizer and text encoder(s) of a family, with the CLIP-skip setting."""
+class TextEncoderModel(CLIPFace):
+    """CLIP: the tokenizer and text encoder(s) of a family, with the CLIP-skip setting. It also answers to
+    ComfyUI's CLIP interface (clip_face.py: tokenize / encode_from_tokens, tokenizer, cond_stage_model)."""
 
     def __init__(self, stack: Any, family_name: str, source: str = "") -> None:
         self._stack = stack
@@ -203,14 +205,20 @@ class TextEncoderModel:
         """(cond [1, tokens, dim], pooled, warnings), on the CPU in float32. `text_l` is SDXL's separate CLIP-L
         prompt."""
         warnings: List[str] = []
+        stack = self.stack
+        windows = stack.tokenize(text, warnings)
+        if text_l is not None and "clip_l" in windows:
+            windows["clip_l"] = stack.tokenize(text_l, warnings)["clip_l"]
+            _pad_window_counts(windows, stack)
+        cond, pooled = self.encode_windows(windows, warnings)
+        return cond, pooled, warnings
+
+    def encode_windows(self, windows: dict, warnings: Optional[List[str]] = None) -> tuple:
+        """(cond, pooled) of token windows per encoder role, on the CPU in float32 (LoRA patches applied)."""
         loader = _loader_of(self._stack)
         with _on_device(loader, self.stack, self.dtype, None) as stack, _patched(stack, self.patches, loader):
-            windows = stack.tokenize(text, warnings)
-            if text_l is not None and "clip_l" in windows:
-                windows["clip_l"] = stack.tokenize(text_l, warnings)["clip_l"]
-                _pad_window_counts(windows, stack)
             cond, pooled = stack.encode(windows, clip_skip=self.clip_skip, warnings=warnings)
-        return _to_host(cond), _to_host(pooled), warnings
+        return _to_host(cond), _to_host(pooled)
 
 
 def _unet_call(net: Any) -> Callable:

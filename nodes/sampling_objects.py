@@ -150,6 +150,7 @@ class Guider:
         """The guided denoised prediction at sigma `timestep` (ComfyUI's name; it returns x0, not noise)."""
         if self._guidance is None:
             self._guidance = self.guidance(x.shape)
+        self._guidance.cfg = self.cfg  # subclasses schedule the scale step by step (set before calling us)
         return self._guidance.denoise(x, timestep)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, model_options: Optional[dict] = None,

@@ -81,11 +81,14 @@ def compile_v1(cls: type, name: Optional[str] = None, python_module: str = "cust
                display_name: Optional[str] = None) -> NodeSpec:
     """Build the NodeSpec for a V1 class (raises V1DefinitionError on a broken definition)."""
     name = name or cls.__name__
-    for required in ("INPUT_TYPES", "RETURN_TYPES", "FUNCTION"):
+    for required in ("INPUT_TYPES", "RETURN_TYPES"):
         if not hasattr(cls, required):
             raise V1DefinitionError(f"{name}: missing {required}")
-    function_name = cls.FUNCTION
-    if not callable(getattr(cls, function_name, None)):
+    # Without a FUNCTION (display-only nodes: notes, info panels) a class still registers, as in ComfyUI; it
+    # fails, saying why, only if a prompt makes it run.
+    function_name = getattr(cls, "FUNCTION", None)
+    runnable = isinstance(function_name, str) and callable(getattr(cls, function_name, None))
+    if function_name is not None and not runnable:
         raise V1DefinitionError(f"{name}: FUNCTION names {function_name!r}, which is not a method")
     parse_input_types(cls)  # fail early on a broken INPUT_TYPES
 
@@ -99,6 +102,8 @@ def compile_v1(cls: type, name: Optional[str] = None, python_module: str = "cust
                     for i, t in enumerate(return_types))
 
     def execute(instance: Any, ctx: Any, kwargs: dict) -> Any:
+        if not runnable:
+            raise V1DefinitionError(f"{name} defines no FUNCTION, so it cannot run (it is a display-only node)")
         return getattr(instance, function_name)(**kwargs)
 
     fingerprint = None
@@ -131,7 +136,7 @@ def compile_v1(cls: type, name: Optional[str] = None, python_module: str = "cust
         def check_lazy(instance: Any, ctx: Any, kwargs: dict) -> Any:
             return instance.check_lazy_status(**kwargs)
 
-    is_async = inspect.iscoroutinefunction(getattr(cls, function_name)) or inspect.iscoroutinefunction(
+    is_async = (runnable and inspect.iscoroutinefunction(getattr(cls, function_name))) or inspect.iscoroutinefunction(
         getattr(cls, "check_lazy_status", None))
 
     return NodeSpec(

@@ -12,7 +12,7 @@ import torch
 
 from comfy.k_diffusion import sampling as k_diffusion_sampling  # noqa: F401 - packs import it from here
 from diffusion.sampling.guidance import Guidance, prepare_conditioning
-from diffusion.sampling.ksampler import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, SamplerChoice, slice_sigmas
+from diffusion.sampling.ksampler import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, InpaintWrapper, SamplerChoice, slice_sigmas
 from diffusion.sampling.ksampler import calculate_sigmas as _calculate
 from diffusion.sampling.registry import SAMPLERS, SCHEDULERS, get_scheduler
 from diffusion.sampling.schedulers import sigmas_for_denoise
@@ -134,3 +134,28 @@ def sample(model: Any, noise: torch.Tensor, positive: Any, negative: Any, cfg: f
     """comfy.samplers.sample: CFG sampling with a SAMPLER object and a schedule."""
     return Guider(model, positive, negative, cfg).sample(noise, latent_image, sampler, sigmas, denoise_mask,
                                                          callback, disable_pbar, seed)
+
+
+class KSamplerX0Inpaint:
+    """ComfyUI's inpainting wrapper around a guided denoiser (a GUIDER): built with `(guider, sigmas)`, given
+    `.noise` and `.latent_image`, called as `(x, sigma, denoise_mask, model_options, seed)`. Where the mask is 0 the
+    latent stays pinned to the original (renoised to sigma), as KSampler's own inpainting does."""
+
+    def __init__(self, model: Any, sigmas: torch.Tensor) -> None:
+        self.inner_model = model
+        self.sigmas = sigmas
+        self.noise: Optional[torch.Tensor] = None
+        self.latent_image: Optional[torch.Tensor] = None
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, denoise_mask: Optional[torch.Tensor],
+                 model_options: Optional[dict] = None, seed: Optional[int] = None) -> torch.Tensor:
+        options = model_options if model_options is not None else {}
+
+        def denoise(x_in: torch.Tensor, sigma_in: torch.Tensor, **_: Any) -> torch.Tensor:
+            return self.inner_model(x_in, sigma_in, model_options=options, seed=seed)
+        if denoise_mask is None:
+            return denoise(x, sigma)
+        base = getattr(self.inner_model, "inner_model", None) or self.inner_model
+        pinned = InpaintWrapper(denoise, self.latent_image, self.noise, denoise_mask, base.model_sampling,
+                                options.get("denoise_mask_function"), model=self.inner_model, sigmas=self.sigmas)
+        return pinned(x, sigma)

@@ -12,6 +12,7 @@ cached per (batch, size, device, dtype), since it is the same at every step.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -68,22 +69,73 @@ def image_to_hint(image: torch.Tensor) -> torch.Tensor:
     return image.movedim(-1, 1).float()
 
 
-class ControlRuntime:
-    """One applied control: a control model with its hint, strength, percent window and the control below it."""
+class ControlModelBase:
+    """What every loaded control model shares: ComfyUI's way of applying one, which packs use directly --
+    `control_net.copy().set_cond_hint(hint, strength, (start, end), vae).set_previous_controlnet(previous)` gives
+    the ControlRuntime that conditioning carries under "control"."""
 
-    def __init__(self, control_model: Any, image: torch.Tensor, strength: float = 1.0, start_percent: float = 0.0,
-                 end_percent: float = 1.0, vae: Any = None, previous: Any = None) -> None:
+    def copy(self) -> "ControlRuntime":
+        return ControlRuntime(self, None)
+
+
+class ControlRuntime:
+    """One applied control: a control model with its hint, strength, percent window and the control below it.
+
+    It also has ComfyUI's ControlBase interface, for packs that apply controls themselves: `set_cond_hint`,
+    `set_previous_controlnet`, `copy`, `cond_hint_original`, `timestep_percent_range`, `previous_controlnet`.
+    `image` may be None until `set_cond_hint` gives the hint."""
+
+    def __init__(self, control_model: Any, image: Optional[torch.Tensor], strength: float = 1.0,
+                 start_percent: float = 0.0, end_percent: float = 1.0, vae: Any = None, previous: Any = None) -> None:
         if not 0.0 <= start_percent <= end_percent <= 1.0:
             raise ValueError(f"start_percent ({start_percent}) and end_percent ({end_percent}) must satisfy "
                              f"0 <= start_percent <= end_percent <= 1")
         self.control_model = control_model
-        self.hint = image_to_hint(image)
+        self.hint = image_to_hint(image) if image is not None else None
         self.strength = float(strength)
         self.start_percent = float(start_percent)
         self.end_percent = float(end_percent)
         self.vae = vae  # kept for control models that want latent hints
         self.previous = previous
         self._hint_cache: Optional[tuple] = None
+
+    # -- ComfyUI's ControlBase interface ---------------------------------------------------------------------------
+    def set_cond_hint(self, cond_hint: torch.Tensor, strength: float = 1.0,
+                      timestep_percent_range: tuple = (0.0, 1.0), vae: Any = None,
+                      extra_concat: Any = None) -> "ControlRuntime":
+        """The hint as ComfyUI passes it: channels first, [B, C, H, W] in 0..1."""
+        start, end = float(timestep_percent_range[0]), float(timestep_percent_range[1])
+        if not 0.0 <= start <= end <= 1.0:
+            raise ValueError(f"timestep_percent_range {timestep_percent_range}: need 0 <= start <= end <= 1")
+        self.hint = image_to_hint(cond_hint.movedim(1, -1))
+        self.strength, self.start_percent, self.end_percent, self.vae = float(strength), start, end, vae
+        self._hint_cache = None
+        return self
+
+    def set_previous_controlnet(self, previous: Any) -> "ControlRuntime":
+        self.previous = previous
+        return self
+
+    def copy(self) -> "ControlRuntime":
+        twin = copy.copy(self)
+        twin._hint_cache = None
+        return twin
+
+    @property
+    def cond_hint_original(self) -> Optional[torch.Tensor]:
+        return self.hint
+
+    @cond_hint_original.setter
+    def cond_hint_original(self, hint: torch.Tensor) -> None:
+        self.hint, self._hint_cache = hint, None
+
+    @property
+    def timestep_percent_range(self) -> tuple:
+        return (self.start_percent, self.end_percent)
+
+    @property
+    def previous_controlnet(self) -> Any:
+        return self.previous
 
     def chain(self) -> List["ControlRuntime"]:
         """This control and every one stacked below it, top first."""
@@ -134,6 +186,8 @@ class ControlRuntime:
             previous = self.previous.residuals(x_in, t, entries, sigma, context=context, y=y, model=model)
         if not self.is_active(sigma, model):
             return previous
+        if self.hint is None:
+            raise ValueError("a control was attached without a hint (set_cond_hint was never called)")
         hint = self.prepared_hint(x_in, dtype=torch.float32)
         out = self.control_model.compute(x_in, t, context, y, hint, model)
         return add_residuals(scale_residuals(out, self.strength), previous)

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .base import control_family
+from .control import ControlModelBase
 from .model import ControlNet, ControlNetControl, controlnet_config_from_unet
 
 MARKER = "lora_controlnet"
@@ -103,7 +104,7 @@ def merged_state_dict(control_sd: Mapping[str, torch.Tensor], unet_sd: Mapping[s
     return {k: v.to(dtype) for k, v in out.items()}
 
 
-class ControlLoraControl:
+class ControlLoraControl(ControlModelBase):
     """ControlModel for a control-LoRA: the ControlNet is built from the MODEL on first `compute` and cached."""
 
     def __init__(self, state_dict: Any, source: str = "") -> None:

@@ -22,6 +22,7 @@ from diffusion.unet.embeddings import timestep_embedding
 from diffusion.unet.model import build_input_blocks, build_middle_block
 
 from .base import control_family
+from .control import ControlModelBase
 
 CONTROL_PREFIX = "control_model."
 # the hint encoder must bring pixels down to latent resolution (the VAE's factor 8 = three stride-2 convs)
@@ -202,7 +203,7 @@ class ControlNet(nn.Module):
         return {"output": outs, "middle": [self.middle_block_out(h)]}
 
 
-class ControlNetControl:
+class ControlNetControl(ControlModelBase):
     """A loaded ControlNet as a control model (the `diffusion.controlnet.base.ControlModel` protocol).
 
     Holds the network (or a model-manager handle to it) and runs it on the MODEL's device and compute dtype.

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .control import ControlModelBase
+
 # input channels after pixel-unshuffle -> (image channels, unshuffle factor)
 _UNSHUFFLE = {64: (1, 8), 192: (3, 8), 256: (1, 16), 768: (3, 16)}
 FULL_RES_BLOCKS = 2  # ResBlocks per level in every published original-layout full adapter
@@ -251,7 +253,7 @@ def feature_targets(unet_config: Any, feature_shapes: Sequence[tuple[int, int]])
 
 
 # ---- the control model -----------------------------------------------------------------------------------------
-class T2IAdapterControl:
+class T2IAdapterControl(ControlModelBase):
     """ControlModel for a T2I-adapter: features cached per hint; one dict entry per UNet level."""
 
     def __init__(self, net: Any, kind: str, source: str = ""):

@@ -164,8 +164,8 @@ def test_cli_args_follow_the_server_settings(bound):
 
 def test_comfy_submodules_and_missing_names(bound):
     import comfy
-    import comfy_extras.nodes_perpneg
+    import comfy_extras.nodes_sag
     import pytest
     assert comfy.samplers.KSampler is not None  # `import comfy` alone reaches submodules
-    with pytest.raises(AttributeError, match="Guider_PerpNeg"):
-        comfy_extras.nodes_perpneg.Guider_PerpNeg
+    with pytest.raises(AttributeError, match="SelfAttentionGuidance"):  # a node Tessera does not have
+        comfy_extras.nodes_sag.SelfAttentionGuidance

@@ -24,7 +24,7 @@ def test_fixture_packs(services, caplog):
     builtin_count = len(catalogue)
     with caplog.at_level(logging.INFO, logger="compat.packs"):
         results = {r.name: r for r in load_packs([PACKS_DIR], catalogue, services)}
-    assert set(results) == {"broken_pack", "good_pack", "v1_features_pack"}
+    assert set(results) == {"broken_pack", "good_pack", "v1_features_pack", "v3_extension_pack"}
 
     broken = results["broken_pack"]
     assert not broken.ok and broken.path == os.path.join(PACKS_DIR, "broken_pack.py")
@@ -42,7 +42,9 @@ def test_fixture_packs(services, caplog):
 
     features = results["v1_features_pack"]
     assert features.ok and "FeatRepeatAdd" in features.node_names and features.web_directory is None
-    assert len(catalogue) == builtin_count + 1 + len(features.node_names)
+    v3 = results["v3_extension_pack"]
+    assert v3.ok and len(v3.node_names) == 6
+    assert len(catalogue) == builtin_count + 1 + len(features.node_names) + len(v3.node_names)
 
     info = catalogue.object_info(services)
     assert info["GoodTriple"]["display_name"] == "Triple (good pack)"

@@ -101,3 +101,16 @@ def test_broken_definitions_are_rejected_clearly(attrs, message):
     cls = type("Broken", (), attrs)
     with pytest.raises(V1DefinitionError, match=message):
         compile_v1(cls)
+
+
+def test_a_class_without_function_registers_and_fails_only_when_run(engine):
+    """Display-only nodes (notes, info panels) have no FUNCTION; ComfyUI lists them, and so do we."""
+    cls = type("InfoOnly", (), {"INPUT_TYPES": classmethod(lambda c: {"required": {"text": ("STRING", {})}}),
+                                "RETURN_TYPES": ("STRING",), "CATEGORY": "tests"})
+    spec = compile_v1(cls, "InfoOnly")
+    assert spec.to_catalogue()["input"]["required"]["text"] == ["STRING"]
+    engine.catalogue.add(spec)
+    outcome, _ = engine.run({"1": {"class_type": "InfoOnly", "inputs": {"text": "hi"}},
+                             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}})
+    assert outcome.status == "error"
+    assert "InfoOnly defines no FUNCTION" in outcome.error["exception_message"]

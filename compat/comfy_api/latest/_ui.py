@@ -12,7 +12,8 @@ from typing import Any, List, Optional
 import torch
 
 from comfy_api.latest._io import FolderType, _UIOutput
-from execution.context import current_context
+from compat import _runtime
+from execution.context import current_context, detached_context
 from nodes.image_io import save_images
 
 
@@ -45,7 +46,8 @@ class ImageSaveHelper:
     def save_images(images: torch.Tensor, filename_prefix: str, folder_type: Any, cls: Any = None,
                     compress_level: int = 4) -> List[SavedResult]:
         folder = getattr(folder_type, "value", folder_type)
-        written = save_images(current_context(), images, filename_prefix, folder, compress_level,
+        ctx = current_context() or detached_context(_runtime.state.services, "ui")
+        written = save_images(ctx, images, filename_prefix, folder, compress_level,
                               _hidden(cls, "prompt"), _hidden(cls, "extra_pnginfo"))
         return [SavedResult(r["filename"], r["subfolder"], r["type"]) for r in written["ui"]["images"]]
 

@@ -1,0 +1,235 @@
+"""ComfyUI's CLIP interface on our CLIP object (TextEncoderModel), for node packs.
+
+Packs tokenize and encode in two steps: `tokens = clip.tokenize(text)` gives, per encoder, windows of
+`(token, weight)` pairs under ComfyUI's keys ("l" for CLIP-L, "g" for bigG, "h" for SD2's OpenCLIP-H), which
+they may edit (re-weight, splice, pad) before `clip.encode_from_tokens(tokens, return_pooled=True)`. Our own
+windows (diffusion/text/prompt_weights.TokenWindow) carry the same tokens and weights, so both directions are a
+change of shape only, and encoding runs through the engine's own stack (weighting against the empty prompt,
+CLIP skip, LoRA patches, residency) exactly as CLIPTextEncode does.
+
+`clip.tokenizer` and `clip.cond_stage_model` are views whose classes carry ComfyUI's names per family
+(SD1Tokenizer / SDXLTokenizer, SD1ClipModel / SDXLClipModel / SDXLRefinerClipModel; SDXLClipG for bigG), so
+`isinstance` checks in packs tell the families apart; compat's comfy.sd1_clip / comfy.sdxl_clip export them.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import torch
+
+ROLE_KEYS = {"clip_l": "l", "clip_g": "g", "clip_h": "h"}
+KEY_ROLES = {key: role for role, key in ROLE_KEYS.items()}
+
+
+def windows_to_tokens(windows: List[Any]) -> List[List[tuple]]:
+    return [list(zip(window.tokens, window.weights)) for window in windows]
+
+
+def tokens_to_windows(pairs: List[List[tuple]], end_id: int) -> List[Any]:
+    """ComfyUI windows [(token, weight[, word_id]), ...] -> our TokenWindows (end index: the first end token)."""
+    from diffusion.text.prompt_weights import TokenWindow  # noqa: PLC0415 - diffusion is below us
+
+    windows = []
+    for window in pairs:
+        tokens = [pair[0] for pair in window]
+        weights = [float(pair[1]) for pair in window]
+        end = next((i for i, t in enumerate(tokens) if isinstance(t, int) and t == end_id and i > 0),
+                   len(tokens) - 1)
+        windows.append(TokenWindow(tokens, weights, end))
+    return windows
+
+
+# -- tokenizers ---------------------------------------------------------------------------------------------------------
+class SDTokenizer:
+    """One encoder's tokenizer (ComfyUI's SDTokenizer): `tokenize_with_weights(text)` -> windows of pairs."""
+
+    def __init__(self, clip: Any, role: str) -> None:
+        self._clip, self.role = clip, role
+
+    def _encoder(self) -> Any:
+        return next(e for e in self._clip.stack.encoders if e.role == self.role)
+
+    @property
+    def max_length(self) -> int:
+        return self._encoder().window
+
+    @property
+    def start_token(self) -> int:
+        return self._clip.stack.tokenizer.start_id
+
+    @property
+    def end_token(self) -> int:
+        return self._clip.stack.tokenizer.end_id
+
+    @property
+    def pad_token(self) -> int:
+        return self._encoder().pad_id
+
+    @property
+    def pad_with_end(self) -> bool:
+        return self.pad_token == self.end_token
+
+    def tokenize_with_weights(self, text: str, return_word_ids: bool = False, **_: Any) -> List[List[tuple]]:
+        return self._clip.tokenize(text, return_word_ids)[ROLE_KEYS[self.role]]
+
+    def untokenize(self, token_weight_pair: List[tuple]) -> List[tuple]:
+        vocab = self._clip.stack.tokenizer
+        return [(pair, vocab.token_text(pair[0]) if isinstance(pair[0], int) else None) for pair in token_weight_pair]
+
+
+class _FamilyTokenizer:
+    """The tokenizer of a family: one SDTokenizer per encoder, as attributes `clip_l` / `clip_g` / `clip_h`."""
+
+    def __init__(self, clip: Any) -> None:
+        self._clip = clip
+        for enc in clip.stack.encoders:
+            setattr(self, enc.role, SDTokenizer(clip, enc.role))
+
+    def tokenize_with_weights(self, text: str, return_word_ids: bool = False, **_: Any) -> Dict[str, list]:
+        return self._clip.tokenize(text, return_word_ids)
+
+    def untokenize(self, token_weight_pair: List[tuple]) -> List[tuple]:
+        first = next(iter(vars(self).values()))
+        return first.untokenize(token_weight_pair) if isinstance(first, SDTokenizer) else []
+
+    def __getattr__(self, name: str) -> Any:  # end_token, pad_with_end, ... of the first encoder
+        if name.startswith("_"):
+            raise AttributeError(name)
+        first = getattr(self._clip, "stack").encoders[0].role
+        return getattr(self.__dict__[first], name)
+
+
+class SD1Tokenizer(_FamilyTokenizer):
+    pass
+
+
+class SD2Tokenizer(SD1Tokenizer):
+    pass
+
+
+class SDXLTokenizer(_FamilyTokenizer):
+    pass
+
+
+# -- text encoders --------------------------------------------------------------------------------------------------
+class SDClipModel:
+    """One encoder as ComfyUI names it; `set_clip_options({"layer": n})` picks the CLIP skip layer for encodes
+    made through it (other options, such as the execution device, are the residency manager's decision)."""
+
+    def __init__(self, clip: Any, role: Optional[str] = None) -> None:
+        self._clip, self.role = clip, role
+        self.options: Dict[str, Any] = {}
+
+    @property
+    def layer_idx(self) -> Optional[int]:
+        return self._clip.clip_skip
+
+    def set_clip_options(self, options: dict) -> None:
+        self.options.update(options)
+        if options.get("layer") is not None:
+            self._clip.clip_skip = int(options["layer"])
+
+    def reset_clip_options(self) -> None:
+        self.options.clear()
+
+    def encode_token_weights(self, token_weight_pairs: Any) -> tuple:
+        tokens = token_weight_pairs if isinstance(token_weight_pairs, dict) else {
+            ROLE_KEYS[self.role or self._clip.stack.encoders[0].role]: token_weight_pairs}
+        return self._clip.encode_from_tokens(tokens, return_pooled=True)
+
+
+class SD1ClipModel(SDClipModel):
+    pass
+
+
+class SD2ClipModel(SD1ClipModel):
+    pass
+
+
+class SDXLClipG(SDClipModel):
+    pass
+
+
+class SDXLClipModel(SDClipModel):
+    def __init__(self, clip: Any) -> None:
+        super().__init__(clip)
+        self.clip_l = SDClipModel(clip, "clip_l")
+        self.clip_g = SDXLClipG(clip, "clip_g")
+
+
+class SDXLRefinerClipModel(SDClipModel):
+    def __init__(self, clip: Any) -> None:
+        super().__init__(clip)
+        self.clip_g = SDXLClipG(clip, "clip_g")
+
+
+_TOKENIZERS = {"sd1": SD1Tokenizer, "sd2": SD2Tokenizer, "sdxl": SDXLTokenizer, "sdxl_refiner": SDXLTokenizer}
+_MODELS = {"sd1": SD1ClipModel, "sd2": SD2ClipModel, "sdxl": SDXLClipModel, "sdxl_refiner": SDXLRefinerClipModel}
+
+
+class CLIPFace:
+    """Mixin for TextEncoderModel: ComfyUI's CLIP methods. Needs `stack`, `family_name`, `clip_skip` and
+    `encode_windows(windows)` from the class."""
+
+    def tokenize(self, text: str, return_word_ids: bool = False, **_: Any) -> Dict[str, list]:
+        """Per encoder key ("l", "g", "h"): windows of (token, weight) pairs, with the prompt's weights."""
+        if return_word_ids:
+            raise NotImplementedError("clip.tokenize(return_word_ids=True) is not supported by Tessera yet")
+        windows = self.stack.tokenize(text, [])
+        return {ROLE_KEYS[role]: windows_to_tokens(ws) for role, ws in windows.items()}
+
+    def encode_from_tokens(self, tokens: Dict[str, list], return_pooled: Any = False,
+                           return_dict: bool = False) -> Any:
+        """Encode (possibly edited) tokens: cond, or (cond, pooled), or {"cond", "pooled_output"}."""
+        stack = self.stack
+        end_id = stack.tokenizer.end_id
+        windows: Dict[str, list] = {}
+        for enc in stack.encoders:
+            key = ROLE_KEYS[enc.role]
+            if key not in tokens:
+                raise ValueError(f"encode_from_tokens: this {self.family_name} CLIP needs tokens under {key!r}, "
+                                 f"got {sorted(tokens)}")
+            windows[enc.role] = tokens_to_windows(tokens[key], end_id)
+        cond, pooled = self.encode_windows(windows)
+        if return_dict:
+            return {"cond": cond, "pooled_output": pooled}
+        return (cond, pooled) if return_pooled else cond
+
+    def encode_from_tokens_scheduled(self, tokens: Dict[str, list], unprojected: bool = False,
+                                     add_dict: Optional[dict] = None, show_pbar: bool = True) -> list:
+        """CONDITIONING from tokens."""
+        cond, pooled = self.encode_from_tokens(tokens, return_pooled=True)
+        return [[cond, {"pooled_output": pooled, **(add_dict or {})}]]
+
+    def clip_layer(self, layer_idx: int) -> None:
+        """Set the CLIP skip layer on this object (ComfyUI mutates; CLIPSetLastLayer clones first)."""
+        self.clip_skip = int(layer_idx)
+
+    @property
+    def layer_idx(self) -> Optional[int]:
+        return self.clip_skip
+
+    @property
+    def tokenizer(self) -> Any:
+        return _TOKENIZERS.get(self.family_name, SD1Tokenizer)(self)
+
+    @property
+    def cond_stage_model(self) -> Any:
+        return _MODELS.get(self.family_name, SD1ClipModel)(self)
+
+    def load_model(self) -> "CLIPFace":
+        self.make_resident()
+        return self
+
+    @property
+    def load_device(self) -> torch.device:
+        return self.device
+
+    @property
+    def offload_device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def patcher(self) -> "CLIPFace":
+        """ComfyUI's ModelPatcher of the encoders; here the CLIP itself (load_device, offload_device)."""
+        return self
