@@ -70,7 +70,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "none, so API clients get only results as binary frames; the editor asks per job")
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--cache-classic", action="store_true", help="keep what the latest job used (default)")
-    cache.add_argument("--cache-lru", type=int, metavar="N", help="keep what the last N jobs used")
+    cache.add_argument("--cache-lru", type=int, metavar="N",
+                       help="keep what the last N jobs used (0, ComfyUI's default, means the classic cache)")
     cache.add_argument("--cache-ram", type=float, nargs="?", const=4.0, metavar="GB",
                        help="keep outputs while this much RAM stays free (default 4 GB)")
     cache.add_argument("--cache-none", action="store_true", help="keep no outputs between jobs")
@@ -91,7 +92,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def cache_from(args: argparse.Namespace):
-    if args.cache_lru is not None:
+    if args.cache_lru is not None and args.cache_lru > 0:  # as in ComfyUI, 0 (or less) keeps the classic cache
         return make_cache("lru", lru_size=args.cache_lru)
     if args.cache_ram is not None:
         from model_management.host_memory import available_bytes

@@ -37,7 +37,7 @@ FUNCTION_ALIASES = {
     "ModelMergeSubtract": "merge", "ModelSamplingDiscrete": "patch", "PolyexponentialScheduler": "get_sigmas",
     "PreviewAny": "main", "PreviewImage": "save_images", "RepeatImageBatch": "repeat", "RepeatLatentBatch": "repeat",
     "RescaleCFG": "patch", "SDTurboScheduler": "get_sigmas", "SamplerCustom": "sample",
-    "SamplerCustomAdvanced": "sample", "SaveImage": "save_images", "SaveLatent": "save",
+    "SamplerCustomAdvanced": "sample", "SaveImage": "save_images", "SaveImageWebsocket": "save_images", "SaveLatent": "save",
     "SetLatentNoiseMask": "set_mask", "SolidMask": "solid", "SplitSigmas": "get_sigmas",
     "SplitSigmasDenoise": "get_sigmas", "ThresholdMask": "image_to_mask", "UNETLoader": "load_unet",
     "VAEDecode": "decode", "VAEDecodeTiled": "decode", "VAEEncode": "encode", "VAEEncodeForInpaint": "encode",

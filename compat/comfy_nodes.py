@@ -223,7 +223,8 @@ def _validator(spec: NodeSpec) -> Any:
     """VALIDATE_INPUTS taking exactly the inputs the spec's own validator claims (so the V1 adapter of a subclass
     skips the built-in checks only for those)."""
     def VALIDATE_INPUTS(cls: type, **literals: Any) -> Any:  # noqa: N802 - the V1 name
-        return spec.validate("", literals, {}, _runtime.state.services)
+        given = {k: v for k, v in literals.items() if v is not None}  # linked (None): our validators skip them
+        return spec.validate("", given, {}, _runtime.state.services)
 
     params = [inspect.Parameter("cls", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in sorted(spec.validate_claims)]

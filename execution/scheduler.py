@@ -30,7 +30,7 @@ from execution.events import EventSink
 from execution.node_call import NodeReturn, merge_returns, normalize, plan_calls, run_calls
 from execution.progress import ProgressTracker, describe_inputs
 from graph.catalogue import Catalogue
-from graph.node_spec import HIDDEN, NodeSpec
+from graph.node_spec import HIDDEN, HIDDEN_KINDS, NodeSpec
 from graph.prompt import is_link, link_parts, unwrap_literal
 
 
@@ -287,9 +287,15 @@ class JobRun:
                     inputs[name] = result.values[link[1]]
             elif ispec is not None and ispec.section != HIDDEN:
                 inputs[name] = [unwrap_literal(value)]
+        prompt_inputs = self.graph.get_node(node_id)["inputs"]
         for name, ispec in declared.items():
-            if ispec.section == HIDDEN:
+            if ispec.section != HIDDEN:
+                continue
+            if ispec.type in HIDDEN_KINDS:
                 inputs[name] = [self.hidden_value(node_id, ispec.type)]
+            else:  # a hidden input of the node's own type: its value comes with the prompt, as in ComfyUI
+                raw = prompt_inputs.get(name)
+                inputs[name] = [None if raw is None or is_link(raw) else unwrap_literal(raw)]
         return inputs, unresolved
 
     def hidden_value(self, node_id: str, kind: Any) -> Any:

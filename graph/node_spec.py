@@ -92,6 +92,7 @@ class NodeSpec:
       check_lazy(instance, ctx, inputs)         -> names of lazy inputs still needed; may be awaitable
     `validate_claims` names the inputs `validate` checks itself: the built-in bound and combo checks skip them.
     `validate_wants_types` means linked inputs are not type-checked; their received types go to `validate`.
+    `validate_links_as_none` passes linked inputs to `validate` as None (V1/V3 classes) instead of leaving them out.
     """
     name: str
     inputs: Sequence[InputSpec]
@@ -112,6 +113,7 @@ class NodeSpec:
     validate_claims: frozenset = frozenset()
     validate_wants_types: bool = False
     validate_takes_all: bool = False
+    validate_links_as_none: bool = False  # ComfyUI classes: linked inputs reach VALIDATE_INPUTS as None
     check_lazy: Optional[Callable[..., Any]] = None
     is_async: bool = False  # execute or check_lazy is a coroutine function: run the node as a task
     # V1 classes recompute INPUT_TYPES (folder listings); native specs leave this None and use `inputs`.

@@ -250,8 +250,18 @@ class _Validator:
 
     def custom_validation(self, node_id: str, spec: NodeSpec, declared: dict, values: dict,
                           received_types: dict) -> list:
-        literals = {k: v for k, v in values.items()
-                    if k in declared and declared[k].section != HIDDEN and not isinstance(v, list)}
+        # As ComfyUI gives VALIDATE_INPUTS: literals as values, linked inputs as None (their values do not exist
+        # yet), and the hidden UNIQUE_ID / PROMPT.
+        literals = {}
+        for name, value in values.items():
+            ispec = declared.get(name)
+            if ispec is None or ispec.section == HIDDEN or (isinstance(value, list) and
+                                                             not spec.validate_links_as_none):
+                continue
+            literals[name] = None if isinstance(value, list) else unwrap_literal(value)
+        for name, ispec in declared.items() if spec.validate_links_as_none else ():
+            if ispec.section == HIDDEN and ispec.type in ("UNIQUE_ID", "PROMPT"):
+                literals[name] = node_id if ispec.type == "UNIQUE_ID" else self.prompt
         if not spec.validate_takes_all:
             literals = {k: v for k, v in literals.items() if k in spec.validate_claims}
         try:

@@ -119,6 +119,23 @@ class PreviewImage:
         return save_images(ctx, images, "ComfyUI_temp_" + suffix, "temp", 1, prompt, extra_pnginfo)
 
 
+@node(category="api node/image", display_name="SaveImageWebsocket", output_node=True)
+class SaveImageWebsocket:
+    """Send images to the client that queued the job, as PNG binary websocket frames, without writing files
+    (for API clients that want the pixels straight away). It runs every time: a cached run would send nothing."""
+    images = Socket("IMAGE", tooltip="The images to send.")
+
+    def run(self, ctx, images):
+        total = int(images.shape[0])
+        for index in range(total):
+            ctx.progress(index, total)  # as ComfyUI's node reports it: the image's index
+            ctx.send_preview(_to_pil(images[index]), "PNG", None)
+        return {"ui": {}, "result": ()}
+
+    def fingerprint(self, ctx, **_):
+        return float("nan")
+
+
 # -- loading -----------------------------------------------------------------------------------------------------
 
 def _upright(frame: Image.Image) -> Image.Image:
@@ -257,4 +274,4 @@ class LoadImageMask:
         return _check_image_name(services, image)
 
 
-NODES = [SaveImage, PreviewImage, LoadImage, LoadImageMask]
+NODES = [SaveImage, PreviewImage, SaveImageWebsocket, LoadImage, LoadImageMask]

@@ -160,6 +160,7 @@ def compile_v1(cls: type, name: Optional[str] = None, python_module: str = "cust
         validate_claims=claims,
         validate_wants_types=wants_types,
         validate_takes_all=takes_all,
+        validate_links_as_none=True,
         check_lazy=check_lazy,
         is_async=is_async,
         source=cls,

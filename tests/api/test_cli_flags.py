@@ -44,6 +44,7 @@ def test_each_cache_flag_keeps_what_it_promises(tmp_path):
     # (flags, what the repeat of `a` after `a, b` finds cached)
     cases = [(["--cache-classic"], []),            # classic keeps the latest job's outputs only: b replaced a
              (["--cache-lru", "2"], ["1", "2"]),   # two jobs' worth: a is still there
+             (["--cache-lru", "0"], []),           # ComfyUI's default value: the classic cache
              (["--cache-none"], []),
              (["--cache-ram", "0.000001"], ["1", "2"]),  # tiny headroom: never under pressure, keeps all
              (["--cache-ram", "1000000"], [])]     # a million GB of headroom: always under pressure, keeps none

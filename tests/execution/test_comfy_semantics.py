@@ -1,0 +1,68 @@
+"""ComfyUI execution semantics that its own test suite checks, on V1 classes run by our validator and scheduler:
+linked inputs reach VALIDATE_INPUTS as None when it names them, hidden inputs of a custom type take their value
+from the prompt, a class without FUNCTION fails only when run."""
+from nodes.v1_adapter import compile_v1
+
+
+class SeesLinks:
+    seen = []
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"a": ("INT", {"default": 0, "min": 0, "max": 10}), "b": ("INT", {"default": 0})},
+                "hidden": {"uid": "UNIQUE_ID"}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, a, b, uid):
+        cls.seen.append((a, b, uid))
+        return True if b is None or b < 100 else "b too big"
+
+    def run(self, a, b, uid):
+        return (a + b,)
+
+
+class HiddenCustom:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"x": ("INT", {"default": 1})}, "hidden": {"extra": ("*",), "node": "UNIQUE_ID"}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+
+    def run(self, x, extra=None, node=None):
+        return (f"{x}:{extra}:{node}",)
+
+
+def _add(engine, cls):
+    engine.catalogue.add(compile_v1(cls, cls.__name__))
+
+
+def test_validate_inputs_gets_linked_inputs_as_none_and_skips_their_checks(engine):
+    _add(engine, SeesLinks)
+    SeesLinks.seen.clear()
+    prompt = {"src": {"class_type": "PrimitiveInt", "inputs": {"value": 500}},
+              "n": {"class_type": "SeesLinks", "inputs": {"a": 50, "b": ["src", 0]}},
+              "show": {"class_type": "PreviewAny", "inputs": {"source": ["n", 0]}}}
+    outcome, _ = engine.run(prompt)  # a=50 is beyond max=10, but VALIDATE_INPUTS claims `a`
+    assert outcome.status == "success", outcome.error
+    assert SeesLinks.seen == [(50, None, "n")]  # b linked -> None; the hidden UNIQUE_ID is the node id
+    assert outcome.outputs["show"]["text"] == ["550"]
+    bad = {"n": {"class_type": "SeesLinks", "inputs": {"a": 1, "b": 100}},
+           "show": {"class_type": "PreviewAny", "inputs": {"source": ["n", 0]}}}
+    errors = engine.validate(bad).node_errors["n"]["errors"]
+    assert errors[0]["type"] == "custom_validation_failed" and "b too big" in errors[0]["details"]
+
+
+def test_hidden_input_of_a_custom_type_comes_from_the_prompt(engine):
+    _add(engine, HiddenCustom)
+    prompt = {"h": {"class_type": "HiddenCustom", "inputs": {"x": 3, "extra": "from-the-prompt"}},
+              "show": {"class_type": "PreviewAny", "inputs": {"source": ["h", 0]}}}
+    outcome, _ = engine.run(prompt)
+    assert outcome.status == "success", outcome.error
+    assert outcome.outputs["show"]["text"] == ["3:from-the-prompt:h"]
+    outcome, _ = engine.run({"h": {"class_type": "HiddenCustom", "inputs": {"x": 4}},
+                             "show": {"class_type": "PreviewAny", "inputs": {"source": ["h", 0]}}})
+    assert outcome.outputs["show"]["text"] == ["4:None:h"]
