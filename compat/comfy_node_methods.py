@@ -13,7 +13,8 @@ applies them to the generated classes.
 FUNCTION_ALIASES = {
     "BasicGuider": "get_guider", "BasicScheduler": "get_sigmas", "BetaSamplingScheduler": "get_sigmas",
     "CFGGuider": "get_guider", "CLIPLoader": "load_clip", "CLIPMergeSimple": "merge", "CLIPSave": "save",
-    "CLIPSetLastLayer": "set_last_layer", "CLIPTextEncode": "encode", "CheckpointLoader": "load_checkpoint",
+    "CLIPSetLastLayer": "set_last_layer", "CLIPTextEncode": "encode", "CLIPVisionEncode": "encode",
+    "CLIPVisionLoader": "load_clip", "CheckpointLoader": "load_checkpoint",
     "CheckpointLoaderSimple": "load_checkpoint", "CheckpointSave": "save", "ConditioningAverage": "addWeighted",
     "ConditioningCombine": "combine", "ConditioningConcat": "concat", "ConditioningSetArea": "append",
     "ConditioningSetAreaPercentage": "append", "ConditioningSetAreaStrength": "append",
@@ -37,11 +38,11 @@ FUNCTION_ALIASES = {
     "ModelMergeSubtract": "merge", "ModelSamplingDiscrete": "patch", "PolyexponentialScheduler": "get_sigmas",
     "PreviewAny": "main", "PreviewImage": "save_images", "RepeatImageBatch": "repeat", "RepeatLatentBatch": "repeat",
     "RescaleCFG": "patch", "SDTurboScheduler": "get_sigmas", "SamplerCustom": "sample",
-    "SamplerCustomAdvanced": "sample", "SaveImage": "save_images", "SaveImageWebsocket": "save_images", "SaveLatent": "save",
-    "SetLatentNoiseMask": "set_mask", "SolidMask": "solid", "SplitSigmas": "get_sigmas",
+    "SamplerCustomAdvanced": "sample", "SaveImage": "save_images", "SaveImageWebsocket": "save_images",
+    "SaveLatent": "save", "SetLatentNoiseMask": "set_mask", "SolidMask": "solid", "SplitSigmas": "get_sigmas",
     "SplitSigmasDenoise": "get_sigmas", "ThresholdMask": "image_to_mask", "UNETLoader": "load_unet",
     "VAEDecode": "decode", "VAEDecodeTiled": "decode", "VAEEncode": "encode", "VAEEncodeForInpaint": "encode",
-    "VAEEncodeTiled": "encode", "VAELoader": "load_vae", "VAESave": "save",
+    "VAEEncodeTiled": "encode", "VAELoader": "load_vae", "VAESave": "save", "unCLIPConditioning": "apply_adm",
 }
 
 

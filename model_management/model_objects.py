@@ -221,6 +221,77 @@ class TextEncoderModel(CLIPFace):
         return _to_host(cond), _to_host(pooled)
 
 
+class ClipVisionOutput:
+    """CLIP_VISION_OUTPUT: what encoding images gave (last_hidden_state, penultimate_hidden_state, image_embeds,
+    image_sizes), by attribute and by item (`out["image_embeds"]`), as ComfyUI's Output is read."""
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+    def __contains__(self, key: str) -> bool:
+        return hasattr(self, key)
+
+
+class ClipVisionModel:
+    """CLIP_VISION: a vision tower (diffusion/vision/clip_vision.py) on the residency manager.
+    `encode_image(image, crop)` preprocesses as CLIP was trained (resize, centre crop, normalise) and encodes."""
+
+    def __init__(self, encoder: Any, source: str = "") -> None:
+        from diffusion.vision.clip_vision import CLIP_MEAN, CLIP_STD  # noqa: PLC0415
+        self._encoder = encoder
+        self.source = source
+        self.image_mean, self.image_std = list(CLIP_MEAN), list(CLIP_STD)
+
+    @property
+    def encoder(self) -> Any:
+        from diffusion.handles import resolve
+        return resolve(self._encoder)
+
+    @property
+    def model(self) -> Any:
+        """The transformers CLIPVisionModelWithProjection (ComfyUI's `clip_vision.model`)."""
+        return self.encoder.model
+
+    @property
+    def image_size(self) -> int:
+        return self.encoder.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return _device_of(self._encoder, None)
+
+    @property
+    def load_device(self) -> torch.device:
+        return self.device
+
+    @property
+    def offload_device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def patcher(self) -> "ClipVisionModel":
+        return self
+
+    def get_sd(self) -> dict:
+        return self.model.state_dict()
+
+    def encode_image(self, image: torch.Tensor, crop: bool = True) -> ClipVisionOutput:
+        from diffusion.vision.clip_vision import clip_preprocess  # noqa: PLC0415
+        loader = _loader_of(self._encoder)
+        encoder = self.encoder
+        pixels = clip_preprocess(image.float().cpu(), encoder.image_size, self.image_mean, self.image_std, crop)
+        with _on_device(loader, encoder, compute_dtype(self.device), None) as module:
+            out = module.encode(pixels)
+        result = ClipVisionOutput()
+        for key, value in out.items():
+            result[key] = _to_host(value)
+        result["image_sizes"] = [tuple(pixels.shape[1:])] * pixels.shape[0]
+        return result
+
+
 def _unet_call(net: Any) -> Callable:
     """net(x, t, context, y, control, transformer_options) for our UNet (or a pack's replacement module)."""
     def call(x, t, context, y=None, control=None, transformer_options=None, **kwargs):

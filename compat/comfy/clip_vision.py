@@ -1,48 +1,24 @@
-"""`comfy.clip_vision` for node packs: CLIP image preprocessing and the encoder output record.
-
-Loading CLIP vision models (`load`) is not available yet in Tessera: it raises an error saying so (the
-CLIPVisionLoader node is missing too), rather than returning a model that is not one.
-"""
+"""`comfy.clip_vision` for node packs: `load(path)` -> CLIP_VISION (the engine's ClipVisionModel, through the model
+manager when the engine is bound), `clip_preprocess`, and the output record `Output` (CLIP_VISION_OUTPUT)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
-import torch
-import torch.nn.functional as F
+from compat import _runtime
+from diffusion.vision.clip_vision import CLIP_MEAN, CLIP_STD, clip_preprocess  # noqa: F401 - packs import them
+from model_management.model_objects import ClipVisionModel, ClipVisionOutput
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's published normalisation
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class Output:
-    """What an image encoder returns: fields by attribute and by item (`out["image_embeds"]`)."""
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        setattr(self, key, value)
+Output = ClipVisionOutput
 
 
-def clip_preprocess(image: torch.Tensor, size: int = 224, mean: Sequence[float] = CLIP_MEAN,
-                    std: Sequence[float] = CLIP_STD, crop: bool = True) -> torch.Tensor:
-    """IMAGE [B, H, W, C] in 0..1 -> [B, 3, size, size] normalised: the short side scaled to `size` (bicubic,
-    antialiased) and centre-cropped, or (crop=False) the whole image stretched to size x size."""
-    pixels = image[..., :3].movedim(-1, 1).float()
-    height, width = pixels.shape[-2:]
-    if crop:
-        scale = size / min(height, width)
-        target = (round(scale * height), round(scale * width))
-    else:
-        target = (size, size)
-    pixels = F.interpolate(pixels, size=target, mode="bicubic", antialias=True)
-    top, left = (pixels.shape[-2] - size) // 2, (pixels.shape[-1] - size) // 2
-    pixels = pixels[..., top:top + size, left:left + size].clamp(0.0, 1.0)
-    pixels = (pixels * 255).round() / 255  # the 8-bit image CLIP was trained on
-    mean_t = torch.tensor(mean, dtype=pixels.dtype).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=pixels.dtype).view(1, 3, 1, 1)
-    return (pixels - mean_t) / std_t
+def load(ckpt_path: str) -> ClipVisionModel:
+    from model_management.clip_vision_files import load_clip_vision  # noqa: PLC0415
+    services = _runtime.state.services
+    return load_clip_vision(str(ckpt_path), getattr(services, "models", None))
 
 
-def load(ckpt_path: str) -> Any:
-    raise NotImplementedError(f"{ckpt_path}: CLIP vision models are not supported by Tessera yet")
+def load_clipvision_from_sd(sd: dict, prefix: str = "", convert_keys: bool = False) -> ClipVisionModel:
+    """A CLIP_VISION from a state dict (keys under `prefix`; either layout)."""
+    from diffusion.vision.clip_vision import ClipVisionEncoder  # noqa: PLC0415
+    state = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)} if prefix else sd
+    return ClipVisionModel(ClipVisionEncoder.from_state_dict(state), "state_dict")

@@ -1,0 +1,1 @@
+"""Image encoders: CLIP vision towers (clip_vision.py)."""
