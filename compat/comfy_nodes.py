@@ -169,6 +169,17 @@ def _arguments(spec: NodeSpec, args: tuple, kwargs: dict, ctx: Any) -> dict:
     return call
 
 
+class _ClassOrInstance:
+    """A method callable on an instance or on the class itself (`ImageUpscaleWithModel.execute(model, image)`,
+    as ComfyUI's V3 built-ins are called; a fresh instance stands in for the class)."""
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        return self.function.__get__(instance if instance is not None else owner(), owner)
+
+
 def _make_wrapper(spec: NodeSpec) -> type:
     def instance(self: Any) -> Any:
         if "_tessera_instance" not in self.__dict__:
@@ -201,7 +212,7 @@ def _make_wrapper(spec: NodeSpec) -> type:
         "NOT_IDEMPOTENT": spec.not_idempotent,
         "DEPRECATED": spec.deprecated,
         "EXPERIMENTAL": spec.experimental,
-        "execute": execute,
+        "execute": _ClassOrInstance(execute),
         "_tessera_spec": spec,
     }
     for ispec in spec.current_inputs():  # class attributes packs read, e.g. ImageScale.upscale_methods
@@ -209,7 +220,7 @@ def _make_wrapper(spec: NodeSpec) -> type:
             attrs[CHOICE_ATTRIBUTES[ispec.name]] = list(ispec.choice_list(_runtime.state.services))
     for alias in (FUNCTION_ALIASES.get(spec.name), LEGACY_FUNCTION_NAMES.get(spec.name)):
         if alias:
-            attrs[alias] = execute
+            attrs[alias] = _ClassOrInstance(execute)
     if spec.check_lazy is not None:
         def check_lazy_status(self: Any, **kwargs: Any) -> Any:
             return spec.check_lazy(instance(self), current_context(), kwargs)

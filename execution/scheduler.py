@@ -285,7 +285,7 @@ class JobRun:
                     unresolved.add(name)
                 else:
                     inputs[name] = result.values[link[1]]
-            elif ispec is not None and ispec.section != HIDDEN:
+            elif (ispec is not None and ispec.section != HIDDEN) or (ispec is None and spec.any_inputs):
                 inputs[name] = [unwrap_literal(value)]
         prompt_inputs = self.graph.get_node(node_id)["inputs"]
         for name, ispec in declared.items():

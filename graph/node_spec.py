@@ -114,6 +114,7 @@ class NodeSpec:
     validate_wants_types: bool = False
     validate_takes_all: bool = False
     validate_links_as_none: bool = False  # ComfyUI classes: linked inputs reach VALIDATE_INPUTS as None
+    any_inputs: bool = False  # inputs it does not declare are passed too (a pack's "flexible" optional section)
     check_lazy: Optional[Callable[..., Any]] = None
     is_async: bool = False  # execute or check_lazy is a coroutine function: run the node as a task
     # V1 classes recompute INPUT_TYPES (folder listings); native specs leave this None and use `inputs`.

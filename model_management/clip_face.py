@@ -21,7 +21,10 @@ ROLE_KEYS = {"clip_l": "l", "clip_g": "g", "clip_h": "h"}
 KEY_ROLES = {key: role for role, key in ROLE_KEYS.items()}
 
 
-def windows_to_tokens(windows: List[Any]) -> List[List[tuple]]:
+def windows_to_tokens(windows: List[Any], word_ids: bool = False) -> List[List[tuple]]:
+    """Our windows -> ComfyUI's: (token, weight) pairs, or (token, weight, word id) triples."""
+    if word_ids:
+        return [list(zip(window.tokens, window.weights, window.word_ids)) for window in windows]
     return [list(zip(window.tokens, window.weights)) for window in windows]
 
 
@@ -172,11 +175,11 @@ class CLIPFace:
     `encode_windows(windows)` from the class."""
 
     def tokenize(self, text: str, return_word_ids: bool = False, **_: Any) -> Dict[str, list]:
-        """Per encoder key ("l", "g", "h"): windows of (token, weight) pairs, with the prompt's weights."""
-        if return_word_ids:
-            raise NotImplementedError("clip.tokenize(return_word_ids=True) is not supported by Tessera yet")
+        """Per encoder key ("l", "g", "h"): windows of (token, weight) pairs, with the prompt's weights; with
+        `return_word_ids`, (token, weight, word id) triples, the id numbering the prompt's weighted segments from 1
+        (0 for start, end and padding), as ComfyUI numbers them."""
         windows = self.stack.tokenize(text, [])
-        return {ROLE_KEYS[role]: windows_to_tokens(ws) for role, ws in windows.items()}
+        return {ROLE_KEYS[role]: windows_to_tokens(ws, return_word_ids) for role, ws in windows.items()}
 
     def encode_from_tokens(self, tokens: Dict[str, list], return_pooled: Any = False,
                            return_dict: bool = False) -> Any:

@@ -252,8 +252,32 @@ class ClipVisionModel:
 
     @property
     def model(self) -> Any:
-        """The transformers CLIPVisionModelWithProjection (ComfyUI's `clip_vision.model`)."""
-        return self.encoder.model
+        """ComfyUI's `clip_vision.model`: called as `model(pixel_values=..., intermediate_output=-2)` it gives
+        (last_hidden_state, that layer's hidden state, image_embeds, None); other attributes are transformers'
+        CLIPVisionModelWithProjection's."""
+        return _ComfyVisionCall(self)
+
+    def forward_hidden(self, pixel_values: torch.Tensor, intermediate_output: Any = None) -> tuple:
+        """(last hidden state, the `intermediate_output` layer's state or all layers' ("all"), image_embeds)."""
+        loader = _loader_of(self._encoder)
+        with _on_device(loader, self.encoder, compute_dtype(self.device), None) as encoder:
+            weight = encoder.model.vision_model.embeddings.patch_embedding.weight
+            with torch.no_grad():
+                out = encoder.model(pixel_values=pixel_values.to(weight.device, weight.dtype),
+                                    output_hidden_states=True)
+        layers = out.hidden_states[1:]  # after each layer (the first entry is the embeddings)
+        if intermediate_output == "all":
+            middle = torch.stack(layers, dim=1)
+        elif intermediate_output is None:
+            middle = None
+        else:
+            middle = layers[int(intermediate_output)]
+        return out.last_hidden_state, middle, out.image_embeds
+
+    def make_resident(self, extra_bytes: int = 0) -> None:
+        loader = _loader_of(self._encoder)
+        if loader is not None:
+            loader.load(self.encoder, compute_dtype(self.device), extra_bytes, keep_resident=None)
 
     @property
     def image_size(self) -> int:
@@ -280,16 +304,29 @@ class ClipVisionModel:
 
     def encode_image(self, image: torch.Tensor, crop: bool = True) -> ClipVisionOutput:
         from diffusion.vision.clip_vision import clip_preprocess  # noqa: PLC0415
-        loader = _loader_of(self._encoder)
         encoder = self.encoder
         pixels = clip_preprocess(image.float().cpu(), encoder.image_size, self.image_mean, self.image_std, crop)
-        with _on_device(loader, encoder, compute_dtype(self.device), None) as module:
-            out = module.encode(pixels)
+        last, penultimate, embeds = self.forward_hidden(pixels, -2)
         result = ClipVisionOutput()
-        for key, value in out.items():
+        for key, value in (("last_hidden_state", last), ("penultimate_hidden_state", penultimate),
+                           ("image_embeds", embeds)):
             result[key] = _to_host(value)
         result["image_sizes"] = [tuple(pixels.shape[1:])] * pixels.shape[0]
         return result
+
+
+class _ComfyVisionCall:
+    """`clip_vision.model` for packs (see ClipVisionModel.model)."""
+
+    def __init__(self, owner: ClipVisionModel) -> None:
+        self._owner = owner
+
+    def __call__(self, pixel_values: torch.Tensor, attention_mask: Any = None,
+                 intermediate_output: Any = None) -> tuple:
+        return (*self._owner.forward_hidden(pixel_values, intermediate_output), None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._owner.encoder.model, name)
 
 
 def _unet_call(net: Any) -> Callable:

@@ -48,6 +48,17 @@ def parse_input_types(cls: type) -> List[InputSpec]:
     return specs
 
 
+_PROBE = "__tessera_any_input_probe__"
+
+
+def claims_any_input(cls: type) -> bool:
+    """Whether INPUT_TYPES has a section answering `in` for any name (rgthree's FlexibleOptionalInputType and
+    similar): ComfyUI then passes every input the prompt gives, declared or not."""
+    declared = cls.INPUT_TYPES()
+    sections = [declared.get(section) for section in (REQUIRED, OPTIONAL)]
+    return any(entries is not None and _PROBE in entries for entries in sections)
+
+
 def accepted_parameters(fn: Callable) -> tuple:
     """(parameter names, takes **kwargs) of a hook, ignoring a leading self/cls."""
     try:
@@ -161,6 +172,7 @@ def compile_v1(cls: type, name: Optional[str] = None, python_module: str = "cust
         validate_wants_types=wants_types,
         validate_takes_all=takes_all,
         validate_links_as_none=True,
+        any_inputs=claims_any_input(cls),
         check_lazy=check_lazy,
         is_async=is_async,
         source=cls,

@@ -86,6 +86,11 @@ def get_torch_device() -> torch.device:
     return torch.device("cpu")
 
 
+def intermediate_dtype() -> torch.dtype:
+    """The dtype of tensors handed between nodes (images, latents): float32, as in ComfyUI by default."""
+    return torch.float32
+
+
 def intermediate_device() -> torch.device:
     """Where nodes leave tensors between nodes (IMAGE, MASK): the CPU."""
     return torch.device("cpu")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -89,6 +89,8 @@ class TokenWindow:
     tokens: List[Token]
     weights: List[float]
     end_index: int  # position of the end token (where the pooled output is read)
+    # per token, the 1-based index of the weighted segment of the prompt it came from (0: start, end, padding)
+    word_ids: List[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -125,10 +127,10 @@ def _embedding_piece(piece: str, lookup: Optional[EmbeddingLookup]) -> Tuple[Opt
 
 
 def _pieces(segments: Sequence[Tuple[str, float]], tokenizer, lookup: Optional[EmbeddingLookup],
-            warnings: List[str]) -> List[List[Tuple[Token, float]]]:
-    """Segments -> pieces (see the module docstring), each a list of (token, weight)."""
-    pieces: List[List[Tuple[Token, float]]] = []
-    for text, weight in segments:
+            warnings: List[str]) -> List[List[Tuple[Token, float, int]]]:
+    """Segments -> pieces (see the module docstring), each a list of (token, weight, segment number)."""
+    pieces: List[List[Tuple[Token, float, int]]] = []
+    for number, (text, weight) in enumerate(segments, start=1):
         for part in _EMBEDDING_BOUNDARY.split(text):
             if not part:
                 continue
@@ -140,10 +142,10 @@ def _pieces(segments: Sequence[Tuple[str, float]], tokenizer, lookup: Optional[E
                     log.warning(message)
                 else:
                     rows = vectors.unsqueeze(0) if vectors.dim() == 1 else vectors
-                    pieces.append([(row, weight) for row in rows])
+                    pieces.append([(row, weight, number) for row in rows])
                 if not part:
                     continue
-            pieces.append([(token, weight) for token in tokenizer.encode(part)])
+            pieces.append([(token, weight, number) for token in tokenizer.encode(part)])
     return pieces
 
 
@@ -160,7 +162,7 @@ def tokenize_weighted(text: str, tokenizer, embeddings_lookup: Optional[Embeddin
     start, end = tokenizer.start_id, tokenizer.end_id
     pad = end if pad_token is None else pad_token
     capacity = window - 2
-    chunks: List[List[Tuple[Token, float]]] = [[]]
+    chunks: List[List[Tuple[Token, float, int]]] = [[]]
     for piece in _pieces(parse_prompt_weights(text), tokenizer, embeddings_lookup, warnings):
         cuttable = len(piece) >= max_word_tokens
         while piece:
@@ -175,10 +177,12 @@ def tokenize_weighted(text: str, tokenizer, embeddings_lookup: Optional[Embeddin
 
     windows = []
     for chunk in chunks:
-        tokens: List[Token] = [start] + [t for t, _ in chunk] + [end]
-        weights = [1.0] + [w for _, w in chunk] + [1.0]
+        tokens: List[Token] = [start] + [t for t, _, _ in chunk] + [end]
+        weights = [1.0] + [w for _, w, _ in chunk] + [1.0]
+        word_ids = [0] + [n for _, _, n in chunk] + [0]
         end_index = len(tokens) - 1
         tokens += [pad] * (window - len(tokens))
         weights += [1.0] * (window - len(weights))
-        windows.append(TokenWindow(tokens, weights, end_index))
+        word_ids += [0] * (window - len(word_ids))
+        windows.append(TokenWindow(tokens, weights, end_index, word_ids))
     return windows

@@ -85,6 +85,11 @@ def test_tokenize_edit_encode_matches_prompt_weights(with_checkpoint):
     cond, pooled = clip.encode_from_tokens(clip.tokenize("a red cube"), return_pooled=True)
     torch.testing.assert_close(cond, plain)
     assert pooled.shape[0] == 1
+    triples = clip.tokenize("a (red:1.3) cube", return_word_ids=True)["l"][0]
+    assert [i for _, _, i in triples[:6]] == [0, 1, 2, 3, 0, 0]  # segments "a ", "red", " cube"; start/end 0
+    assert [w for _, w, _ in triples[:5]] == [1.0, 1.0, pytest.approx(1.3), 1.0, 1.0]
+    torch.testing.assert_close(clip.encode_from_tokens({"l": [triples]}),
+                               engine_nodes.CLIPTextEncode().encode(clip, "a (red:1.3) cube")[0][0][0])
     from comfy import sd1_clip, sdxl_clip
     assert isinstance(clip.tokenizer, sd1_clip.SD1Tokenizer) and isinstance(clip.cond_stage_model,
                                                                               sd1_clip.SD1ClipModel)

@@ -3,6 +3,7 @@ inside the calling node's context."""
 import uuid
 
 import pytest
+import torch
 
 import compat
 import nodes
@@ -34,7 +35,9 @@ def test_wrapper_class_shape(bound):
     assert cls.INPUT_TYPES() == {"required": {k: tuple(v) for k, v in entry["input"]["required"].items()}}
     assert cls.RETURN_TYPES == ("INT",) and cls.FUNCTION == "execute" and cls.CATEGORY == "utils/math"
     assert cls.OUTPUT_NODE is False and nodes.PreviewAny.OUTPUT_NODE is True
-    assert nodes.EmptyImage.generate is nodes.EmptyImage.execute  # ComfyUI's method name works too
+    assert nodes.EmptyImage.FUNCTION == "generate"  # ComfyUI's method name, which runs the same as execute
+    made = nodes.EmptyImage().generate(4, 2, 1, 0)[0]
+    assert made.shape == (1, 2, 4, 3) and torch.equal(made, nodes.EmptyImage.execute(4, 2, 1, 0)[0])  # on the class too
 
 
 def test_wrapper_execute_outside_a_job(bound):

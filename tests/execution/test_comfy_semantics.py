@@ -66,3 +66,40 @@ def test_hidden_input_of_a_custom_type_comes_from_the_prompt(engine):
     outcome, _ = engine.run({"h": {"class_type": "HiddenCustom", "inputs": {"x": 4}},
                              "show": {"class_type": "PreviewAny", "inputs": {"source": ["h", 0]}}})
     assert outcome.outputs["show"]["text"] == ["4:None:h"]
+
+
+class _ClaimsEverything(dict):
+    """An optional section that answers `in` for any name, as rgthree's FlexibleOptionalInputType does."""
+
+    def __contains__(self, key):
+        return True
+
+    def __getitem__(self, key):
+        return ("*",)
+
+
+class FlexibleSum:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"base": ("INT", {"default": 0})}, "optional": _ClaimsEverything()}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+
+    def run(self, base, **extra):
+        return (f"{base}+{sorted(extra.items())}",)
+
+
+def test_undeclared_inputs_reach_a_node_whose_optional_section_claims_every_name(engine):
+    _add(engine, FlexibleSum)
+    prompt = {"one": {"class_type": "PrimitiveInt", "inputs": {"value": 1}},
+              "f": {"class_type": "FlexibleSum", "inputs": {"base": 2, "lora_1": {"on": True, "strength": 0.5},
+                                                            "linked": ["one", 0]}},
+              "show": {"class_type": "PreviewAny", "inputs": {"source": ["f", 0]}}}
+    outcome, _ = engine.run(prompt)
+    assert outcome.status == "success", outcome.error
+    assert outcome.outputs["show"]["text"] == ["2+[('linked', 1), ('lora_1', {'on': True, 'strength': 0.5})]"]
+    _add(engine, SeesLinks)  # an ordinary class does not get undeclared literals
+    outcome, _ = engine.run({"n": {"class_type": "SeesLinks", "inputs": {"a": 1, "b": 2, "stray": 5}},
+                             "show": {"class_type": "PreviewAny", "inputs": {"source": ["n", 0]}}})
+    assert outcome.status == "success" and outcome.outputs["show"]["text"] == ["3"]

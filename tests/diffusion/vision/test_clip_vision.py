@@ -153,3 +153,23 @@ def test_nodes_and_comfy_clip_vision_load(tmp_path, reference, engine):
     out = loaded.encode_image(image)
     assert isinstance(out, comfy.clip_vision.Output)
     torch.testing.assert_close(out["penultimate_hidden_state"], encoded.penultimate_hidden_state)
+
+
+def test_comfy_call_form_of_clip_vision_model(tmp_path, reference):
+    """IPAdapter calls `clip_vision.model(pixel_values=..., intermediate_output=-2)` and reads a tuple."""
+    path = str(tmp_path / "vision.safetensors")
+    save_file(_state(reference), path)
+    clip_vision = load_clip_vision(path)
+    pixels = clip_preprocess(torch.rand(1, 32, 32, 3), 32)
+    last, middle, embeds, projected = clip_vision.model(pixel_values=pixels, intermediate_output=-2)
+    expected = _expected(reference, pixels)
+    torch.testing.assert_close(last, expected[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(middle, expected[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embeds, expected[2], atol=1e-5, rtol=1e-5)
+    assert projected is None
+    first = clip_vision.model(pixel_values=pixels, intermediate_output=0)[1]
+    with torch.no_grad():
+        reference_first = reference(pixel_values=pixels, output_hidden_states=True).hidden_states[1]
+    torch.testing.assert_close(first, reference_first, atol=1e-5, rtol=1e-5)
+    assert clip_vision.model(pixel_values=pixels, intermediate_output="all")[1].shape == (1, 3, 17, 128)
+    assert clip_vision.model.config.image_size == 32  # transformers' attributes pass through
