@@ -23,6 +23,7 @@ from model_management.clip_face import CLIPFace
 from model_management.detection import ModelFamily
 from model_management.patcher_extension import CallbacksMP, WrapperExecutor, WrappersMP, get_all_wrappers
 from model_management.patcher_face import ModelPatcherFace, copy_options
+from model_management.vae_face import VAEFace
 
 
 class DiffusionModel(ModelPatcherFace):
@@ -419,8 +420,9 @@ def _pad_window_counts(windows: dict, stack: Any) -> None:
                                              enc.window))
 
 
-class VAEModel:
-    """VAE: pixels <-> latents. Images are [B, H, W, C] in 0..1; latents raw (unscaled)."""
+class VAEModel(VAEFace):
+    """VAE: pixels <-> latents. Images are [B, H, W, C] in 0..1; latents raw (unscaled). It also answers to
+    ComfyUI's VAE interface (vae_face.py)."""
 
     def __init__(self, vae: torch.nn.Module, source: str = "", device: Optional[torch.device] = None) -> None:
         self._vae = vae
@@ -493,7 +495,7 @@ class VAEModel:
         return torch.cat(parts)
 
     @torch.inference_mode()
-    def decode_tiled(self, latent: torch.Tensor, tile: int, overlap: int,
+    def _decode_tiled(self, latent: torch.Tensor, tile: int, overlap: int,
                      progress: Optional[Callable[[int, int], None]] = None,
                      interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
         from diffusion.vae.tiling import decode_tiled
@@ -503,7 +505,7 @@ class VAEModel:
         return self._image(out)
 
     @torch.inference_mode()
-    def encode_tiled(self, image: torch.Tensor, tile: int, overlap: int,
+    def _encode_tiled(self, image: torch.Tensor, tile: int, overlap: int,
                      progress: Optional[Callable[[int, int], None]] = None,
                      interrupt: Optional[Callable[[], None]] = None) -> torch.Tensor:
         from diffusion.vae.tiling import encode_tiled

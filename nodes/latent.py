@@ -65,8 +65,8 @@ class VAEDecodeTiled:
         f = vae.downscale
         tile = max(8, tile_size // f)
         lap = min(overlap // f, tile // 2)
-        return (vae.decode_tiled(_samples(samples), tile, lap, progress=lambda d, t: ctx.progress(d, t),
-                                 interrupt=ctx.check_interrupt),)
+        return (vae.decode_tiled(_samples(samples), tile=tile, overlap=lap,
+                                 progress=lambda d, t: ctx.progress(d, t), interrupt=ctx.check_interrupt),)
 
 
 @node(category="_for_testing", display_name="VAE Encode (Tiled)",
@@ -82,7 +82,8 @@ class VAEEncodeTiled:
 
     def run(self, ctx, pixels, vae, tile_size, overlap, temporal_size=64, temporal_overlap=8):
         lap = min(overlap, tile_size // 2)
-        return ({"samples": vae.encode_tiled(pixels, tile_size, lap, progress=lambda d, t: ctx.progress(d, t),
+        return ({"samples": vae.encode_tiled(pixels, tile=tile_size, overlap=lap,
+                                             progress=lambda d, t: ctx.progress(d, t),
                                              interrupt=ctx.check_interrupt)},)
 
 
