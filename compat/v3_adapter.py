@@ -215,7 +215,7 @@ def compile_v3(cls: type, name: Optional[str] = None, python_module: str = "cust
         validate_claims=claims,
         validate_wants_types=wants_types,
         validate_takes_all=takes_all,
-        validate_links_as_none=True,
+        links_as_none=True,
         any_inputs=schema.accept_all_inputs,
         check_lazy=check_lazy,
         is_async=inspect.iscoroutinefunction(cls.execute) or inspect.iscoroutinefunction(cls.check_lazy_status),

@@ -179,6 +179,8 @@ class JobRun:
             return
         node = self.graph.get_node(node_id)
         literals = {k: unwrap_literal(v) for k, v in node["inputs"].items() if not is_link(v)}
+        if spec.links_as_none:  # ComfyUI gives IS_CHANGED constants only: linked inputs are None
+            literals.update({k: None for k, v in node["inputs"].items() if is_link(v)})
         ctx = NodeContext(self, node_id, self.graph.get_display_node_id(node_id), spec.name)
         try:
             value = spec.fingerprint(ctx, literals)
@@ -293,9 +295,8 @@ class JobRun:
                 continue
             if ispec.type in HIDDEN_KINDS:
                 inputs[name] = [self.hidden_value(node_id, ispec.type)]
-            else:  # a hidden input of the node's own type: its value comes with the prompt, as in ComfyUI
-                raw = prompt_inputs.get(name)
-                inputs[name] = [None if raw is None or is_link(raw) else unwrap_literal(raw)]
+            elif name not in inputs and name in prompt_inputs:  # a hidden input of the node's own type: the
+                inputs[name] = [unwrap_literal(prompt_inputs[name])]  # prompt's literal (links resolved above)
         return inputs, unresolved
 
     def hidden_value(self, node_id: str, kind: Any) -> Any:
@@ -457,7 +458,9 @@ class JobRun:
     # -- the loop ------------------------------------------------------------------------------------------------
     async def prepare(self) -> List[str]:
         order = self.job.order if self.job.order is not None else list(self.prompt)
-        for node_id in order:
+        # every node's fingerprint, also of nodes only reachable through raw links (an expansion may request them)
+        planned = set(order)
+        for node_id in order + [n for n in self.prompt if n not in planned]:
             await self.compute_fingerprint(node_id)
         cached = []
         for node_id in order:

@@ -66,7 +66,7 @@ class InputSpec:
     def to_catalogue(self, services: Any = None) -> Any:
         """The /object_info form: `[TYPE]`, `[TYPE, options]`, `[[choices...], options]`, or the hidden kind."""
         if self.section == HIDDEN:
-            return self.type
+            return [self.type] if self.options.get("tuple_form") else self.type
         head = self.choice_list(services) if self.is_combo else (str(self.type) if isinstance(self.type, str)
                                                                      else self.type)
         return [head, dict(self.options)] if self.options else [head]
@@ -92,7 +92,8 @@ class NodeSpec:
       check_lazy(instance, ctx, inputs)         -> names of lazy inputs still needed; may be awaitable
     `validate_claims` names the inputs `validate` checks itself: the built-in bound and combo checks skip them.
     `validate_wants_types` means linked inputs are not type-checked; their received types go to `validate`.
-    `validate_links_as_none` passes linked inputs to `validate` as None (V1/V3 classes) instead of leaving them out.
+    `links_as_none` passes linked inputs to `validate` and `fingerprint` as None (V1/V3 classes: ComfyUI gives
+    these hooks constants only) instead of leaving them out.
     """
     name: str
     inputs: Sequence[InputSpec]
@@ -113,7 +114,7 @@ class NodeSpec:
     validate_claims: frozenset = frozenset()
     validate_wants_types: bool = False
     validate_takes_all: bool = False
-    validate_links_as_none: bool = False  # ComfyUI classes: linked inputs reach VALIDATE_INPUTS as None
+    links_as_none: bool = False  # ComfyUI classes: linked inputs reach VALIDATE_INPUTS and IS_CHANGED as None
     any_inputs: bool = False  # inputs it does not declare are passed too (a pack's "flexible" optional section)
     check_lazy: Optional[Callable[..., Any]] = None
     is_async: bool = False  # execute or check_lazy is a coroutine function: run the node as a task

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from graph import errors
 from graph.catalogue import Catalogue
-from graph.node_spec import BOOLEAN, FLOAT, HIDDEN, INT, REQUIRED, STRING, InputSpec, NodeSpec
+from graph.node_spec import BOOLEAN, FLOAT, HIDDEN, HIDDEN_KINDS, INT, REQUIRED, STRING, InputSpec, NodeSpec
 from graph.prompt import link_parts, unwrap_literal
 from graph.socket_types import types_compatible
 
@@ -149,8 +149,8 @@ class _Validator:
         claims = spec.validate_claims
         skip_builtin_for_all = spec.validate_takes_all
         for name, ispec in declared.items():
-            if ispec.section == HIDDEN:
-                continue
+            if ispec.section == HIDDEN and (ispec.type in HIDDEN_KINDS or name not in raw_inputs):
+                continue  # filled by the engine; a hidden input of the node's own type may come with the prompt
             if name not in raw_inputs:
                 if ispec.section == REQUIRED:
                     errs.append(errors.input_error("required_input_missing", "Required input is missing", name))
@@ -256,10 +256,10 @@ class _Validator:
         for name, value in values.items():
             ispec = declared.get(name)
             if ispec is None or ispec.section == HIDDEN or (isinstance(value, list) and
-                                                             not spec.validate_links_as_none):
+                                                             not spec.links_as_none):
                 continue
             literals[name] = None if isinstance(value, list) else unwrap_literal(value)
-        for name, ispec in declared.items() if spec.validate_links_as_none else ():
+        for name, ispec in declared.items() if spec.links_as_none else ():
             if ispec.section == HIDDEN and ispec.type in ("UNIQUE_ID", "PROMPT"):
                 literals[name] = node_id if ispec.type == "UNIQUE_ID" else self.prompt
         if not spec.validate_takes_all:

@@ -21,6 +21,8 @@ class V1DefinitionError(Exception):
 
 def parse_input(name: str, section: str, raw: Any) -> InputSpec:
     if section == HIDDEN:
+        if isinstance(raw, (list, tuple)) and raw:  # ("*",): a hidden input of the node's own type
+            return InputSpec(name, raw[0], HIDDEN, {"tuple_form": True})
         return InputSpec(name, raw, HIDDEN)
     if isinstance(raw, str):  # some packs write a bare type instead of a 1-tuple
         raw = (raw,)
@@ -171,7 +173,7 @@ def compile_v1(cls: type, name: Optional[str] = None, python_module: str = "cust
         validate_claims=claims,
         validate_wants_types=wants_types,
         validate_takes_all=takes_all,
-        validate_links_as_none=True,
+        links_as_none=True,
         any_inputs=claims_any_input(cls),
         check_lazy=check_lazy,
         is_async=is_async,
