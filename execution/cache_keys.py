@@ -59,16 +59,22 @@ class KeyComputer:
             return known
         # iterative post-order over upstream nodes that have no key yet
         stack = [node_id]
+        on_stack = {node_id}
         while stack:
             current = stack[-1]
             if current in self.keys:
-                stack.pop()
+                on_stack.discard(stack.pop())
                 continue
-            missing = [src for src in self._sources(current) if src not in self.keys and src not in stack]
-            if missing:
-                stack.extend(missing)
+            # One source at a time, so the stack is always a path: a source already on it closes a cycle (rejected
+            # by validation; its key falls back to the link text). Pushing all missing sources at once would let a
+            # node shared by two of them be skipped as "on the stack" and digested before its key existed.
+            missing = next((src for src in self._sources(current) if src not in self.keys and src not in on_stack),
+                           None)
+            if missing is not None:
+                stack.append(missing)
+                on_stack.add(missing)
                 continue
-            stack.pop()
+            on_stack.discard(stack.pop())
             self.keys[current] = self._digest(current)
         return self.keys[node_id]
 

@@ -56,3 +56,19 @@ def test_deep_chains_are_keyed_without_recursion():
         prompt[str(i)] = {"class_type": "IntMath", "inputs": {"a": [str(i - 1), 0], "b": 1, "operation": "add"}}
     computer = KeyComputer(DynamicPrompt(prompt), CAT)
     assert len(computer.key("5999")) == 32 and len(computer.keys) == 6000
+
+
+def test_a_node_shared_by_two_sources_is_keyed_before_either():
+    """x reads c directly and through b: asked for x first, the keys must equal those computed bottom-up, and c's
+    literal must reach x's key (a shared source digested late once fell back to its link's text)."""
+    def diamond(value):
+        return {"x": {"class_type": "IntMath", "inputs": {"a": ["c", 0], "b": ["b", 0], "operation": "add"}},
+                "b": {"class_type": "IntMath", "inputs": {"a": ["c", 0], "b": 1, "operation": "add"}},
+                "c": {"class_type": "PrimitiveInt", "inputs": {"value": value}}}
+    top_down = KeyComputer(DynamicPrompt(diamond(1)), CAT)
+    first_x = top_down.key("x")
+    bottom_up = KeyComputer(DynamicPrompt(diamond(1)), CAT)
+    for nid in ("c", "b", "x"):
+        bottom_up.key(nid)
+    assert first_x == bottom_up.keys["x"]
+    assert KeyComputer(DynamicPrompt(diamond(2)), CAT).key("x") != first_x
