@@ -340,6 +340,13 @@ class _Converter:
             raise WorkflowConversionError(
                 f"Node #{node_id} ({node['type']}): could not read its inputs: {exc}") from exc
         inputs = _widget_inputs(node, declared, f"Node #{node_id} ({node['type']})")
+        if spec.live_inputs is not None:  # V3 dynamic inputs: a combo's value decides which widgets follow it
+            for _ in range(8):
+                live = [i for i in spec.inputs_for(inputs) if i.section != HIDDEN]
+                remapped = _widget_inputs(node, live, f"Node #{node_id} ({node['type']})")
+                if remapped == inputs:
+                    break
+                inputs, declared = remapped, live
         for index, slot in enumerate(node.get("inputs") or ()):
             if slot.get("link") is None:
                 continue

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-import torch
+from model_management.device_face import DeviceFace
 
 ROLE_KEYS = {"clip_l": "l", "clip_g": "g", "clip_h": "h"}
 KEY_ROLES = {key: role for role, key in ROLE_KEYS.items()}
@@ -170,7 +170,7 @@ _TOKENIZERS = {"sd1": SD1Tokenizer, "sd2": SD2Tokenizer, "sdxl": SDXLTokenizer, 
 _MODELS = {"sd1": SD1ClipModel, "sd2": SD2ClipModel, "sdxl": SDXLClipModel, "sdxl_refiner": SDXLRefinerClipModel}
 
 
-class CLIPFace:
+class CLIPFace(DeviceFace):
     """Mixin for TextEncoderModel: ComfyUI's CLIP methods. Needs `stack`, `family_name`, `clip_skip` and
     `encode_windows(windows)` from the class."""
 
@@ -220,19 +220,3 @@ class CLIPFace:
     def cond_stage_model(self) -> Any:
         return _MODELS.get(self.family_name, SD1ClipModel)(self)
 
-    def load_model(self) -> "CLIPFace":
-        self.make_resident()
-        return self
-
-    @property
-    def load_device(self) -> torch.device:
-        return self.device
-
-    @property
-    def offload_device(self) -> torch.device:
-        return torch.device("cpu")
-
-    @property
-    def patcher(self) -> "CLIPFace":
-        """ComfyUI's ModelPatcher of the encoders; here the CLIP itself (load_device, offload_device)."""
-        return self

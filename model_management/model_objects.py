@@ -20,6 +20,7 @@ import torch
 
 from diffusion.precision import compute_dtype
 from model_management.clip_face import CLIPFace
+from model_management.device_face import DeviceFace
 from model_management.detection import ModelFamily
 from model_management.patcher_extension import CallbacksMP, WrapperExecutor, WrappersMP, get_all_wrappers
 from model_management.patcher_face import ModelPatcherFace, copy_options
@@ -236,7 +237,7 @@ class ClipVisionOutput:
         return hasattr(self, key)
 
 
-class ClipVisionModel:
+class ClipVisionModel(DeviceFace):
     """CLIP_VISION: a vision tower (diffusion/vision/clip_vision.py) on the residency manager.
     `encode_image(image, crop)` preprocesses as CLIP was trained (resize, centre crop, normalise) and encodes."""
 
@@ -287,18 +288,6 @@ class ClipVisionModel:
     @property
     def device(self) -> torch.device:
         return _device_of(self._encoder, None)
-
-    @property
-    def load_device(self) -> torch.device:
-        return self.device
-
-    @property
-    def offload_device(self) -> torch.device:
-        return torch.device("cpu")
-
-    @property
-    def patcher(self) -> "ClipVisionModel":
-        return self
 
     def get_sd(self) -> dict:
         return self.model.state_dict()

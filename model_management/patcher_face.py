@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 
+from model_management.device_face import DeviceFace
 from model_management.latent_formats import for_family
 from model_management.patcher_extension import check_callback_type, check_wrapper_type
 from model_management.weight_patches import DiffPatch, LohaPatch, LokrPatch, LoraPatch, MergePatch, ScalePatch
@@ -101,7 +102,7 @@ def _scalar(value: Any) -> Optional[float]:
     return float(value.item() if torch.is_tensor(value) else value)
 
 
-class ModelPatcherFace:
+class ModelPatcherFace(DeviceFace):
     """ComfyUI's ModelPatcher methods over a DiffusionModel (which provides `clone`, `patches`, `unet`, `family`,
     `options`, `device`, `dtype`, `model_sampling`, `forward`)."""
 
@@ -334,14 +335,6 @@ class ModelPatcherFace:
 
     def model_dtype(self) -> torch.dtype:
         return self.dtype
-
-    @property
-    def load_device(self) -> torch.device:
-        return self.device
-
-    @property
-    def offload_device(self) -> torch.device:
-        return torch.device("cpu")
 
     @property
     def current_device(self) -> torch.device:

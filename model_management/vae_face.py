@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import torch
 
+from model_management.device_face import DeviceFace
+
 # Working memory in bytes at float32 of the SD VAE (the layout SD1, SD2 and SDXL share), per latent cell of a
 # decode and per pixel of an encode, measured by bench/vae_memory.py (bench/RESULTS.md, "VAE working memory").
 DECODE_BYTES_PER_CELL = 200_000
@@ -25,7 +27,7 @@ def _square(tile_x: Optional[int], tile_y: Optional[int], default: int) -> int:
     return tiles.pop() if tiles else default
 
 
-class VAEFace:
+class VAEFace(DeviceFace):
     """Mixin for VAEModel (needs `vae`, `device`, `dtype`, `downscale`, `make_resident` and the tiled passes as
     `_decode_tiled(latent, tile, overlap, ...)` / `_encode_tiled(image, tile, overlap, ...)`)."""
 
@@ -37,18 +39,6 @@ class VAEFace:
     @property
     def first_stage_model(self) -> torch.nn.Module:
         return self.vae
-
-    @property
-    def patcher(self) -> "VAEFace":
-        return self
-
-    @property
-    def load_device(self) -> torch.device:
-        return self.device
-
-    @property
-    def offload_device(self) -> torch.device:
-        return torch.device("cpu")
 
     @property
     def output_device(self) -> torch.device:
@@ -74,10 +64,6 @@ class VAEFace:
 
     def throw_exception_if_invalid(self) -> None:
         """A VAE object here always holds a loaded network (bad files fail when loading)."""
-
-    def load_model(self) -> "VAEFace":
-        self.make_resident()
-        return self
 
     def process_input(self, image: torch.Tensor) -> torch.Tensor:
         """Pixels in 0..1 -> the VAE's -1..1."""

@@ -141,3 +141,20 @@ def test_lazy_inputs_and_block_execution(pack_engine):
     assert outcome.outputs["show"]["text"] == ["1"]
     assert "boom" in outcome.executed  # it ran for the blocked output...
     assert "blocked" not in outcome.outputs  # ...whose consumer never ran (the blocker carries a message)
+
+
+def test_ui_workflow_with_a_dynamic_combo_converts_by_the_chosen_option(pack_engine):
+    """widgets_values hold the combo's key, then the chosen option's widgets."""
+    from graph.ui_format import ui_to_api
+    workflow = {"last_node_id": 3, "last_link_id": 2, "nodes": [
+        {"id": 1, "type": "V3SolidImage", "mode": 0, "inputs": [], "outputs": [{"name": "IMAGE", "links": [1]}],
+         "widgets_values": [4, 0.25]},
+        {"id": 2, "type": "V3Adjust", "mode": 0, "inputs": [{"name": "value", "link": 1}],
+         "outputs": [{"name": "adjusted", "links": [2]}], "widgets_values": ["offset", 0.5, False]},
+        {"id": 3, "type": "PreviewImage", "mode": 0, "inputs": [{"name": "images", "link": 2}], "outputs": [],
+         "widgets_values": []}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]], "version": 0.4}
+    prompt = ui_to_api(workflow, pack_engine.catalogue)
+    assert prompt["2"]["inputs"] == {"value": ["1", 0], "mode": "offset", "mode.amount": 0.5, "mode.clamp": False}
+    outcome, _ = pack_engine.run(prompt)
+    assert outcome.status == "success", outcome.error
