@@ -136,6 +136,11 @@ class DiffusionModel(ModelPatcherFace):
                 out = _unet_call(net)(*args)
         return out.to(x.device, x.dtype)
 
+    def run_outer_sample(self, guidance: Any, inner: Callable, *args: Any) -> Any:
+        """A sampler run through this MODEL's OUTER_SAMPLE wrappers (model_management/outer_sample.py)."""
+        from model_management.outer_sample import run_outer_sample
+        return run_outer_sample(self, guidance, inner, *args)
+
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                     y: Optional[torch.Tensor] = None, control: Optional[dict] = None,
                     concat: Optional[torch.Tensor] = None, transformer_options: Optional[dict] = None) -> torch.Tensor:

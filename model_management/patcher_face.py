@@ -433,6 +433,12 @@ class BaseModelView:
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return self._owner.model_state_dict()
 
+    def scale_latent_inpaint(self, x: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                             latent_image: torch.Tensor) -> torch.Tensor:
+        """The original latent renoised to `sigma` (what inpainting pins the unmasked part to)."""
+        shape = [sigma.shape[0]] + [1] * (noise.ndim - 1)
+        return self.model_sampling.noise_scaling(sigma.reshape(shape), noise, latent_image)
+
     def process_latent_in(self, latent: torch.Tensor) -> torch.Tensor:
         return self.latent_format.process_in(latent)
 

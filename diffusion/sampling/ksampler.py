@@ -128,11 +128,25 @@ def _noise_mask(mask: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
 def run_sampler(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: torch.Tensor,
                 latent: torch.Tensor, noise: torch.Tensor, seed: int, noise_mask: Optional[torch.Tensor] = None,
                 callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None) -> tuple:
-    """Sample: returns (samples, denoised of the last step), both raw (unscaled) latents."""
-    sampling = model.model_sampling
-    scale = model.latent_scale
+    """Sample: returns (samples, denoised of the last step), both raw (unscaled) latents. A MODEL with OUTER_SAMPLE
+    wrappers (`run_outer_sample`, model_management/outer_sample.py) runs the whole sampling through them."""
     if len(sigmas) < 2:
         return latent, latent
+
+    def inner(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, latent_shapes=None):
+        return _sample(model, guidance, sampler, sigmas, latent_image, noise, seed, denoise_mask, callback)
+
+    outer = getattr(model, "run_outer_sample", None)
+    if outer is None:
+        return inner(noise, latent, sampler, sigmas, noise_mask, callback, False, seed)
+    return outer(guidance, inner, noise, latent, sampler, sigmas, noise_mask, callback, False, seed)
+
+
+def _sample(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: torch.Tensor, latent: torch.Tensor,
+            noise: torch.Tensor, seed: int, noise_mask: Optional[torch.Tensor],
+            callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]]) -> tuple:
+    sampling = model.model_sampling
+    scale = model.latent_scale
     latent_in = latent.float() * scale
     sigma0 = float(sigmas[0])
     max_denoise = math.isclose(sampling.sigma_max, sigma0, rel_tol=1e-5) or sigma0 > sampling.sigma_max

@@ -143,8 +143,41 @@ def test_apply_model_and_diffusion_model_wrappers(model):
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test", inner)
     torch.testing.assert_close(run(m, steps=1), run(model, steps=1), rtol=0, atol=0)
     assert order == ["apply", "unet"]
-    with pytest.raises(NotImplementedError, match="outer_sample"):
-        m.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, "x", outer)
+    with pytest.raises(NotImplementedError, match="prepare_sampling"):
+        m.add_wrapper_with_key(WrappersMP.PREPARE_SAMPLING, "x", outer)
+
+
+def test_outer_sample_wrapper_runs_around_the_whole_run_on_a_cloned_options(model):
+    """As KJNodes' LatentInpaintTTM does: the wrapper adds an APPLY_MODEL wrapper to the guider's model_options for
+    this run only, and may change what the run returns."""
+    seen = {}
+
+    def zero_apply(executor, *args, **kwargs):
+        return executor(*args, **kwargs) * 0.0
+
+    def outer(executor, noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+              latent_shapes=None):
+        guider = executor.class_obj
+        seen.update(patcher=guider.model_patcher, shapes=latent_shapes, steps=len(sigmas) - 1, seed=seed)
+        wrappers = guider.model_options["transformer_options"].setdefault("wrappers", {})
+        wrappers.setdefault(WrappersMP.APPLY_MODEL, {})["run_only"] = [zero_apply]
+        return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                        latent_shapes=latent_shapes)
+
+    m = model.clone()
+    m.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, "test", outer)
+    result = run(m, steps=2)
+    assert seen["patcher"] is m and seen["shapes"] == [(1, 4, 8, 8)] and seen["steps"] == 2 and seen["seed"] == 7
+    assert result.abs().max() < 1e-5  # every model call predicted 0 through the run-only wrapper
+    assert "run_only" not in m.model_options["transformer_options"]["wrappers"].get(WrappersMP.APPLY_MODEL, {})
+    assert not torch.equal(run(model, steps=2), result)
+
+
+def test_scale_latent_inpaint_renoises_the_original(model):
+    sigma = torch.tensor([2.0])
+    noise, latent = torch.ones(1, 4, 2, 2), torch.full((1, 4, 2, 2), 0.5)
+    torch.testing.assert_close(model.model.scale_latent_inpaint(x=None, sigma=sigma, noise=noise,
+                                                                latent_image=latent), latent + noise * 2.0)
 
 
 def test_callbacks_run_around_sampling(model):
