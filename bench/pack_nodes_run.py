@@ -257,6 +257,19 @@ def run_inspire(engine):
     engine.image(sched)
 
 
+@scenario("ComfyUI-Inspire-Pack", ["LoraLoaderBlockWeight //Inspire"])
+def run_inspire_lbw(engine):
+    plain = engine.image(base_graph())
+    graph = base_graph({"patched": {"class_type": "LoraLoaderBlockWeight //Inspire", "inputs": {
+        "model": ["ckpt", 0], "clip": ["ckpt", 1], "category_filter": "All", "lora_name": "tiny_lora.safetensors",
+        "strength_model": 1.0, "strength_clip": 1.0, "inverse": False, "seed": 0, "A": 4.0, "B": 1.0,
+        "preset": "Preset", "block_vector": "1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1", "bypass": False}}})
+    assert (engine.image(graph) - plain).abs().max() > 1e-4, "the block-weighted LoRA did not change the image"
+    muted = base_graph({"patched": dict(graph["patched"])})
+    muted["patched"]["inputs"] = dict(graph["patched"]["inputs"], block_vector="0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0")
+    assert torch.allclose(engine.image(muted), plain, atol=1e-4), "all-zero block weights changed the image"
+
+
 @scenario("ComfyUI-Impact-Pack", ["ImpactInt", "ImpactConditionalBranch", "ImpactCompare"])
 def run_impact(engine):
     graph = {

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+import torch
+
 from model_management.device_face import DeviceFace
+from model_management.patcher_face import from_comfy_patch
+from model_management.weight_patches import ScalePatch
 
 ROLE_KEYS = {"clip_l": "l", "clip_g": "g", "clip_h": "h"}
 KEY_ROLES = {key: role for role, key in ROLE_KEYS.items()}
@@ -203,6 +207,56 @@ class CLIPFace(DeviceFace):
         """CONDITIONING from tokens."""
         cond, pooled = self.encode_from_tokens(tokens, return_pooled=True)
         return [[cond, {"pooled_output": pooled, **(add_dict or {})}]]
+
+    # -- weights, under ComfyUI's names ("clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight")
+    def _comfy_names(self) -> Dict[str, str]:
+        """ComfyUI key -> our parameter name, for every weight of the encoders."""
+        names: Dict[str, str] = {}
+        for index, enc in enumerate(self.stack.encoders):
+            prefix = f"clip_{ROLE_KEYS[enc.role]}.transformer."
+            for name, _ in enc.model.named_parameters():
+                comfy = name if name.startswith(("text_model.", "text_projection")) else "text_model." + name
+                names[prefix + comfy] = f"encoders.{index}.model.{name}"
+        return names
+
+    def add_patches(self, patches: Dict[str, Any], strength_patch: float = 1.0,
+                    strength_model: float = 1.0) -> List[str]:
+        """Weight patches keyed by ComfyUI's CLIP names (or our own parameter names), in its forms (as
+        MODEL.add_patches); returns the keys used. Like ComfyUI's, it changes this object: clone first."""
+        names = self._comfy_names()
+        ours = set(names.values())
+        used = []
+        for key, value in patches.items():
+            name = names.get(key) or (key if key in ours else None)
+            if name is None:
+                continue
+            patch = from_comfy_patch(name, value)
+            if patch is None:
+                raise ValueError(f"add_patches: cannot read the patch for {key} ({type(value).__name__})")
+            if strength_model != 1.0:
+                self.patches.append((name, ScalePatch(), float(strength_model) - 1.0))
+            self.patches.append((name, patch, float(strength_patch)))
+            used.append(key)
+        return used
+
+    def model_state_dict(self, filter_prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+        params = dict(self.stack.named_parameters())
+        return {key: params[name].detach() for key, name in self._comfy_names().items()
+                if filter_prefix is None or key.startswith(filter_prefix)}
+
+    def get_key_patches(self, filter_prefix: Optional[str] = None) -> Dict[str, Any]:
+        """ComfyUI names -> `(weight,)`, or the weight followed by this clone's patches of it."""
+        by_name: Dict[str, list] = {}
+        for name, patch, strength in self.patches:
+            by_name.setdefault(name, []).append((strength, patch, 1.0, None, None))
+        params = dict(self.stack.named_parameters())
+        out: Dict[str, Any] = {}
+        for key, name in self._comfy_names().items():
+            if filter_prefix is not None and not key.startswith(filter_prefix):
+                continue
+            own = by_name.get(name)
+            out[key] = [(params[name].detach(),)] + own if own else (params[name].detach(),)
+        return out
 
     def clip_layer(self, layer_idx: int) -> None:
         """Set the CLIP skip layer on this object (ComfyUI mutates; CLIPSetLastLayer clones first)."""

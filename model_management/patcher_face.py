@@ -58,7 +58,7 @@ class _TensorSource:
         return patched_weight(self.tensor, self.patches, name)
 
 
-def _from_comfy_patch(name: str, value: Any) -> Any:
+def from_comfy_patch(name: str, value: Any) -> Any:
     """One ComfyUI patch value for parameter `name` -> our patch object, or None for a form we cannot read.
 
     Forms: our own patch objects (what comfy.lora.load_lora returns); `(tensor,)` a tensor added at the patch
@@ -92,7 +92,7 @@ def _from_comfy_patch(name: str, value: Any) -> Any:
 def _inner(name: str, item: Any) -> tuple:
     """(strength, patch) of a `(strength, value, strength_model, offset, function)` entry of get_key_patches."""
     if isinstance(item, tuple) and len(item) >= 2 and isinstance(item[0], (int, float)):
-        return float(item[0]), _from_comfy_patch(name, item[1])
+        return float(item[0]), from_comfy_patch(name, item[1])
     return 0.0, None
 
 
@@ -281,7 +281,7 @@ class ModelPatcherFace(DeviceFace):
             name = key[len(UNET_PREFIX):] if key.startswith(UNET_PREFIX) else key
             if name not in params:
                 continue
-            patch = _from_comfy_patch(name, value)
+            patch = from_comfy_patch(name, value)
             if patch is None:
                 raise ValueError(f"add_patches: cannot read the patch for {key} ({type(value).__name__})")
             if strength_model != 1.0:
@@ -438,6 +438,10 @@ class BaseModelView:
         """The original latent renoised to `sigma` (what inpainting pins the unmasked part to)."""
         shape = [sigma.shape[0]] + [1] * (noise.ndim - 1)
         return self.model_sampling.noise_scaling(sigma.reshape(shape), noise, latent_image)
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The UNet's weights under ComfyUI's BaseModel names (`diffusion_model.*`)."""
+        return self._owner.model_state_dict()
 
     def process_latent_in(self, latent: torch.Tensor) -> torch.Tensor:
         return self.latent_format.process_in(latent)

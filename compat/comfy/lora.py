@@ -16,8 +16,11 @@ logger = logging.getLogger(__name__)
 
 
 def model_lora_keys_unet(model: Any, key_map: Dict[str, str] = None) -> Dict[str, str]:
+    """File-side UNet module names -> ComfyUI weight names (`diffusion_model.<module>.weight`). `model` is a MODEL
+    or its `model.model` view, as packs pass either."""
     key_map = {} if key_map is None else key_map
-    names = [n for n, _ in getattr(model, "unet", model).named_parameters()] if hasattr(model, "unet") else \
+    unet = getattr(model, "unet", None) or getattr(model, "diffusion_model", None)
+    names = [n for n, _ in unet.named_parameters()] if unet is not None else \
         [k[len(UNET_PREFIX):] for k in model.model_state_dict()]
     for module, spellings in unet_aliases(names).items():
         for spelling in spellings:
@@ -26,12 +29,15 @@ def model_lora_keys_unet(model: Any, key_map: Dict[str, str] = None) -> Dict[str
 
 
 def model_lora_keys_clip(clip: Any, key_map: Dict[str, str] = None) -> Dict[str, str]:
-    """File-side text-encoder module names -> our text stack's weight names (what CLIP.add_patches takes)."""
+    """File-side text-encoder module names -> ComfyUI's CLIP weight names (`clip_l.transformer.text_model...`),
+    which CLIP.add_patches takes. `clip` is a CLIP or its `cond_stage_model` view."""
     key_map = {} if key_map is None else key_map
-    names = [n for n, _ in clip.stack.named_parameters()]
-    for module, spellings in text_aliases(names, clip.family_name).items():
+    owner = getattr(clip, "_clip", clip)
+    comfy_name = {ours: comfy for comfy, ours in owner._comfy_names().items()}
+    names = [n for n, _ in owner.stack.named_parameters()]
+    for module, spellings in text_aliases(names, owner.family_name).items():
         for spelling in spellings:
-            key_map[spelling] = f"{module}.weight"
+            key_map[spelling] = comfy_name.get(f"{module}.weight", f"{module}.weight")
     return key_map
 
 

@@ -129,6 +129,25 @@ def test_comfy_lora_keys_and_patches(bound, tiny_models):
     patched = model.clone()
     assert patched.add_patches(patches, 1.0) == [target]
     assert len(patched.patches) == 1 and not model.patches
+    assert comfy.lora.model_lora_keys_unet(model.model) == key_map  # packs pass the model.model view too
+
+
+def test_comfy_lora_clip_keys_are_comfyui_names(bound, tiny_models):
+    """As Inspire's LoRA Block Weight loads a LoRA: key maps for model.model and clip.cond_stage_model, load_lora,
+    then add_patches on clones by ComfyUI's names."""
+    import comfy.lora
+    from model_management.checkpoints import load_checkpoint
+    clip = load_checkpoint(tiny_models.checkpoint("sd1")).clip
+    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model)
+    target = "clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
+    assert key_map["lora_te_text_model_encoder_layers_0_self_attn_q_proj"] == target
+    q = clip.model_state_dict()[target]
+    sd = {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": torch.ones(q.shape[0], 2),
+          "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": torch.ones(2, q.shape[1]) * 0.05}
+    patches = comfy.lora.load_lora(sd, key_map)
+    patched = clip.clone()
+    assert patched.add_patches(patches, 1.0) == [target]
+    assert not torch.allclose(patched.encode("a cat")[0], clip.encode("a cat")[0])
 
 
 def test_optimized_attention_layouts_agree(bound):

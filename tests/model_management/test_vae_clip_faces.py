@@ -52,3 +52,28 @@ def test_sdxl_tokens_carry_both_encoders(sdxl):
         clip.encode_from_tokens({"l": tokens["l"]})
     clip.cond_stage_model.set_clip_options({"layer": -3})
     assert clip.layer_idx == -3
+
+
+def test_clip_weight_patches_by_comfyui_names(sd1, sdxl):
+    """As LoRA block-weight packs patch CLIP: add_patches with ComfyUI's keys on a clone; get_key_patches and
+    model_state_dict answer in the same names."""
+    clip = sd1.clip
+    key = "clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
+    weights = clip.model_state_dict()
+    assert key in weights and weights[key].shape == clip.stack.encoders[0].model.state_dict()[
+        "encoder.layers.0.self_attn.q_proj.weight"].shape
+    patched = clip.clone()
+    used = patched.add_patches({key: ("diff", (torch.randn_like(weights[key]),)), "not.a.key": (torch.zeros(1),)},
+                               0.5)
+    assert used == [key]
+    before, _, _ = clip.encode("a red cube")
+    after, _, _ = patched.encode("a red cube")
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(clip.encode("a red cube")[0], before)  # the original keeps its weights
+    entry = patched.get_key_patches("clip_l.")[key]
+    assert isinstance(entry, list) and entry[1][0] == 0.5
+    assert isinstance(clip.get_key_patches("clip_l.")[key], tuple)
+    xl = sdxl.clip.model_state_dict()
+    assert "clip_g.transformer.text_projection.weight" in xl
+    assert "clip_g.transformer.text_model.encoder.layers.0.mlp.fc1.weight" in xl
+    assert "clip_l.transformer.text_model.final_layer_norm.weight" in xl
