@@ -103,12 +103,30 @@ def base_graph(extra_model=None):
     return graph
 
 
-def ipadapter_graph(weight):
+def write_ipadapter_plus(models_dir: str) -> bool:
+    """An ip-adapter-plus_sd15-layout file: its Resampler made by the pack's own class (once the pack is loaded),
+    16 query tokens over the vision tower's penultimate hidden states. False when the pack is not there."""
+    module = sys.modules.get("ComfyUI_IPAdapter_plus.image_proj_models")
+    if module is None:
+        return False
+    torch.manual_seed(8)
+    resampler = module.Resampler(dim=64, depth=4, dim_head=64, heads=12, num_queries=16, embedding_dim=128,
+                                 output_dim=64, ff_mult=4)
+    ip = {"image_proj." + k: v.detach().contiguous() for k, v in resampler.state_dict().items()}
+    widths = [32, 32, 64, 64, 64, 64] + [64, 64, 64, 64, 64, 64, 32, 32, 32] + [64]
+    for index, width in enumerate(widths):
+        ip[f"ip_adapter.{index * 2 + 1}.to_k_ip.weight"] = torch.randn(width, 64) * 0.3
+        ip[f"ip_adapter.{index * 2 + 1}.to_v_ip.weight"] = torch.randn(width, 64) * 0.3
+    save_file(ip, os.path.join(models_dir, "ipadapter", "ip-adapter-plus_sd15_tiny.safetensors"))
+    return True
+
+
+def ipadapter_graph(weight, ipadapter_file="ip-adapter_sd15_tiny.safetensors"):
     return base_graph({
         "img": {"class_type": "EmptyImage", "inputs": {"width": 224, "height": 224, "batch_size": 1,
                                                        "color": 0x3366CC}},
         "cv": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "tiny_vit.safetensors"}},
-        "ipa": {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": "ip-adapter_sd15_tiny.safetensors"}},
+        "ipa": {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": ipadapter_file}},
         "patched": {"class_type": "IPAdapterAdvanced", "inputs": {
             "model": ["ckpt", 0], "ipadapter": ["ipa", 0], "image": ["img", 0], "weight": weight,
             "weight_type": "linear", "combine_embeds": "concat", "start_at": 0.0, "end_at": 1.0,
@@ -135,6 +153,17 @@ def run_ipadapter(engine):
     assert (plain - one).abs().max() > 1e-3, "weight 1 left the image unchanged"
     engine.image(base_graph())  # and the patch is gone afterwards
     assert torch.allclose(engine.image(base_graph()), plain, atol=1e-6), "the patch outlived its run"
+
+
+@scenario("ComfyUI_IPAdapter_plus", ["IPAdapterAdvanced with an IPAdapter Plus file (penultimate hidden states)"])
+def run_ipadapter_plus(engine):
+    if not write_ipadapter_plus(engine.services.paths.models_dir):
+        raise AssertionError("the pack's image_proj_models module is not loaded")
+    plain = engine.image(base_graph())
+    zero = engine.image(ipadapter_graph(0.0, "ip-adapter-plus_sd15_tiny.safetensors"))
+    one = engine.image(ipadapter_graph(1.0, "ip-adapter-plus_sd15_tiny.safetensors"))
+    assert torch.allclose(plain, zero, atol=1e-5), "weight 0 changed the image"
+    assert (plain - one).abs().max() > 1e-3, "weight 1 left the image unchanged"
 
 
 @scenario("rgthree-comfy", ["Power Lora Loader (rgthree)"])
