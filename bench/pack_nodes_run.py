@@ -332,6 +332,20 @@ def run_impact(engine):
     assert outcome.outputs["show"]["text"] == ["3"], outcome.outputs["show"]
 
 
+@scenario("ComfyUI-Impact-Pack", ["ToBasicPipe", "ImpactKSamplerBasicPipe (its own sampling through comfy.sample)"])
+def run_impact_pipe(engine):
+    reference = engine.image(base_graph())
+    graph = base_graph()
+    graph["pipe"] = {"class_type": "ToBasicPipe", "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1],
+                                                             "vae": ["ckpt", 2], "positive": ["pos", 0],
+                                                             "negative": ["neg", 0]}}
+    graph["ks"] = {"class_type": "ImpactKSamplerBasicPipe", "inputs": {
+        "basic_pipe": ["pipe", 0], "seed": 7, "steps": 2, "cfg": 5.0, "sampler_name": "euler",
+        "scheduler": "normal", "latent_image": ["lat", 0], "denoise": 1.0}}
+    graph["dec"]["inputs"] = {"samples": ["ks", 1], "vae": ["ks", 2]}
+    assert torch.allclose(engine.image(graph), reference, atol=2 / 255), "KSampler (pipe) differs from KSampler"
+
+
 @scenario("ComfyUI-Custom-Scripts", ["MathExpression|pysssss", "ShowText|pysssss"])
 def run_custom_scripts(engine):
     graph = {
