@@ -18,8 +18,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from model_management.device_face import DeviceFace
-from model_management.patcher_face import from_comfy_patch
-from model_management.weight_patches import ScalePatch
+from model_management.patcher_face import key_patches, record_comfy_patches
 
 ROLE_KEYS = {"clip_l": "l", "clip_g": "g", "clip_h": "h"}
 KEY_ROLES = {key: role for role, key in ROLE_KEYS.items()}
@@ -225,19 +224,12 @@ class CLIPFace(DeviceFace):
         MODEL.add_patches); returns the keys used. Like ComfyUI's, it changes this object: clone first."""
         names = self._comfy_names()
         ours = set(names.values())
-        used = []
+        resolved = []
         for key, value in patches.items():
             name = names.get(key) or (key if key in ours else None)
-            if name is None:
-                continue
-            patch = from_comfy_patch(name, value)
-            if patch is None:
-                raise ValueError(f"add_patches: cannot read the patch for {key} ({type(value).__name__})")
-            if strength_model != 1.0:
-                self.patches.append((name, ScalePatch(), float(strength_model) - 1.0))
-            self.patches.append((name, patch, float(strength_patch)))
-            used.append(key)
-        return used
+            if name is not None:
+                resolved.append((key, name, value))
+        return record_comfy_patches(self.patches, resolved, strength_patch, strength_model)
 
     def model_state_dict(self, filter_prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
         params = dict(self.stack.named_parameters())
@@ -246,17 +238,9 @@ class CLIPFace(DeviceFace):
 
     def get_key_patches(self, filter_prefix: Optional[str] = None) -> Dict[str, Any]:
         """ComfyUI names -> `(weight,)`, or the weight followed by this clone's patches of it."""
-        by_name: Dict[str, list] = {}
-        for name, patch, strength in self.patches:
-            by_name.setdefault(name, []).append((strength, patch, 1.0, None, None))
         params = dict(self.stack.named_parameters())
-        out: Dict[str, Any] = {}
-        for key, name in self._comfy_names().items():
-            if filter_prefix is not None and not key.startswith(filter_prefix):
-                continue
-            own = by_name.get(name)
-            out[key] = [(params[name].detach(),)] + own if own else (params[name].detach(),)
-        return out
+        weights = ((key, name, params[name]) for key, name in self._comfy_names().items())
+        return key_patches(self.patches, weights, filter_prefix)
 
     def clip_layer(self, layer_idx: int) -> None:
         """Set the CLIP skip layer on this object (ComfyUI mutates; CLIPSetLastLayer clones first)."""

@@ -45,6 +45,37 @@ def copy_options(value: Any) -> Any:
     return value
 
 
+def record_comfy_patches(target: list, resolved: Iterable[tuple], strength_patch: float,
+                         strength_model: float) -> List[str]:
+    """(ComfyUI key, our parameter name, ComfyUI patch value) triples -> (name, patch, strength) entries appended
+    to `target` (a MODEL's or CLIP's patch list); returns the keys used. `strength_model` != 1 also scales the
+    weight itself."""
+    used = []
+    for key, name, value in resolved:
+        patch = from_comfy_patch(name, value)
+        if patch is None:
+            raise ValueError(f"add_patches: cannot read the patch for {key} ({type(value).__name__})")
+        if strength_model != 1.0:
+            target.append((name, ScalePatch(), float(strength_model) - 1.0))
+        target.append((name, patch, float(strength_patch)))
+        used.append(key)
+    return used
+
+
+def key_patches(entries: list, weights: Iterable[tuple], filter_prefix: Optional[str] = None) -> Dict[str, Any]:
+    """ComfyUI's get_key_patches form from (ComfyUI key, our name, tensor) triples and a patch list."""
+    by_name: Dict[str, list] = {}
+    for name, patch, strength in entries:
+        by_name.setdefault(name, []).append((strength, patch, 1.0, None, None))
+    out: Dict[str, Any] = {}
+    for key, name, tensor in weights:
+        if filter_prefix is not None and not key.startswith(filter_prefix):
+            continue
+        own = by_name.get(name)
+        out[key] = [(tensor.detach(),)] + own if own else (tensor.detach(),)
+    return out
+
+
 class _TensorSource:
     """What MergePatch reads its other weight from: one fixed tensor, or a base tensor with patches applied."""
 
@@ -276,34 +307,18 @@ class ModelPatcherFace(DeviceFace):
         `strength_model` scales the weight itself (w * strength_model + strength_patch * delta), as model merges
         use it."""
         params = dict(self.unet.named_parameters())
-        used = []
+        resolved = []
         for key, value in patches.items():
             name = key[len(UNET_PREFIX):] if key.startswith(UNET_PREFIX) else key
-            if name not in params:
-                continue
-            patch = from_comfy_patch(name, value)
-            if patch is None:
-                raise ValueError(f"add_patches: cannot read the patch for {key} ({type(value).__name__})")
-            if strength_model != 1.0:
-                self.patches.append((name, ScalePatch(), float(strength_model) - 1.0))
-            self.patches.append((name, patch, float(strength_patch)))
-            used.append(key)
-        return used
+            if name in params:
+                resolved.append((key, name, value))
+        return record_comfy_patches(self.patches, resolved, strength_patch, strength_model)
 
     def get_key_patches(self, filter_prefix: Optional[str] = None) -> Dict[str, Any]:
         """ComfyUI names -> `(weight,)`, or `[(weight,), (strength, patch, 1.0, None, None), ...]` when this clone
         patches that weight."""
-        by_name: Dict[str, list] = {}
-        for name, patch, strength in self.patches:
-            by_name.setdefault(name, []).append((strength, patch, 1.0, None, None))
-        out: Dict[str, Any] = {}
-        for name, tensor in self.unet.state_dict(keep_vars=True).items():
-            key = UNET_PREFIX + name
-            if filter_prefix is not None and not key.startswith(filter_prefix):
-                continue
-            own = by_name.get(name)
-            out[key] = [(tensor.detach(),)] + own if own else (tensor.detach(),)
-        return out
+        weights = ((UNET_PREFIX + name, name, tensor) for name, tensor in self.unet.state_dict(keep_vars=True).items())
+        return key_patches(self.patches, weights, filter_prefix)
 
     def model_state_dict(self, filter_prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
         """The UNet's weights under ComfyUI names (unpatched, as ComfyUI's)."""
