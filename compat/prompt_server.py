@@ -104,6 +104,12 @@ class PromptServer:
     async def send_json(self, event: str, data: Any, sid: Optional[str] = None) -> None:
         self.send_sync(event, data, sid)
 
+    @property
+    def sockets_metadata(self) -> dict:
+        """Per connected client id: {"feature_flags": what it announced} (read by comfy_api.feature_flags)."""
+        clients = getattr(getattr(self._state, "hub", None), "clients", None) or {}
+        return {sid: {"feature_flags": dict(client.features)} for sid, client in list(clients.items())}
+
     def send_progress_text(self, text: str, node_id: str, sid: Optional[str] = None) -> None:
         self.send_sync("progress_text", {"text": text, "node": node_id}, sid or self.client_id)
 

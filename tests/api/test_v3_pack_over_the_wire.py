@@ -21,6 +21,24 @@ def test_pack_route_is_served_plain_and_under_api(server):
         assert status == 200 and body == {"hello": "v3", "prestartup": "ran"}, (path, status, body)
 
 
+def test_pack_reads_client_feature_flags(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId=flags") as ws:
+                await ws.receive()  # status
+                await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+                await ws.receive()  # the server's own flags in reply
+                async with session.get(f"{server.url}/api/v3pack/features?sid=flags") as r:
+                    mine = await r.json()
+                async with session.get(f"{server.url}/api/v3pack/features?sid=nobody") as r:
+                    other = await r.json()
+                return mine, other
+
+    mine, other = asyncio.run(scenario())
+    assert mine["preview_metadata"] is True and other["preview_metadata"] is False
+    assert "supports_preview_metadata" in mine["server"]
+
+
 def test_v3_nodes_in_object_info_and_run_over_the_wire(server):
     status, info = server.json("GET", "/object_info/V3Sum")
     assert status == 200 and info["V3Sum"]["input"]["required"]["numbers"][0] == "COMFY_AUTOGROW_V3"
