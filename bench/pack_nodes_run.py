@@ -245,32 +245,12 @@ def run_essentials(engine):
     assert outcome.outputs["show"]["text"] == ["41"], outcome.outputs["show"]
 
 
-@scenario("efficiency-nodes-comfyui", ["Efficient Loader", "KSampler (Efficient)"])
-def run_efficiency(engine):
-    graph = {
+def efficiency_graph(positive, token_normalization, weight_interpretation):
+    return {
         "load": {"class_type": "Efficient Loader", "inputs": {
             "ckpt_name": CKPT, "vae_name": "Baked VAE", "clip_skip": -1, "lora_name": "None",
-            "lora_model_strength": 1.0, "lora_clip_strength": 1.0, "positive": "a red fox", "negative": "blurry",
-            "token_normalization": "none", "weight_interpretation": "comfy", "empty_latent_width": 64,
-            "empty_latent_height": 64, "batch_size": 1}},
-        "ks": {"class_type": "KSampler (Efficient)", "inputs": {
-            "model": ["load", 0], "positive": ["load", 1], "negative": ["load", 2], "latent_image": ["load", 3],
-            "optional_vae": ["load", 4], "seed": 7, "steps": 2, "cfg": 5.0, "sampler_name": "euler",
-            "scheduler": "normal", "denoise": 1.0, "preview_method": "none", "vae_decode": "true"}},
-        "out": {"class_type": "PreviewImage", "inputs": {"images": ["ks", 5]}},
-    }
-    outcome = engine.run(graph)
-    assert outcome.outputs["out"]["images"], outcome.outputs
-
-
-@scenario("efficiency-nodes-comfyui", ["Efficient Loader with A1111 weighting and mean token normalization"])
-def run_efficiency_advanced_encode(engine):
-    """Its advanced encoding tokenizes with word ids, reweights and encodes the tokens itself."""
-    graph = {
-        "load": {"class_type": "Efficient Loader", "inputs": {
-            "ckpt_name": CKPT, "vae_name": "Baked VAE", "clip_skip": -1, "lora_name": "None",
-            "lora_model_strength": 1.0, "lora_clip_strength": 1.0, "positive": "a (red:1.3) fox, [blurry]",
-            "negative": "ugly", "token_normalization": "mean", "weight_interpretation": "A1111",
+            "lora_model_strength": 1.0, "lora_clip_strength": 1.0, "positive": positive, "negative": "blurry",
+            "token_normalization": token_normalization, "weight_interpretation": weight_interpretation,
             "empty_latent_width": 64, "empty_latent_height": 64, "batch_size": 1}},
         "ks": {"class_type": "KSampler (Efficient)", "inputs": {
             "model": ["load", 0], "positive": ["load", 1], "negative": ["load", 2], "latent_image": ["load", 3],
@@ -278,7 +258,18 @@ def run_efficiency_advanced_encode(engine):
             "scheduler": "normal", "denoise": 1.0, "preview_method": "none", "vae_decode": "true"}},
         "out": {"class_type": "PreviewImage", "inputs": {"images": ["ks", 5]}},
     }
-    outcome = engine.run(graph)
+
+
+@scenario("efficiency-nodes-comfyui", ["Efficient Loader", "KSampler (Efficient)"])
+def run_efficiency(engine):
+    outcome = engine.run(efficiency_graph("a red fox", "none", "comfy"))
+    assert outcome.outputs["out"]["images"], outcome.outputs
+
+
+@scenario("efficiency-nodes-comfyui", ["Efficient Loader with A1111 weighting and mean token normalization"])
+def run_efficiency_advanced_encode(engine):
+    """Its advanced encoding tokenizes with word ids, reweights and encodes the tokens itself."""
+    outcome = engine.run(efficiency_graph("a (red:1.3) fox, [blurry]", "mean", "A1111"))
     assert outcome.outputs["out"]["images"], outcome.outputs
 
 
