@@ -202,9 +202,5 @@ class ServerSink(EventSink):
                 max_size: Optional[int] = None) -> None:
         if not self.previews:
             return
-        data = encode_preview(image, image_format, max_size)
-        if data is None:
-            return
-        mime = "image/png" if image_format == "PNG" else "image/jpeg"
-        meta = {"node_id": node_id, "display_node_id": node_id, "prompt_id": prompt_id, "image_type": mime}
-        self.hub.send_threadsafe("preview", Preview(data, image_format, meta), self.client_id)
+        meta = {"node_id": node_id, "display_node_id": node_id, "prompt_id": prompt_id}
+        self.hub.send_image(image, image_format, max_size, meta, self.client_id)

@@ -265,21 +265,11 @@ class ClipVisionModel(DeviceFace):
         return _ComfyVisionCall(self)
 
     def forward_hidden(self, pixel_values: torch.Tensor, intermediate_output: Any = None) -> tuple:
-        """(last hidden state, the `intermediate_output` layer's state or all layers' ("all"), image_embeds)."""
+        """(last hidden state, the `intermediate_output` layer's state or all layers' ("all"), image_embeds), the
+        tower on the compute device."""
         loader = _loader_of(self._encoder)
         with _on_device(loader, self.encoder, compute_dtype(self.device), None) as encoder:
-            weight = encoder.model.vision_model.embeddings.patch_embedding.weight
-            with torch.no_grad():
-                out = encoder.model(pixel_values=pixel_values.to(weight.device, weight.dtype),
-                                    output_hidden_states=True)
-        layers = out.hidden_states[1:]  # after each layer (the first entry is the embeddings)
-        if intermediate_output == "all":
-            middle = torch.stack(layers, dim=1)
-        elif intermediate_output is None:
-            middle = None
-        else:
-            middle = layers[int(intermediate_output)]
-        return out.last_hidden_state, middle, out.image_embeds
+            return encoder.hidden(pixel_values, intermediate_output)
 
     def make_resident(self, extra_bytes: int = 0) -> None:
         loader = _loader_of(self._encoder)
@@ -457,11 +447,10 @@ class VAEModel(VAEFace):
             raise ValueError(f"the image ({image.shape[2]}x{image.shape[1]}) is smaller than the VAE's factor {f}")
         top, left = (image.shape[1] - h) // 2, (image.shape[2] - w) // 2  # centre-crop to a multiple of f
         image = image[:, top:top + h, left:left + w, :3]
-        return image.movedim(-1, 1).to(self.device, self.dtype) * 2.0 - 1.0
+        return self.process_input(image.movedim(-1, 1).to(self.device, self.dtype))
 
-    @staticmethod
-    def _image(pixels: torch.Tensor) -> torch.Tensor:
-        return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu()
+    def _image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.process_output(pixels.float()).movedim(1, -1).cpu()
 
     @torch.inference_mode()
     def encode(self, image: torch.Tensor, batch: int = 4,

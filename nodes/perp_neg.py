@@ -79,7 +79,7 @@ class Guider_PerpNeg(Guider):  # noqa: N801 - ComfyUI's class name
         return super().predict_noise(x, timestep, model_options, seed)
 
 
-@node(category="_for_testing", display_name="Perp-Neg Guider",
+@node(category="_for_testing",
       outputs=[Output("GUIDER", tooltip="Perp-Neg guidance for SamplerCustomAdvanced.")])
 class PerpNegGuider:
     """Guidance that removes only the part of the negative prompt that does not overlap the positive one."""
@@ -109,10 +109,14 @@ class PerpNeg:
 
     def run(self, ctx, model, empty_conditioning, neg_scale):
         patched = model.clone()
+        prepared: dict = {}  # latent shape -> the empty prompt's guidance, built once per run's shape
 
         def cfg_function(args: dict) -> torch.Tensor:
             x, sigma = args["input"], args["sigma"]
-            empty = Guidance(patched, prepare_conditioning(empty_conditioning, x.shape, patched), None, 1.0)
+            empty = prepared.get(tuple(x.shape))
+            if empty is None:
+                empty = prepared[tuple(x.shape)] = Guidance(
+                    patched, prepare_conditioning(empty_conditioning, x.shape, patched), None, 1.0)
             (nocond,) = empty.predict(x, sigma, [empty.positive])
             return x - perp_neg(x, args["cond_denoised"], args["uncond_denoised"], nocond, neg_scale,
                                 args["cond_scale"])

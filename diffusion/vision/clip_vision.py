@@ -12,7 +12,7 @@ the penultimate layer's hidden state (what IPAdapter Plus uses), and the project
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -172,9 +172,21 @@ class ClipVisionEncoder(nn.Module):
         return self.model.vision_model.embeddings.patch_embedding.weight.dtype
 
     @torch.no_grad()
-    def encode(self, pixels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Normalised pixels [B, 3, S, S] -> last_hidden_state, penultimate_hidden_state, image_embeds."""
+    def hidden(self, pixels: torch.Tensor, intermediate_output: Any = -2) -> tuple:
+        """(last hidden state, the hidden state after layer `intermediate_output` -- negative from the end, "all"
+        for every layer's stacked, None for none --, image_embeds) of normalised pixels [B, 3, S, S]."""
         weight = self.model.vision_model.embeddings.patch_embedding.weight
         out = self.model(pixel_values=pixels.to(device=weight.device, dtype=weight.dtype), output_hidden_states=True)
-        return {"last_hidden_state": out.last_hidden_state, "penultimate_hidden_state": out.hidden_states[-2],
-                "image_embeds": out.image_embeds}
+        layers = out.hidden_states[1:]  # after each layer (the first entry is the embeddings)
+        if intermediate_output == "all":
+            middle = torch.stack(layers, dim=1)
+        elif intermediate_output is None:
+            middle = None
+        else:
+            middle = layers[int(intermediate_output)]
+        return out.last_hidden_state, middle, out.image_embeds
+
+    def encode(self, pixels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Normalised pixels [B, 3, S, S] -> last_hidden_state, penultimate_hidden_state, image_embeds."""
+        last, penultimate, embeds = self.hidden(pixels, -2)
+        return {"last_hidden_state": last, "penultimate_hidden_state": penultimate, "image_embeds": embeds}
