@@ -31,15 +31,24 @@ def _load(ctx, control_net_name: str, model=None):
         raise ValueError(f"control_net_name: {exc}") from exc
 
 
+def _is_comfy_style(control_net) -> bool:
+    """A pack's ComfyUI-style control (comfy.controlnet.ControlBase protocol): applied the way ComfyUI does."""
+    return not callable(getattr(control_net, "compute", None)) and callable(getattr(control_net, "copy", None)) \
+        and callable(getattr(control_net, "set_cond_hint", None))
+
+
 def _check_control_net(control_net) -> None:
-    if not callable(getattr(control_net, "compute", None)):
+    if not callable(getattr(control_net, "compute", None)) and not _is_comfy_style(control_net):
         raise ValueError(f"control_net: expected a CONTROL_NET (from Load ControlNet Model), got "
                          f"{type(control_net).__name__}")
 
 
-def apply_control(conditionings, control_net, image, strength, start_percent=0.0, end_percent=1.0, vae=None):
+def apply_control(conditionings, control_net, image, strength, start_percent=0.0, end_percent=1.0, vae=None,
+                  apply_to_uncond=False):
     """Copies of each CONDITIONING in `conditionings` with the control stacked on. Entries whose previous control
-    is the same object share one runtime (so positive and negative batch together through the UNet)."""
+    is the same object share one runtime (so positive and negative batch together through the UNet).
+    `apply_to_uncond` marks the control for lending to the negative at sampling time (ComfyUI's
+    control_apply_to_uncond, set by Apply ControlNet (OLD))."""
     from diffusion.controlnet.control import ControlRuntime, image_to_hint
     _check_control_net(control_net)
     image_to_hint(image)  # fail early, naming the input, on a bad image
@@ -54,10 +63,16 @@ def apply_control(conditionings, control_net, image, strength, start_percent=0.0
             previous = opts.get("control")
             key = id(previous)
             if key not in runtimes:
-                runtimes[key] = ControlRuntime(control_net, image, strength, start_percent, end_percent, vae,
-                                               previous)
+                if _is_comfy_style(control_net):
+                    runtime = control_net.copy().set_cond_hint(image.movedim(-1, 1), strength,
+                                                               (start_percent, end_percent), vae)
+                    runtimes[key] = runtime.set_previous_controlnet(previous) or runtime
+                else:
+                    runtimes[key] = ControlRuntime(control_net, image, strength, start_percent, end_percent, vae,
+                                                   previous)
             updated = dict(opts)
             updated["control"] = runtimes[key]
+            updated["control_apply_to_uncond"] = bool(apply_to_uncond)
             applied.append([cond, updated])
         out.append(applied)
     return out
@@ -100,7 +115,7 @@ class ControlNetApply:
     def run(self, ctx, conditioning, control_net, image, strength):
         if strength == 0:
             return (conditioning,)
-        return tuple(apply_control([conditioning], control_net, image, strength))
+        return tuple(apply_control([conditioning], control_net, image, strength, apply_to_uncond=True))
 
 
 @node(category="conditioning/controlnet", display_name="Apply ControlNet",

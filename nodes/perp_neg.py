@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from diffusion.sampling.guidance import Guidance, prepare_conditioning
+from diffusion.sampling.guidance import Guidance, lend_controls_to_uncond, prepare_conditioning
 from nodes.declare import Float, Output, Socket, node
 from nodes.sampling_objects import Guider
 
@@ -33,7 +33,10 @@ class PerpNegGuidance(Guidance):
 
     def __init__(self, model: Any, positive: list, negative: list, empty: list, cfg: float, neg_scale: float):
         super().__init__(model, positive, negative, cfg)
-        self.empty, self.neg_scale = empty, neg_scale
+        self.empty, self.neg_scale = lend_controls_to_uncond(positive, empty or []), neg_scale
+
+    def entry_lists(self) -> list:
+        return [self.positive, self.negative, self.empty]
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         pos, neg, empty = self.predict(x, sigma, [self.positive, self.negative, self.empty])

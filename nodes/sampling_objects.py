@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from diffusion.sampling.guidance import Guidance, prepare_conditioning
+from diffusion.sampling.guidance import Guidance, lend_controls_to_uncond, prepare_conditioning
 from diffusion.sampling.ksampler import SamplerChoice, prepare_noise, run_sampler
 
 
@@ -66,7 +66,10 @@ class DualGuidance(Guidance):
 
     def __init__(self, model, cond1, cond2, negative, cfg1, cfg2, style):
         super().__init__(model, cond1, negative, cfg1)
-        self.cond2, self.cfg2, self.style = cond2, cfg2, style
+        self.cond2, self.cfg2, self.style = lend_controls_to_uncond(cond1, cond2 or []), cfg2, style
+
+    def entry_lists(self):
+        return [self.positive, self.cond2, self.negative]
 
     def denoise(self, x, sigma):
         c1, c2, neg = self.predict(x, sigma, [self.positive, self.cond2, self.negative or self.cond2])

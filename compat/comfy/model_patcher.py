@@ -1,7 +1,18 @@
-"""`comfy.model_patcher`: ModelPatcher is our MODEL, which carries ComfyUI's patcher interface
-(model_management/patcher_face.py)."""
-from model_management.model_objects import DiffusionModel as ModelPatcher  # noqa: F401
+"""`comfy.model_patcher`: our MODEL carries ComfyUI's patcher interface itself (model_management/patcher_face.py);
+`ModelPatcher(module, load_device=..., offload_device=...)` wraps any other module the way packs build them
+(model_management/module_patcher.py), and `isinstance(model, ModelPatcher)` holds for both."""
+from model_management.model_objects import DiffusionModel
+from model_management.module_patcher import ModulePatcher
 from model_management.patcher_face import copy_options as create_model_options_clone  # noqa: F401
+
+
+class _PatcherKind(type):
+    def __instancecheck__(cls, obj) -> bool:
+        return type.__instancecheck__(cls, obj) or (cls is ModelPatcher and isinstance(obj, DiffusionModel))
+
+
+class ModelPatcher(ModulePatcher, metaclass=_PatcherKind):
+    """A patcher around a pack's module; Tessera's MODELs also count as ModelPatchers."""
 
 
 def set_model_options_patch_replace(model_options: dict, patch, name: str, block_name: str, number: int,

@@ -20,6 +20,7 @@ import torch
 from diffusion.image_ops import common_upscale, repeat_to_batch_size
 
 from .base import model_family
+from .control_protocol import ControlCall, comfy_residuals, is_comfy_control, to_comfy
 
 SIGMA_TOLERANCE = 1e-6
 
@@ -98,6 +99,7 @@ class ControlRuntime:
         self.vae = vae  # kept for control models that want latent hints
         self.previous = previous
         self._hint_cache: Optional[tuple] = None
+        self._run_model: Any = None  # the MODEL of the sampler run in progress (pre_run .. cleanup)
 
     # -- ComfyUI's ControlBase interface ---------------------------------------------------------------------------
     def set_cond_hint(self, cond_hint: torch.Tensor, strength: float = 1.0,
@@ -119,7 +121,43 @@ class ControlRuntime:
     def copy(self) -> "ControlRuntime":
         twin = copy.copy(self)
         twin._hint_cache = None
+        twin._run_model = None
         return twin
+
+    def pre_run(self, model: Any, percent_to_timestep_function: Any = None) -> None:
+        """A sampler run on `model` starts (ComfyUI's bracket, forwarded down the stack)."""
+        self._run_model = model
+        if self.previous is not None and callable(getattr(self.previous, "pre_run", None)):
+            self.previous.pre_run(model, percent_to_timestep_function)
+
+    def cleanup(self) -> None:
+        self._run_model, self._hint_cache = None, None
+        if self.previous is not None and callable(getattr(self.previous, "cleanup", None)):
+            self.previous.cleanup()
+
+    def get_models(self) -> list:
+        below = getattr(self.previous, "get_models", None)
+        return list(below()) if callable(below) else []
+
+    def inference_memory_requirements(self, dtype: Any) -> int:
+        below = getattr(self.previous, "inference_memory_requirements", None)
+        return int(below(dtype)) if callable(below) else 0
+
+    def get_control(self, x_noisy: torch.Tensor, t: torch.Tensor, cond: dict, batched_number: int,
+                    transformer_options: dict) -> Optional[Dict[str, list]]:
+        """ComfyUI's per-batch call, for a pack's control stacked above this one: this stack's residuals in
+        ComfyUI's convention (control_protocol.py). Only inside a sampler run (after pre_run)."""
+        model = self._run_model
+        if model is None:
+            raise ValueError("a ControlNet was asked for its residuals outside a sampler run (pre_run not called)")
+        sampling = model.model_sampling
+        call = ControlCall(x=x_noisy, sigma=t, x_in=sampling.calculate_input(t, x_noisy),
+                           timestep=sampling.timestep(t).float(), context=cond.get("c_crossattn"), y=cond.get("y"),
+                           concat=cond.get("c_concat"), batched_number=batched_number,
+                           transformer_options=transformer_options, model=model,
+                           num_input_blocks=model.unet.config.num_input_blocks)
+        return to_comfy(self.residuals(call.x_in, call.timestep, None, t, context=call.context, y=call.y,
+                                       model=model, call=call))
 
     @property
     def cond_hint_original(self) -> Optional[torch.Tensor]:
@@ -176,14 +214,21 @@ class ControlRuntime:
 
     def residuals(self, x_in: torch.Tensor, t: torch.Tensor, entries: Any, sigma: torch.Tensor, *,
                   context: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
-                  model: Any = None) -> Optional[Dict[str, list]]:
-        """The summed, strength-scaled control dict of this stack for one UNet batch (None: no control)."""
+                  model: Any = None, call: Optional[ControlCall] = None) -> Optional[Dict[str, list]]:
+        """The summed, strength-scaled control dict of this stack for one UNet batch (None: no control). `call`
+        is the batch in both conventions, needed when a ComfyUI-style control is stacked below."""
         if model is None:
             raise ValueError("the control runtime needs the MODEL being sampled")
         self._check_family(model)
         previous = None
-        if self.previous is not None:
-            previous = self.previous.residuals(x_in, t, entries, sigma, context=context, y=y, model=model)
+        if is_comfy_control(self.previous):
+            if call is None:
+                raise ValueError("a ComfyUI-style control is stacked below this ControlNet but the sampler gave "
+                                 "no ComfyUI call arguments")
+            previous = comfy_residuals(self.previous, call)
+        elif self.previous is not None:
+            previous = self.previous.residuals(x_in, t, entries, sigma, context=context, y=y, model=model,
+                                               call=call)
         if not self.is_active(sigma, model):
             return previous
         if self.hint is None:

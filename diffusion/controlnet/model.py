@@ -241,15 +241,34 @@ class ControlNetControl(ControlModelBase):
     def compute(self, x_in: torch.Tensor, timesteps: torch.Tensor, context: Optional[torch.Tensor],
                 y: Optional[torch.Tensor], hint: torch.Tensor, model: Any) -> dict:
         self.check_model(model)
-        loader = getattr(getattr(self._network, "residency", None), "devices", None)
-        if loader is not None:  # owned by the model manager: the device loader places (and accounts) it
+        return self.forward_network(x_in, hint, timesteps, context, y, device=getattr(model, "device", None),
+                                    dtype=getattr(model, "dtype", None))
+
+    def _loader(self) -> Any:
+        return getattr(getattr(self._network, "residency", None), "devices", None)
+
+    @property
+    def run_dtype(self) -> torch.dtype:
+        """The dtype the network computes in when called without one (the device loader's compute dtype when
+        the model manager owns it, else its weights')."""
+        loader = self._loader()
+        if loader is not None:
             from diffusion.precision import compute_dtype
-            device = loader.device
-            dtype = compute_dtype(device)
+            return compute_dtype(loader.device)
+        return self.network.dtype
+
+    def forward_network(self, x_in: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor,
+                        context: Optional[torch.Tensor], y: Optional[torch.Tensor], device: Any = None,
+                        dtype: Optional[torch.dtype] = None) -> dict:
+        """The network's residuals, run where it lives: on the device loader's device and compute dtype when the
+        model manager owns it, else moved once to `device` / `dtype` (x's device, the weights' dtype by default)."""
+        loader = self._loader()
+        if loader is not None:  # owned by the model manager: the device loader places (and accounts) it
+            device, dtype = loader.device, self.run_dtype
             placed = loader.use(self.network, dtype, keep_resident=_controlnet_keep)
         else:  # a bare network (control-LoRA builds its own per MODEL): moved here once
-            device = getattr(model, "device", x_in.device)
-            dtype = getattr(model, "dtype", x_in.dtype)
+            device = device if device is not None else x_in.device
+            dtype = dtype if dtype is not None else self.network.dtype
             net = self.network
             first = next(net.parameters())
             if first.device != torch.device(device) or first.dtype != dtype:

@@ -19,6 +19,7 @@ text-to-image runs on an inpainting checkpoint. The concat is cropped to each en
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -26,6 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from diffusion.controlnet.control_protocol import (ControlCall, comfy_residuals, controls_running,
+                                                   distinct_controls, is_comfy_control)
 from diffusion.unet.embeddings import timestep_embedding
 
 
@@ -40,6 +43,7 @@ class CondEntry:
     sigma_end: float
     control: Any = None
     concat: Optional[torch.Tensor] = None  # [b, 5, H, W] over the whole latent: mask, scaled masked latent
+    control_to_uncond: bool = False  # ComfyUI's control_apply_to_uncond: lend the control to the negative
 
 
 # The scaled latent of a flat mid-grey image (0 in the VAE's -1..1 pixel range) under the SD1/SD2 VAE, per channel
@@ -187,8 +191,26 @@ def prepare_conditioning(conditioning: list, latent_shape: torch.Size, model: An
         start = sampling.percent_to_sigma(float(opts.get("start_percent", 0.0)))
         end = sampling.percent_to_sigma(float(opts.get("end_percent", 1.0)))
         entries.append(CondEntry(cond.float(), y, area, mask, float(opts.get("strength", 1.0)), start, end,
-                                 opts.get("control"), _concat(opts, latent_shape, model)))
+                                 opts.get("control"), _concat(opts, latent_shape, model),
+                                 bool(opts.get("control_apply_to_uncond", False))))
     return entries
+
+
+def lend_controls_to_uncond(positive: List[CondEntry], negative: List[CondEntry]) -> List[CondEntry]:
+    """ComfyUI's rule for controls applied to the positive only (Apply ControlNet (OLD) sets
+    control_apply_to_uncond): when no whole-latent negative entry has a control, the k-th whole-latent positive
+    control is given to whole-latent negative entry k, cycling (with more controls than entries, the last one
+    given to an entry is the one it keeps, as in the reference), so both halves of CFG see it. Returns the new
+    negative list; the inputs are not modified."""
+    lenders = [e.control for e in positive if e.control_to_uncond and e.area is None and e.control is not None]
+    whole = [(i, e) for i, e in enumerate(negative) if e.area is None]
+    if not lenders or not whole or any(e.control is not None for _, e in whole):
+        return list(negative)
+    out = list(negative)
+    for k, control in enumerate(lenders):
+        index, entry = whole[k % len(whole)]
+        out[index] = dataclasses.replace(entry, control=control)
+    return out
 
 
 def _feather(h: int, w: int, area: tuple, latent_hw: tuple, rr: int = 8) -> torch.Tensor:
@@ -217,7 +239,7 @@ class Guidance:
         self.model = model
         self.sampling = model.model_sampling
         self.positive = positive
-        self.negative = negative if negative is not None else []
+        self.negative = lend_controls_to_uncond(positive, negative) if negative else []
         self.cfg = cfg
         self.combine = combine  # (cond, uncond, cfg, x, sigma) -> denoised; default plain CFG
         self.uncond_denoised: Optional[torch.Tensor] = None
@@ -349,22 +371,44 @@ class Guidance:
         y = None
         if group[0][1].y is not None:
             y = torch.cat([job[1].y.expand(batch, -1) for job in group]).to(x)
-        control = _merge_controls([job[1] for job in group], x, sig, context, y, self.sampling, self.model)
         concat = self._concat_for(group, batch) if extra_channels(self.in_channels, x.shape[1]) else None
-        denoised = self._apply(x, sig, context, y, control, concat, [job[0] for job in group], batch_sigma)
+        cond_or_uncond = [job[0] for job in group]
+        transformer_options = self._transformer_options(cond_or_uncond, batch_sigma)
+        control = None
+        top = group[0][1].control
+        if top is not None:
+            call = ControlCall(x=x, sigma=sig, x_in=self.sampling.calculate_input(sig, x),
+                               timestep=self.sampling.timestep(sig).float(), context=context, y=y, concat=concat,
+                               batched_number=len(group), transformer_options=transformer_options,
+                               model=self.model, num_input_blocks=self.model.unet.config.num_input_blocks)
+            control = _control_residuals(top, call, [job[1] for job in group])
+        denoised = self._apply(x, sig, context, y, control, concat, cond_or_uncond, transformer_options)
         return list(denoised.split(batch))
 
-    def _apply(self, x: torch.Tensor, sig: torch.Tensor, context: torch.Tensor, y: Optional[torch.Tensor],
-               control: Optional[dict], concat: Optional[torch.Tensor], cond_or_uncond: List[int],
-               batch_sigma: torch.Tensor) -> torch.Tensor:
-        """model.apply_model with this call's transformer_options (the model's, plus which prediction each chunk
-        is for: 0 conditional, 1 unconditional), through the model's `model_function_wrapper` when it has one."""
-        options = self.model_options()
-        transformer_options = dict(options.get("transformer_options") or {})
+    def _transformer_options(self, cond_or_uncond: List[int], batch_sigma: torch.Tensor) -> dict:
+        """This call's transformer_options: the model's, plus which prediction each chunk is for (0 conditional,
+        1 unconditional), the sigmas of the batch and of the whole run."""
+        transformer_options = dict(self.model_options().get("transformer_options") or {})
         transformer_options["cond_or_uncond"] = list(cond_or_uncond)
         transformer_options["sigmas"] = batch_sigma
         if self.sample_sigmas is not None:
             transformer_options["sample_sigmas"] = self.sample_sigmas
+        return transformer_options
+
+    def entry_lists(self) -> List[List[CondEntry]]:
+        """Every list of entries this guidance evaluates (subclasses with more predictions add theirs)."""
+        return [self.positive, self.negative]
+
+    def controls_running(self):
+        """The run bracket of every control on the entries (ComfyUI's pre_run / cleanup), for a sampler run."""
+        return controls_running(distinct_controls(self.entry_lists()), self.model)
+
+    def _apply(self, x: torch.Tensor, sig: torch.Tensor, context: torch.Tensor, y: Optional[torch.Tensor],
+               control: Optional[dict], concat: Optional[torch.Tensor], cond_or_uncond: List[int],
+               transformer_options: dict) -> torch.Tensor:
+        """model.apply_model with this call's transformer_options, through the model's `model_function_wrapper`
+        when it has one."""
+        options = self.model_options()
         c = {"c_crossattn": context, "c_concat": concat, "y": y, "control": control,
              "transformer_options": transformer_options}
         wrapper = options.get("model_function_wrapper")
@@ -397,14 +441,12 @@ def _groups(jobs: list) -> list:
     return list(groups.values())
 
 
-def _merge_controls(entries: List[CondEntry], x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-                    y: Optional[torch.Tensor], sampling: Any, model: Any) -> Optional[dict]:
-    """The group's ControlNet residuals, from the UNet's own inputs (x scaled by c_in, the timestep)."""
-    control = entries[0].control
-    if control is None:
-        return None
-    x_in, t = sampling.calculate_input(sigma, x), sampling.timestep(sigma).float()
-    return control.residuals(x_in, t, entries, sigma, context=context, y=y, model=model)
+def _control_residuals(control: Any, call: ControlCall, entries: List[CondEntry]) -> Optional[dict]:
+    """The group's ControlNet residuals in the UNet's convention, from Tessera's runtime or a ComfyUI-style control."""
+    if is_comfy_control(control):
+        return comfy_residuals(control, call)
+    return control.residuals(call.x_in, call.timestep, entries, call.sigma, context=call.context, y=call.y,
+                             model=call.model, call=call)
 
 
 def rescale_cfg(multiplier: float) -> Callable:

@@ -170,7 +170,8 @@ def _sample(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: torc
             callback(info["i"], total, info["x"], info["denoised"])
 
     patched = model.patched() if hasattr(model, "patched") else contextlib.nullcontext()
-    with torch.inference_mode(), _run_callbacks(model), patched:
+    controls = guidance.controls_running() if hasattr(guidance, "controls_running") else contextlib.nullcontext()
+    with torch.inference_mode(), _run_callbacks(model), patched, controls:
         samples = sampler.function(denoiser, x, sigmas, extra_args={"seed": seed}, callback=on_step,
                                    **sampler.options)
         if isinstance(denoiser, InpaintWrapper):
