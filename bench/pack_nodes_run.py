@@ -72,6 +72,14 @@ def write_models(models_dir: str) -> dict:
     os.makedirs(os.path.join(models_dir, "loras"), exist_ok=True)
     save_file(lora, os.path.join(models_dir, "loras", "tiny_lora.safetensors"))
 
+    # a ControlNet for that UNet (its encoder copied at random weights; zero convs random too, so it steers)
+    from diffusion.controlnet.model import ControlNet, controlnet_config_from_unet
+    torch.manual_seed(7)
+    control = ControlNet(controlnet_config_from_unet(config))
+    os.makedirs(os.path.join(models_dir, "controlnet"), exist_ok=True)
+    save_file({"control_model." + k: v.contiguous() for k, v in control.state_dict().items()},
+              os.path.join(models_dir, "controlnet", "tiny_controlnet.safetensors"))
+
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "model_management"))
     from upscale_fixtures import compact_state_dict  # noqa: PLC0415 - the test suite's SRVGG fixture
     os.makedirs(os.path.join(models_dir, "upscale_models"), exist_ok=True)
@@ -335,6 +343,57 @@ def run_impact_pipe(engine):
         "scheduler": "normal", "latent_image": ["lat", 0], "denoise": 1.0}}
     graph["dec"]["inputs"] = {"samples": ["ks", 1], "vae": ["ks", 2]}
     assert torch.allclose(engine.image(graph), reference, atol=2 / 255), "KSampler (pipe) differs from KSampler"
+
+
+def acn_graph(loader="ACN_ControlNetLoaderAdvanced", apply="ACN_AdvancedControlNetApply_v2", extra=None,
+              strength=1.0):
+    """base_graph with a ControlNet applied to both prompts; `extra` adds nodes and links into the apply node."""
+    graph = base_graph()
+    graph["hint"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
+                                                           "color": 0xFFFFFF}}
+    graph["grad"] = {"class_type": "ImageBlend", "inputs": {"image1": ["hint", 0], "image2": ["dec0", 0],
+                                                           "blend_factor": 0.5, "blend_mode": "multiply"}}
+    graph["dec0"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
+                                                           "color": 0x3080C0}}
+    name = "tiny_controlnet.safetensors"
+    graph["cn"] = {"class_type": loader, "inputs": {"cnet": name} if loader.startswith("ACN") else
+                   {"control_net_name": name}}
+    inputs = {"positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cn", 0], "image": ["grad", 0],
+              "strength": strength, "start_percent": 0.0, "end_percent": 1.0}
+    graph["apply"] = {"class_type": apply, "inputs": inputs}
+    for node_id, node, link_as in (extra or []):
+        graph[node_id] = node
+        if link_as:
+            inputs[link_as] = [node_id, 0]
+    graph["ks"]["inputs"]["positive"], graph["ks"]["inputs"]["negative"] = ["apply", 0], ["apply", 1]
+    return graph
+
+
+@scenario("ComfyUI-Advanced-ControlNet", ["ACN_ControlNetLoaderAdvanced", "ACN_AdvancedControlNetApply_v2"])
+def run_acn(engine):
+    plain = engine.image(base_graph())
+    builtin = engine.image(acn_graph("ControlNetLoader", "ControlNetApplyAdvanced"))
+    theirs = engine.image(acn_graph())
+    assert (builtin - plain).abs().max() > 8 / 255, "the ControlNet does not steer"
+    assert (theirs - builtin).abs().max() <= 1 / 255, "the pack's ControlNet differs from the built-in one"
+    mixed = engine.image(acn_graph("ControlNetLoader"))  # the core loader's CONTROL_NET into the pack's apply
+    assert (mixed - builtin).abs().max() <= 1 / 255, "the core loader's ControlNet differs in the pack's apply"
+
+
+@scenario("ComfyUI-Advanced-ControlNet", ["TimestepKeyframe (strength 0)", "mask_optional (all 0)",
+                                          "ACN_ScaledSoftControlNetWeights"])
+def run_acn_keyframes_masks_weights(engine):
+    plain = engine.image(base_graph())
+    full = engine.image(acn_graph())
+    off = engine.image(acn_graph(extra=[("tk", {"class_type": "TimestepKeyframe", "inputs": {
+        "start_percent": 0.0, "strength": 0.0}}, "timestep_kf")]))
+    assert (off - plain).abs().max() <= 1 / 255, "a keyframe of strength 0 still steers"
+    masked = engine.image(acn_graph(extra=[("mask", {"class_type": "SolidMask", "inputs": {
+        "value": 0.0, "width": 64, "height": 64}}, "mask_optional")]))
+    assert (masked - plain).abs().max() <= 1 / 255, "an all-zero mask still steers"
+    soft = engine.image(acn_graph(extra=[("w", {"class_type": "ACN_ScaledSoftControlNetWeights", "inputs": {
+        "base_multiplier": 0.5}}, "weights_override")]))
+    assert (soft - full).abs().max() > 1 / 255 and (soft - plain).abs().max() > 1 / 255, "soft weights do nothing"
 
 
 @scenario("ComfyUI-Custom-Scripts", ["MathExpression|pysssss", "ShowText|pysssss"])

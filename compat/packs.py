@@ -12,11 +12,12 @@ Built-in node names are never replaced by a pack.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import logging
-import threading
 import os
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -159,10 +160,28 @@ def _register_class(class_name: str, cls: Any, pack: str, display: dict, catalog
         return
     if class_name in catalogue:
         logger.warning("Custom node pack %s replaces node %s from another pack", pack, class_name)
-    catalogue.add(spec)
+    catalogue.add(_comfy_facing(spec))
     if isinstance(shown, str):
         catalogue.display_names[class_name] = shown
     result.node_names.append(class_name)
+
+
+def _comfy_facing(spec: Any) -> Any:
+    """The spec with CONTROL_NET inputs handed to the pack as ComfyUI's classes: a control model from Tessera's
+    loader nodes arrives as a comfy.controlnet ControlNet / ControlLora / T2IAdapter over the same network, so
+    packs that test `type(control) == ControlNet` or subclass it (Advanced-ControlNet) treat it as ComfyUI's."""
+    names = {item.name for item in spec.inputs if item.type == "CONTROL_NET"}
+    if not names:
+        return spec
+    from comfy.controlnet import from_engine  # noqa: PLC0415 - importable once compat is installed
+    inner = spec.execute
+
+    def convert(value: Any) -> Any:
+        return [from_engine(v) for v in value] if isinstance(value, list) else from_engine(value)
+
+    def execute(instance: Any, ctx: Any, kwargs: dict) -> Any:
+        return inner(instance, ctx, {k: convert(v) if k in names else v for k, v in kwargs.items()})
+    return dataclasses.replace(spec, execute=execute)
 
 
 def _adopt_extension_web_dirs(results: List[PackResult]) -> None:

@@ -35,15 +35,22 @@ class RunGuider:
 
 def run_outer_sample(model: Any, guidance: Any, inner: Callable, *args: Any) -> Any:
     """`inner(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, latent_shapes=...)`
-    through the MODEL's OUTER_SAMPLE wrappers (directly when it has none)."""
-    options = getattr(model, "model_options", None)
-    wrappers = get_all_wrappers(WrappersMP.OUTER_SAMPLE, (options or {}).get("transformer_options"))
+    through the MODEL's OUTER_SAMPLE wrappers (directly when it has none). Hooks carried by the conditioning's
+    controls (model_management/hooks.py) are registered into the run's options first, so wrappers they bring
+    run too."""
+    from diffusion.controlnet.control_protocol import distinct_controls  # noqa: PLC0415
+    from model_management.hooks import control_hooks, register_hooks  # noqa: PLC0415
+    lists = guidance.entry_lists() if hasattr(guidance, "entry_lists") else []
+    hooks = control_hooks(distinct_controls(lists))
     latent_shapes = [tuple(args[1].shape)]
-    if not wrappers:
+    original = getattr(model, "model_options", None)
+    if not hooks and not get_all_wrappers(WrappersMP.OUTER_SAMPLE, (original or {}).get("transformer_options")):
         return inner(*args, latent_shapes=latent_shapes)
-    original = model.model_options
     model.model_options = copy_options(original)
     try:
+        if hooks:
+            register_hooks(hooks, model, model.model_options)
+        wrappers = get_all_wrappers(WrappersMP.OUTER_SAMPLE, model.model_options.get("transformer_options"))
         executor = WrapperExecutor.new_class_executor(inner, RunGuider(model, guidance), wrappers)
         return executor.execute(*args, latent_shapes=latent_shapes)
     finally:

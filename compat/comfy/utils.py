@@ -197,3 +197,52 @@ def tiled_scale(samples: torch.Tensor, function: Any, tile_x: int = 64, tile_y: 
     return tiled_scale_multidim(samples, function, (tile_y, tile_x), overlap=overlap,
                                 upscale_amount=upscale_amount, out_channels=out_channels,
                                 output_device=output_device, pbar=pbar)
+
+
+# -- diffusers <-> LDM UNet key names (ComfyUI's tables: sub-keys of attentions, transformer blocks, resnets) ------
+UNET_MAP_ATTENTIONS = {"proj_in.weight", "proj_in.bias", "proj_out.weight", "proj_out.bias", "norm.weight",
+                       "norm.bias"}
+TRANSFORMER_BLOCKS = {f"{part}.{p}" for part in ("norm1", "norm2", "norm3") for p in ("weight", "bias")} | \
+    {f"attn{a}.to_{x}.weight" for a in (1, 2) for x in "qkv"} | \
+    {f"attn{a}.to_out.0.{p}" for a in (1, 2) for p in ("weight", "bias")} | \
+    {f"ff.net.{n}.{p}" for n in ("0.proj", "2") for p in ("weight", "bias")}
+UNET_MAP_RESNET = {  # LDM ResBlock sub-key -> diffusers resnet sub-key
+    "in_layers.2.weight": "conv1.weight", "in_layers.2.bias": "conv1.bias",
+    "emb_layers.1.weight": "time_emb_proj.weight", "emb_layers.1.bias": "time_emb_proj.bias",
+    "out_layers.3.weight": "conv2.weight", "out_layers.3.bias": "conv2.bias",
+    "skip_connection.weight": "conv_shortcut.weight", "skip_connection.bias": "conv_shortcut.bias",
+    "in_layers.0.weight": "norm1.weight", "in_layers.0.bias": "norm1.bias",
+    "out_layers.0.weight": "norm2.weight", "out_layers.0.bias": "norm2.bias",
+}
+UNET_MAP_BASIC = {  # (LDM key, diffusers key) of the UNet's stem, head and embeddings
+    *((f"label_emb.0.{i}.{p}", f"{emb}.linear_{n}.{p}") for emb in ("class_embedding", "add_embedding")
+      for i, n in ((0, 1), (2, 2)) for p in ("weight", "bias")),
+    *((f"input_blocks.0.0.{p}", f"conv_in.{p}") for p in ("weight", "bias")),
+    *((f"out.0.{p}", f"conv_norm_out.{p}") for p in ("weight", "bias")),
+    *((f"out.2.{p}", f"conv_out.{p}") for p in ("weight", "bias")),
+    *((f"time_embed.{i}.{p}", f"time_embedding.linear_{n}.{p}") for i, n in ((0, 1), (2, 2))
+      for p in ("weight", "bias")),
+}
+
+
+def unet_to_diffusers(unet_config: dict) -> dict:
+    """diffusers key -> LDM key for every parameter of a UNet of ComfyUI config `unet_config` ({} without
+    num_res_blocks). Built from the engine's own UNet layout and key map, with the label embedding under both of
+    its diffusers names (class_embedding, add_embedding)."""
+    if "num_res_blocks" not in unet_config:
+        return {}
+    from comfy.model_detection import unet_config_from_comfy  # noqa: PLC0415
+    from diffusion.unet.model import UNetModel  # noqa: PLC0415
+    from model_management.diffusers_folder import ldm_unet_key_to_diffusers, unet_layout  # noqa: PLC0415
+    with torch.device("meta"):
+        keys = list(UNetModel(unet_config_from_comfy(unet_config)).state_dict())
+    per_level, up_attention = unet_layout(keys)
+    out = {}
+    for key in keys:
+        name = ldm_unet_key_to_diffusers(key, per_level, up_attention)
+        if name is not None:
+            out[name] = key
+    for ldm, diffusers in UNET_MAP_BASIC:
+        if ldm in keys:
+            out[diffusers] = ldm
+    return out

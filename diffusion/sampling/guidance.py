@@ -45,6 +45,26 @@ class CondEntry:
     concat: Optional[torch.Tensor] = None  # [b, 5, H, W] over the whole latent: mask, scaled masked latent
     control_to_uncond: bool = False  # ComfyUI's control_apply_to_uncond: lend the control to the negative
 
+    # ComfyUI's processed conds are dicts; packs' wrappers read a few keys of them (`"control" in cond`).
+    _COMFY_KEYS = {"control": "control", "area": "area", "mask": "mask", "strength": "strength"}
+
+    def _comfy_value(self, key: str) -> Any:
+        name = self._COMFY_KEYS.get(key) if isinstance(key, str) else None
+        return None if name is None else getattr(self, name)
+
+    def __contains__(self, key: object) -> bool:
+        return self._comfy_value(key) is not None
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._comfy_value(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._comfy_value(key)
+        return default if value is None else value
+
 
 # The scaled latent of a flat mid-grey image (0 in the VAE's -1..1 pixel range) under the SD1/SD2 VAE, per channel
 # (approximate, as published for that VAE): what an inpainting model is given as "masked image" where nothing is

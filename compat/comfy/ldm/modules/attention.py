@@ -53,3 +53,11 @@ def wrap_attn(func: Callable) -> Callable:
             return options["optimized_attention_override"](func, *args, **kwargs)
         return func(*args, **kwargs)
     return wrapped
+
+
+class SpatialVideoTransformer(SpatialTransformer):
+    """SVD's transformer with temporal attention: Tessera has no video models, so constructing one is refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise ValueError("SpatialVideoTransformer (Stable Video Diffusion) is not supported: Tessera has no video "
+                         "models")

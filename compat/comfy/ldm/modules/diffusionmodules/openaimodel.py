@@ -11,3 +11,10 @@ class TimestepBlock:
 def forward_timestep_embed(ts, x, emb, context=None, transformer_options=None, output_shape=None, *args, **kwargs):
     """Run one UNet block (a TimestepEmbedSequential) as the UNet does."""
     return ts(x, emb, context, output_shape, transformer_options)
+
+
+class VideoResBlock(ResBlock):
+    """SVD's ResBlock with a temporal mixer: Tessera has no video models, so constructing one is refused."""
+
+    def __init__(self, *args, **kwargs):
+        raise ValueError("VideoResBlock (Stable Video Diffusion) is not supported: Tessera has no video models")

@@ -1,0 +1,1 @@
+"""`comfy.cldm`: ComfyUI's ControlNet network module path (cldm.py)."""
