@@ -80,6 +80,19 @@ def write_models(models_dir: str) -> dict:
     save_file({"control_model." + k: v.contiguous() for k, v in control.state_dict().items()},
               os.path.join(models_dir, "controlnet", "tiny_controlnet.safetensors"))
 
+    # SDXL: the tiny SDXL checkpoint, a ControlNet for it and a LoRA on its first self-attention query
+    from model_management.synthetic_controlnets import write_controlnet
+    sdxl = make_checkpoint("sdxl", seed=8)
+    save_file({k: v.contiguous() for k, v in sdxl.items()}, os.path.join(models_dir, "checkpoints", SDXL))
+    write_controlnet(os.path.join(models_dir, "controlnet", "tiny_controlnet_sdxl.safetensors"), "sdxl", seed=9)
+    key = next(k for k in sorted(sdxl) if k.endswith("attn1.to_q.weight"))
+    module = key[len("model.diffusion_model."):-len(".weight")].replace(".", "_")
+    torch.manual_seed(10)
+    q = sdxl[key]
+    save_file({f"lora_unet_{module}.lora_down.weight": torch.randn(4, q.shape[1]),
+               f"lora_unet_{module}.lora_up.weight": torch.randn(q.shape[0], 4),
+               f"lora_unet_{module}.alpha": torch.tensor(4.0)}, os.path.join(models_dir, "loras", "tiny_lora_sdxl.safetensors"))
+
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "model_management"))
     from upscale_fixtures import compact_state_dict  # noqa: PLC0415 - the test suite's SRVGG fixture
     os.makedirs(os.path.join(models_dir, "upscale_models"), exist_ok=True)
@@ -89,12 +102,13 @@ def write_models(models_dir: str) -> dict:
 
 # -- scenarios -----------------------------------------------------------------------------------------------------
 CKPT = "sd1_layout.safetensors"
+SDXL = "sdxl_tiny.safetensors"
 
 
-def base_graph(extra_model=None):
+def base_graph(extra_model=None, ckpt=CKPT):
     """Checkpoint -> prompts -> KSampler (64x64, 2 steps) -> decode -> preview; `extra_model` patches the MODEL."""
     graph = {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a red fox"}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "blurry"}},
         "lat": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
@@ -174,18 +188,21 @@ def run_ipadapter_plus(engine):
     assert (plain - one).abs().max() > 1e-3, "weight 1 left the image unchanged"
 
 
-@scenario("rgthree-comfy", ["Power Lora Loader (rgthree)"])
-def run_power_lora(engine):
-    plain = engine.image(base_graph())
+def check_power_lora(engine, ckpt, lora):
+    plain = engine.image(base_graph(ckpt=ckpt))
     graph = base_graph({"patched": {"class_type": "Power Lora Loader (rgthree)", "inputs": {
         "model": ["ckpt", 0], "clip": ["ckpt", 1],
-        "lora_1": {"on": True, "lora": "tiny_lora.safetensors", "strength": 1.0}}}})
+        "lora_1": {"on": True, "lora": lora, "strength": 1.0}}}}, ckpt=ckpt)
     assert (engine.image(graph) - plain).abs().max() > 1e-4, "the LoRA did not change the image"
 
 
-@scenario("ComfyUI_UltimateSDUpscale", ["UltimateSDUpscale"])
-def run_ultimate(engine):
-    graph = base_graph()
+@scenario("rgthree-comfy", ["Power Lora Loader (rgthree)"])
+def run_power_lora(engine):
+    check_power_lora(engine, CKPT, "tiny_lora.safetensors")
+
+
+def check_ultimate(engine, ckpt):
+    graph = base_graph(ckpt=ckpt)
     graph["up"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "2x_tiny.safetensors"}}
     graph["usd"] = {"class_type": "UltimateSDUpscale", "inputs": {
         "image": ["dec", 0], "model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0],
@@ -196,6 +213,11 @@ def run_ultimate(engine):
         "force_uniform_tiles": True, "tiled_decode": False, "batch_size": 1}}
     graph["out"]["inputs"]["images"] = ["usd", 0]
     assert tuple(engine.image(graph).shape) == (1, 128, 128, 3)
+
+
+@scenario("ComfyUI_UltimateSDUpscale", ["UltimateSDUpscale"])
+def run_ultimate(engine):
+    check_ultimate(engine, CKPT)
 
 
 @scenario("ComfyUI-KJNodes", ["ImageSharpenKJ", "SimpleCalculatorKJ", "ImageResizeKJv2", "GetImageSizeAndCount"])
@@ -253,10 +275,10 @@ def run_essentials(engine):
     assert outcome.outputs["show"]["text"] == ["41"], outcome.outputs["show"]
 
 
-def efficiency_graph(positive, token_normalization, weight_interpretation):
+def efficiency_graph(positive, token_normalization, weight_interpretation, ckpt=CKPT):
     return {
         "load": {"class_type": "Efficient Loader", "inputs": {
-            "ckpt_name": CKPT, "vae_name": "Baked VAE", "clip_skip": -1, "lora_name": "None",
+            "ckpt_name": ckpt, "vae_name": "Baked VAE", "clip_skip": -1, "lora_name": "None",
             "lora_model_strength": 1.0, "lora_clip_strength": 1.0, "positive": positive, "negative": "blurry",
             "token_normalization": token_normalization, "weight_interpretation": weight_interpretation,
             "empty_latent_width": 64, "empty_latent_height": 64, "batch_size": 1}},
@@ -331,10 +353,9 @@ def run_impact(engine):
     assert outcome.outputs["show"]["text"] == ["3"], outcome.outputs["show"]
 
 
-@scenario("ComfyUI-Impact-Pack", ["ToBasicPipe", "ImpactKSamplerBasicPipe (its own sampling through comfy.sample)"])
-def run_impact_pipe(engine):
-    reference = engine.image(base_graph())
-    graph = base_graph()
+def check_impact_pipe(engine, ckpt):
+    reference = engine.image(base_graph(ckpt=ckpt))
+    graph = base_graph(ckpt=ckpt)
     graph["pipe"] = {"class_type": "ToBasicPipe", "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1],
                                                              "vae": ["ckpt", 2], "positive": ["pos", 0],
                                                              "negative": ["neg", 0]}}
@@ -345,17 +366,21 @@ def run_impact_pipe(engine):
     assert torch.allclose(engine.image(graph), reference, atol=2 / 255), "KSampler (pipe) differs from KSampler"
 
 
+@scenario("ComfyUI-Impact-Pack", ["ToBasicPipe", "ImpactKSamplerBasicPipe (its own sampling through comfy.sample)"])
+def run_impact_pipe(engine):
+    check_impact_pipe(engine, CKPT)
+
+
 def acn_graph(loader="ACN_ControlNetLoaderAdvanced", apply="ACN_AdvancedControlNetApply_v2", extra=None,
-              strength=1.0):
+              strength=1.0, ckpt=CKPT, name="tiny_controlnet.safetensors"):
     """base_graph with a ControlNet applied to both prompts; `extra` adds nodes and links into the apply node."""
-    graph = base_graph()
+    graph = base_graph(ckpt=ckpt)
     graph["hint"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
                                                            "color": 0xFFFFFF}}
     graph["grad"] = {"class_type": "ImageBlend", "inputs": {"image1": ["hint", 0], "image2": ["dec0", 0],
                                                            "blend_factor": 0.5, "blend_mode": "multiply"}}
     graph["dec0"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
                                                            "color": 0x3080C0}}
-    name = "tiny_controlnet.safetensors"
     graph["cn"] = {"class_type": loader, "inputs": {"cnet": name} if loader.startswith("ACN") else
                    {"control_net_name": name}}
     inputs = {"positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cn", 0], "image": ["grad", 0],
@@ -394,6 +419,36 @@ def run_acn_keyframes_masks_weights(engine):
     soft = engine.image(acn_graph(extra=[("w", {"class_type": "ACN_ScaledSoftControlNetWeights", "inputs": {
         "base_multiplier": 0.5}}, "weights_override")]))
     assert (soft - full).abs().max() > 1 / 255 and (soft - plain).abs().max() > 1 / 255, "soft weights do nothing"
+
+
+@scenario("ComfyUI-Advanced-ControlNet", ["SDXL: ACN_ControlNetLoaderAdvanced, ACN_AdvancedControlNetApply_v2"])
+def run_acn_sdxl(engine):
+    kw = dict(ckpt=SDXL, name="tiny_controlnet_sdxl.safetensors")
+    plain = engine.image(base_graph(ckpt=SDXL))
+    builtin = engine.image(acn_graph("ControlNetLoader", "ControlNetApplyAdvanced", **kw))
+    assert (builtin - plain).abs().max() > 8 / 255, "the ControlNet does not steer"
+    assert (engine.image(acn_graph(**kw)) - builtin).abs().max() <= 1 / 255, "the pack's ControlNet differs"
+
+
+@scenario("efficiency-nodes-comfyui", ["SDXL: Efficient Loader, KSampler (Efficient)"])
+def run_efficiency_sdxl(engine):
+    outcome = engine.run(efficiency_graph("a red fox", "none", "comfy", ckpt=SDXL))
+    assert outcome.outputs["out"]["images"], outcome.outputs
+
+
+@scenario("rgthree-comfy", ["SDXL: Power Lora Loader (rgthree)"])
+def run_power_lora_sdxl(engine):
+    check_power_lora(engine, SDXL, "tiny_lora_sdxl.safetensors")
+
+
+@scenario("ComfyUI-Impact-Pack", ["SDXL: ToBasicPipe, ImpactKSamplerBasicPipe"])
+def run_impact_pipe_sdxl(engine):
+    check_impact_pipe(engine, SDXL)
+
+
+@scenario("ComfyUI_UltimateSDUpscale", ["SDXL: UltimateSDUpscale"])
+def run_ultimate_sdxl(engine):
+    check_ultimate(engine, SDXL)
 
 
 @scenario("ComfyUI-Custom-Scripts", ["MathExpression|pysssss", "ShowText|pysssss"])

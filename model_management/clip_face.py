@@ -139,9 +139,18 @@ class SDClipModel:
         self.options.clear()
 
     def encode_token_weights(self, token_weight_pairs: Any) -> tuple:
-        tokens = token_weight_pairs if isinstance(token_weight_pairs, dict) else {
-            ROLE_KEYS[self.role or self._clip.stack.encoders[0].role]: token_weight_pairs}
-        return self._clip.encode_from_tokens(tokens, return_pooled=True)
+        """(cond, pooled) of (token, weight) windows: through this one encoder when it is a part of a stack
+        (`cond_stage_model.clip_l` / `.clip_g`: cond as wide as that encoder), else through them all."""
+        if self.role is None:
+            tokens = token_weight_pairs if isinstance(token_weight_pairs, dict) else {
+                ROLE_KEYS[self._clip.stack.encoders[0].role]: token_weight_pairs}
+            return self._clip.encode_from_tokens(tokens, return_pooled=True)
+        pairs = token_weight_pairs.get(ROLE_KEYS[self.role]) if isinstance(token_weight_pairs, dict) \
+            else token_weight_pairs
+        if pairs is None:
+            raise ValueError(f"encode_token_weights: tokens for {self.role} (key {ROLE_KEYS[self.role]!r}) missing")
+        end_id = self._clip.stack.tokenizer.end_id
+        return self._clip.encode_windows({self.role: tokens_to_windows(pairs, end_id)}, roles=[self.role])
 
 
 class SD1ClipModel(SDClipModel):

@@ -220,11 +220,13 @@ class TextEncoderModel(CLIPFace):
         cond, pooled = self.encode_windows(windows, warnings)
         return cond, pooled, warnings
 
-    def encode_windows(self, windows: dict, warnings: Optional[List[str]] = None) -> tuple:
-        """(cond, pooled) of token windows per encoder role, on the CPU in float32 (LoRA patches applied)."""
+    def encode_windows(self, windows: dict, warnings: Optional[List[str]] = None,
+                       roles: Optional[List[str]] = None) -> tuple:
+        """(cond, pooled) of token windows per encoder role, on the CPU in float32 (LoRA patches applied);
+        `roles`: only those encoders."""
         loader = _loader_of(self._stack)
         with _on_device(loader, self.stack, self.dtype, None) as stack, _patched(stack, self.patches, loader):
-            cond, pooled = stack.encode(windows, clip_skip=self.clip_skip, warnings=warnings)
+            cond, pooled = stack.encode(windows, clip_skip=self.clip_skip, warnings=warnings, roles=roles)
         return _to_host(cond), _to_host(pooled)
 
 

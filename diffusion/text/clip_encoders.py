@@ -293,19 +293,29 @@ class ClipTextStack(nn.Module):
 
     @torch.no_grad()
     def encode(self, prompt: PromptInput, clip_skip: Optional[int] = None,
-               warnings: Optional[List[str]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+               warnings: Optional[List[str]] = None,
+               roles: Optional[Sequence[str]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Prompt (text, or windows from `tokenize`) -> (cond [1, T*windows, cond_dim], pooled [1, proj]), float32.
-        `clip_skip`: layer from the end (-1 last, -2 penultimate); None = the family's default."""
-        by_role = self._windows(prompt, warnings)
+        `clip_skip`: layer from the end (-1 last, -2 penultimate); None = the family's default. `roles` encodes
+        only those encoders (cond as wide as they are; pooled from the stack's pooled encoder if among them, else
+        from the first of them), as ComfyUI's per-encoder models (`clip.cond_stage_model.clip_l`) do."""
+        chosen = [e for e in self.encoders if roles is None or e.role in roles]
+        if not chosen:
+            raise ValueError(f"no encoder of this {self.family} stack is named {list(roles or [])}; it has "
+                             f"{', '.join(self.roles)}")
+        if roles is not None:
+            prompt = {r: w for r, w in prompt.items() if r in roles} if isinstance(prompt, dict) else prompt
+        by_role = self._windows(prompt, warnings) if roles is None or not isinstance(prompt, dict) else prompt
         weighted = any(w.is_weighted for ws in by_role.values() for w in ws)
+        pooled_by = self.pooled_encoder if self.pooled_encoder in chosen else chosen[0]
         parts: List[torch.Tensor] = []
         pooled: Optional[torch.Tensor] = None
-        for enc in self.encoders:
+        for enc in chosen:
             windows = by_role[enc.role]
             batch = list(windows)
             if weighted:
                 batch.append(empty_window(self.tokenizer.start_id, self.tokenizer.end_id, enc.pad_id, enc.window))
-            need_pooled = enc is self.pooled_encoder
+            need_pooled = enc is pooled_by
             hidden, pooled_all = enc(batch, clip_skip, need_pooled)
             hidden = hidden.float()
             if weighted:

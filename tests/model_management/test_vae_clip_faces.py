@@ -50,6 +50,18 @@ def test_sdxl_tokens_carry_both_encoders(sdxl):
     torch.testing.assert_close(pooled, our_pooled)
     with pytest.raises(ValueError, match="needs tokens under 'g'"):
         clip.encode_from_tokens({"l": tokens["l"]})
+    # each encoder on its own (packs that reweight per encoder): the halves of the stack's cond, and bigG's pooled
+    weighted = clip.tokenize("a (red:1.4) cube")
+    full, full_pooled = clip.encode_from_tokens(weighted, return_pooled=True)
+    l_cond, l_pooled = clip.cond_stage_model.clip_l.encode_token_weights(weighted["l"])
+    g_cond, g_pooled = clip.cond_stage_model.clip_g.encode_token_weights(weighted)
+    width_l = l_cond.shape[-1]
+    assert width_l + g_cond.shape[-1] == full.shape[-1] and l_pooled.shape[-1] == width_l
+    torch.testing.assert_close(l_cond, full[..., :width_l])
+    torch.testing.assert_close(g_cond, full[..., width_l:])
+    torch.testing.assert_close(g_pooled, full_pooled)
+    with pytest.raises(ValueError, match="clip_g"):
+        clip.cond_stage_model.clip_g.encode_token_weights({"l": weighted["l"]})
     clip.cond_stage_model.set_clip_options({"layer": -3})
     assert clip.layer_idx == -3
 
