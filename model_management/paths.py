@@ -34,6 +34,10 @@ DEFAULT_MODEL_KINDS: Dict[str, Tuple[str, frozenset]] = {
     "vae_approx": ("vae_approx", MODEL_EXTENSIONS),
     "gligen": ("gligen", MODEL_EXTENSIONS),
     "photomaker": ("photomaker", MODEL_EXTENSIONS),
+    "model_patches": ("model_patches", MODEL_EXTENSIONS),
+    "audio_encoders": ("audio_encoders", MODEL_EXTENSIONS),
+    "classifiers": ("classifiers", frozenset({""})),  # extension-less files, as ComfyUI lists them
+    "diffusers": ("diffusers", frozenset({"folder"})),  # pipeline folders, found with folder_paths, never listed
 }
 # kinds that are one folder under two names
 KIND_ALIASES = {"text_encoders": "clip", "diffusion_models": "unet", "t2i_adapter": "controlnet"}
@@ -86,6 +90,8 @@ class Paths:
                 self.folders[kind].paths.append(os.path.join(self.models_dir, sub))
                 continue
             self.folders[kind] = ModelFolder([os.path.join(self.models_dir, sub)], exts)
+        # ComfyUI lists the custom node folders among its kinds too (every file, no extension filter)
+        self.folders["custom_nodes"] = ModelFolder(self.custom_node_dirs, frozenset())
         if create:
             for directory in (self.output_dir, self.input_dir, self.temp_dir, self.user_dir,
                               self.custom_node_dirs[0]):

@@ -186,6 +186,15 @@ class ControlBase(metaclass=_ByKind):
     def set_extra_arg(self, argument: str, value: Any = None) -> None:
         self.extra_args[argument] = value
 
+    def _below_and_active(self, x_noisy: torch.Tensor, t: torch.Tensor, cond: dict, batched_number: int,
+                          transformer_options: dict) -> tuple:
+        """(the controls below's result, whether this one is inside its window at sigma t[0])."""
+        control_prev = None
+        if self.previous_controlnet is not None:
+            control_prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
+        active = self.timestep_range is None or not (t[0] > self.timestep_range[0] or t[0] < self.timestep_range[1])
+        return control_prev, active
+
 
 class EngineControlNet(torch.nn.Module):
     """A ControlNet's `control_model`: `forward(x, hint, timesteps, context, y=None)` -> {"middle", "output"} as
@@ -266,10 +275,8 @@ class ControlNet(ControlBase):
 
     def get_control(self, x_noisy: torch.Tensor, t: torch.Tensor, cond: dict, batched_number: int,
                     transformer_options: dict) -> Optional[dict]:
-        control_prev = None
-        if self.previous_controlnet is not None:
-            control_prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
-        if self.timestep_range is not None and (t[0] > self.timestep_range[0] or t[0] < self.timestep_range[1]):
+        control_prev, active = self._below_and_active(x_noisy, t, cond, batched_number, transformer_options)
+        if not active:
             return control_prev
         if self.model_sampling_current is None:
             raise ValueError("a ControlNet was asked for its residuals outside a sampler run (pre_run not called)")
@@ -381,10 +388,8 @@ class T2IAdapter(ControlBase):
 
     def get_control(self, x_noisy: torch.Tensor, t: torch.Tensor, cond: dict, batched_number: int,
                     transformer_options: dict) -> Optional[dict]:
-        control_prev = None
-        if self.previous_controlnet is not None:
-            control_prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
-        if self.timestep_range is not None and (t[0] > self.timestep_range[0] or t[0] < self.timestep_range[1]):
+        control_prev, active = self._below_and_active(x_noisy, t, cond, batched_number, transformer_options)
+        if not active:
             return control_prev
         if self._run_model is None:
             raise ValueError("a T2I-adapter was asked for its residuals outside a sampler run (pre_run not called)")

@@ -92,6 +92,20 @@ def test_registering_folders_like_packs_do(fp, bound, tmp_path):
     assert ".safetensors" in fp.supported_pt_extensions
 
 
+def test_comfyui_kinds_beyond_models(fp, bound):
+    services, _ = bound
+    # the custom node folders are a kind, backed by the very list the server loads packs from
+    dirs, extensions = fp.folder_names_and_paths["custom_nodes"]
+    assert dirs is services.paths.custom_node_dirs and extensions == set()
+    touch(os.path.join(dirs[0], "my_pack", "__init__.py"))
+    assert fp.get_filename_list("custom_nodes") == [os.path.join("my_pack", "__init__.py")]
+    for kind in ("diffusers", "model_patches", "audio_encoders", "classifiers"):
+        assert kind in fp.folder_names_and_paths and os.path.isdir(fp.get_folder_paths(kind)[0])
+    # a diffusers pipeline is a folder: found by path, never listed as a file
+    touch(os.path.join(fp.get_folder_paths("diffusers")[0], "pipe", "model_index.json"))
+    assert fp.get_filename_list("diffusers") == []
+
+
 def test_annotated_paths(fp, bound):
     paths = bound[0].paths
     assert fp.get_annotated_filepath("x.png [output]") == os.path.join(os.path.realpath(paths.output_dir), "x.png")
