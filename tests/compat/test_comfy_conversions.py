@@ -14,6 +14,7 @@ from diffusion.unet.model import UNetModel
 from diffusion.vae import AutoencoderKL
 from diffusion.vae.config import detect_vae_config, tiny_vae_config
 from tests.diffusion.vae.helpers import diffusers_config
+from tests.model_management.upscale_fixtures import compact_state_dict
 
 if compat.COMPAT_DIR not in sys.path:
     sys.path.append(compat.COMPAT_DIR)
@@ -96,3 +97,11 @@ def test_text_encoder_layouts():
     assert torch.equal(out[f"{p}positional_embedding"], hf["text_model.embeddings.position_embedding.weight"])
     with pytest.raises(ValueError, match="no transformers-layout"):
         dc.convert_text_enc_state_dict_v20(prefixed, "missing.")
+
+
+def test_chainner_models_loads_an_upscale_model():
+    from comfy_extras.chainner_models import model_loading
+    from model_management.upscaling import upscale_image
+    model = model_loading.load_state_dict(compact_state_dict(scale=2))
+    assert model.scale == 2 and model.architecture == "RealESRGAN Compact"
+    assert tuple(upscale_image(model, torch.rand(1, 12, 10, 3)).shape) == (1, 24, 20, 3)
