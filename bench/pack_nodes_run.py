@@ -256,6 +256,13 @@ def run_kjnodes_ttm(engine):
     assert torch.allclose(engine.image(base_graph()), plain), "the wrapper outlived its run"
 
 
+@scenario("ComfyUI-KJNodes", ["ModelMemoryUsageFactorOverride (a PREPARE_SAMPLING wrapper)"])
+def run_kjnodes_memory_factor(engine):
+    graph = base_graph({"patched": {"class_type": "ModelMemoryUsageFactorOverride", "inputs": {
+        "model": ["ckpt", 0], "memory_usage_factor": 2.0}}})
+    assert torch.equal(engine.image(graph), engine.image(base_graph())), "the estimate changed the image"
+
+
 @scenario("ComfyUI_essentials", ["ImageResize+", "ImageFlip+", "MaskBlur+", "SimpleMath+"])
 def run_essentials(engine):
     graph = {

@@ -44,6 +44,8 @@ class DiffusionModel(ModelPatcherFace):
         self.attachments: dict = {}
         self.additional_models: dict = {}
         self.parent: Optional["DiffusionModel"] = None
+        # attributes packs set on `model.model` (ComfyUI's BaseModel, one object shared by every clone)
+        self.base_model_attributes: dict = {}
 
     def clone(self) -> "DiffusionModel":
         twin = copy.copy(self)
@@ -140,6 +142,12 @@ class DiffusionModel(ModelPatcherFace):
         """A sampler run through this MODEL's OUTER_SAMPLE wrappers (model_management/outer_sample.py)."""
         from model_management.outer_sample import run_outer_sample
         return run_outer_sample(self, guidance, inner, *args)
+
+    def prepare_sampling(self, guidance: Any, noise_shape: Any) -> None:
+        """Before a run: the UNet made resident with its working memory kept free, through this MODEL's
+        PREPARE_SAMPLING wrappers (model_management/outer_sample.py)."""
+        from model_management.outer_sample import run_prepare_sampling
+        run_prepare_sampling(self, guidance, noise_shape)
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                     y: Optional[torch.Tensor] = None, control: Optional[dict] = None,

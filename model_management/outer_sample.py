@@ -1,10 +1,18 @@
-"""OUTER_SAMPLE wrappers: a pack's function around a whole sampler run, as ComfyUI's CFGGuider.sample runs them.
+"""OUTER_SAMPLE and PREPARE_SAMPLING wrappers: a pack's functions around a whole sampler run and around its
+preparation, as ComfyUI's CFGGuider.sample runs them.
 
 A wrapper is called as `wrapper(executor, noise, latent_image, sampler, sigmas, denoise_mask, callback,
 disable_pbar, seed, latent_shapes=...)` and calls `executor(...)` to sample. `executor.class_obj` is the guider of
 the run (its `model_patcher`, `model_options`, `conds`, `inner_model`, `cfg`). For the run, the MODEL's
 `model_options` is a clone the wrapper may add to (more wrappers, patches): what it adds applies to this run's
 model calls and is gone afterwards, as ComfyUI clones the options for each sample() call.
+
+A PREPARE_SAMPLING wrapper is called as `wrapper(executor, model, noise_shape, conds, model_options=...)` and
+calls `executor(model, noise_shape, conds, model_options=...)`, which makes the UNet resident with the working
+memory `model.memory_required(noise_shape)` kept free and returns `(model.model, conds, additional models)`. A
+wrapper may hand the executor a clone (sharing the UNet) or change `model.model` attributes for the estimate (a
+memory_usage_factor); a result naming another network or other conds is refused, as the engine samples the
+MODEL and conds it was given.
 """
 from __future__ import annotations
 
@@ -31,6 +39,29 @@ class RunGuider:
     @model_options.setter
     def model_options(self, options: dict) -> None:
         self.model_patcher.model_options = options
+
+
+def run_prepare_sampling(model: Any, guidance: Any, noise_shape: Any) -> None:
+    """Make `model`'s UNet resident for a run on latents of `noise_shape`, through its PREPARE_SAMPLING wrappers."""
+    options = getattr(model, "model_options", None) or {}
+    wrappers = get_all_wrappers(WrappersMP.PREPARE_SAMPLING, options.get("transformer_options"))
+    conds = RunGuider(model, guidance).conds
+
+    def prepare(patcher: Any, shape: Any, given: Any, model_options: Any = None) -> tuple:
+        shape = list(shape)
+        # the positive and negative halves go through the UNet together: twice the batch, as ComfyUI estimates
+        patcher.make_resident(int(patcher.memory_required([shape[0] * 2] + shape[1:])))
+        return patcher.model, given, []
+
+    if not wrappers:  # without wrappers the device loader places the UNet at its first call, as it always does
+        return
+    executor = WrapperExecutor.new_executor(prepare, wrappers)
+    real_model, returned, _ = executor.execute(model, noise_shape, conds, model_options=options)
+    if getattr(real_model, "diffusion_model", None) is not model.model.diffusion_model:
+        raise ValueError("a PREPARE_SAMPLING wrapper returned another network than the MODEL being sampled")
+    if returned is not conds and any(returned.get(k) is not v for k, v in conds.items()):
+        raise NotImplementedError("a PREPARE_SAMPLING wrapper replaced the conditioning; Tessera samples the "
+                                  "conditioning the sampler node was given")
 
 
 def run_outer_sample(model: Any, guidance: Any, inner: Callable, *args: Any) -> Any:

@@ -39,7 +39,8 @@ class CallbacksMP:
 # What the engine runs: OUTER_SAMPLE around a whole sampler run (outer_sample.py), APPLY_MODEL around each
 # denoiser evaluation (model.model.apply_model), DIFFUSION_MODEL around each UNet call; ON_PRE_RUN before a sampler
 # run, ON_CLEANUP after it (also on errors), ON_CLONE on clone().
-WRAPPER_KINDS = frozenset({WrappersMP.OUTER_SAMPLE, WrappersMP.APPLY_MODEL, WrappersMP.DIFFUSION_MODEL})
+WRAPPER_KINDS = frozenset({WrappersMP.OUTER_SAMPLE, WrappersMP.PREPARE_SAMPLING, WrappersMP.APPLY_MODEL,
+                           WrappersMP.DIFFUSION_MODEL})
 CALLBACK_KINDS = frozenset({CallbacksMP.ON_PRE_RUN, CallbacksMP.ON_CLEANUP, CallbacksMP.ON_CLONE})
 
 

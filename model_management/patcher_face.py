@@ -399,11 +399,44 @@ class ModelConfig:
         self.family = owner.family.name
 
 
+# ComfyUI's per-family factor of its activation-memory estimate (its model configs' memory_usage_factor)
+MEMORY_USAGE_FACTORS = {"sd1": 1.0, "sd2": 1.0, "sdxl": 0.8, "sdxl_refiner": 1.0}
+
+
 class BaseModelView:
-    """`model.model`: ComfyUI's BaseModel as packs use it, over the DiffusionModel `owner`."""
+    """`model.model`: ComfyUI's BaseModel as packs use it, over the DiffusionModel `owner`.
+
+    On ComfyUI this is one object shared by a model and all its clones, and packs set attributes on it (and
+    restore them). Attributes the view does not define are therefore kept in the owner's
+    `base_model_attributes`, a dict its clones share."""
 
     def __init__(self, owner: Any) -> None:
-        self._owner = owner
+        object.__setattr__(self, "_owner", owner)
+
+    def __getattr__(self, name: str) -> Any:
+        shared = self.__dict__["_owner"].base_model_attributes
+        if name in shared:
+            return shared[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)  # a property: its setter, or AttributeError if it has none
+        else:
+            self._owner.base_model_attributes[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        self._owner.base_model_attributes.pop(name, None)
+
+    @property
+    def memory_usage_factor(self) -> float:
+        """ComfyUI's factor of the activation estimate; a pack may change it (memory_required scales with it)."""
+        shared = self._owner.base_model_attributes
+        return float(shared.get("memory_usage_factor", MEMORY_USAGE_FACTORS.get(self._owner.family.name, 1.0)))
+
+    @memory_usage_factor.setter
+    def memory_usage_factor(self, value: float) -> None:
+        self._owner.base_model_attributes["memory_usage_factor"] = float(value)
 
     @property
     def inner_model(self) -> "BaseModelView":
@@ -445,9 +478,6 @@ class BaseModelView:
     def get_dtype_inference(self) -> torch.dtype:
         return self._owner.dtype
 
-    def state_dict(self) -> Dict[str, torch.Tensor]:
-        return self._owner.model_state_dict()
-
     def scale_latent_inpaint(self, x: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
                              latent_image: torch.Tensor) -> torch.Tensor:
         """The original latent renoised to `sigma` (what inpainting pins the unmasked part to)."""
@@ -467,10 +497,13 @@ class BaseModelView:
     def memory_required(self, input_shape: Any) -> int:
         """Working memory for one UNet call on latents of `input_shape` [B, C, H, W], in bytes: 40 KB per latent
         cell and batch item plus 70 MB, an upper bound of the fp32 figures bench/unet_memory.py measured for SD1
-        on the CPU (31-69 KB per cell from 256 to 768 pixels), scaled by the compute dtype's width."""
+        on the CPU (31-69 KB per cell from 256 to 768 pixels), scaled by the compute dtype's width, and by
+        memory_usage_factor relative to the family's own (so a pack's change to it scales the estimate)."""
         shape = list(input_shape)
         cells = shape[0] * (shape[2] * shape[3] if len(shape) >= 4 else 1)
-        return int((cells * 40e3 + 70e6) * torch.finfo(self._owner.dtype).bits / 32)
+        measured = (cells * 40e3 + 70e6) * torch.finfo(self._owner.dtype).bits / 32
+        family_factor = MEMORY_USAGE_FACTORS.get(self._owner.family.name, 1.0)
+        return int(measured * self.memory_usage_factor / family_factor)
 
     def apply_model(self, x: torch.Tensor, t: torch.Tensor, c_concat: Optional[torch.Tensor] = None,
                     c_crossattn: Optional[torch.Tensor] = None, control: Optional[dict] = None,

@@ -136,6 +136,9 @@ def run_sampler(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: 
     def inner(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, latent_shapes=None):
         return _sample(model, guidance, sampler, sigmas, latent_image, noise, seed, denoise_mask, callback)
 
+    prepare = getattr(model, "prepare_sampling", None)
+    if prepare is not None:
+        prepare(guidance, tuple(noise.shape))
     outer = getattr(model, "run_outer_sample", None)
     if outer is None:
         return inner(noise, latent, sampler, sigmas, noise_mask, callback, False, seed)

@@ -143,8 +143,8 @@ def test_apply_model_and_diffusion_model_wrappers(model):
     m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test", inner)
     torch.testing.assert_close(run(m, steps=1), run(model, steps=1), rtol=0, atol=0)
     assert order == ["apply", "unet"]
-    with pytest.raises(NotImplementedError, match="prepare_sampling"):
-        m.add_wrapper_with_key(WrappersMP.PREPARE_SAMPLING, "x", outer)
+    with pytest.raises(NotImplementedError, match="predict_noise"):  # a kind the engine does not run
+        m.add_wrapper_with_key(WrappersMP.PREDICT_NOISE, "x", outer)
 
 
 def test_outer_sample_wrapper_runs_around_the_whole_run_on_a_cloned_options(model):
@@ -280,3 +280,45 @@ def test_model_view_class_and_memory_estimate(model, tiny_models):
     assert isinstance(model.model, model_base.BaseModel)
     one, two = model.memory_required([1, 4, 64, 64]), model.memory_required([2, 4, 64, 64])
     assert two > one > model.memory_required([1, 4, 32, 32])
+
+
+def test_base_model_attributes_are_shared_like_comfyuis_base_model(model):
+    m = model.clone()
+    m.model.pack_flag = 3  # a fresh view each time, but one store per model family tree, as ComfyUI's BaseModel
+    assert m.model.pack_flag == 3 and model.model.pack_flag == 3 and m.clone().model.pack_flag == 3
+    del m.model.pack_flag
+    assert not hasattr(model.model, "pack_flag")
+    with pytest.raises(AttributeError):
+        m.model.diffusion_model = None  # the view's own properties stay read-only
+
+
+def test_prepare_sampling_wrapper_and_memory_usage_factor(model):
+    """As KJNodes' ModelMemoryUsageFactorOverride: the wrapper hands the executor a clone with a changed
+    memory_usage_factor, which scales the estimate the UNet is made resident with, and restores it."""
+    seen = {}
+    base = model.memory_required([2, 4, 8, 8])
+    assert model.model.memory_usage_factor == 1.0  # SD1's, as ComfyUI's config says
+
+    def prepare(executor, patcher, noise_shape, conds, model_options=None):
+        twin = patcher.clone()
+        twin.model.memory_usage_factor = 2.0
+        try:
+            seen["estimate"] = twin.memory_required([noise_shape[0] * 2] + list(noise_shape[1:]))
+            seen["conds"] = sorted(conds)
+            return executor(twin, noise_shape, conds, model_options=model_options)
+        finally:
+            twin.model.memory_usage_factor = 1.0
+
+    m = model.clone()
+    m.add_wrapper_with_key(WrappersMP.PREPARE_SAMPLING, "factor", prepare)
+    out = run(m, steps=2)
+    assert seen["estimate"] == pytest.approx(2 * base, rel=1e-6) and seen["conds"] == ["negative", "positive"]
+    assert model.model.memory_usage_factor == 1.0 and torch.equal(out, run(model, steps=2))
+
+    def replace(executor, patcher, noise_shape, conds, model_options=None):
+        return executor(patcher, noise_shape, {"positive": [], "negative": []}, model_options=model_options)
+
+    bad = model.clone()
+    bad.add_wrapper_with_key(WrappersMP.PREPARE_SAMPLING, "replace", replace)
+    with pytest.raises(NotImplementedError, match="replaced the conditioning"):
+        run(bad, steps=1)
