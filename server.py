@@ -16,9 +16,10 @@ from typing import List, Optional
 
 from aiohttp import web
 
-from api import routes_files, routes_info, routes_queue
+from api import routes_files, routes_info, routes_queue, routes_userdata
 from api.security import make_middlewares
 from api.state import STATE, ServerState, state_of
+from api.user_store import UserStore
 from api.websocket import ClientHub, ServerSink
 from compat.prompt_server import BinaryEventTypes, PromptServer, api_prefixed  # noqa: F401 - for packs
 from execution.caches import make_cache
@@ -44,6 +45,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--input-directory", help="where LoadImage reads and uploads go (default BASE/input)")
     p.add_argument("--temp-directory", help="where previews go (default BASE/temp)")
     p.add_argument("--user-directory", help="settings and the job database (default BASE/user)")
+    p.add_argument("--multi-user", action="store_true",
+                   help="separate settings and files per user, chosen by the comfy-user request header")
     p.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
                    help="an extra_model_paths.yaml with more model folders (may be repeated)")
     p.add_argument("--cpu", action="store_true", help="run everything on the CPU")
@@ -149,6 +152,7 @@ def create_app(args: argparse.Namespace) -> web.Application:
                      "max_upload_size": int(args.max_upload_size * 1024 * 1024)})
     store = JobStore(os.path.join(services.paths.user_dir, "tessera.db"), args.requeue_running, args.max_history)
     state = ServerState(args, services, None, None, store, hub)
+    state.users = UserStore(services.paths.user_dir, multi_user=args.multi_user)
     app[STATE] = state
     compat_server = PromptServer(state, app)  # before packs load: they register routes on it
     catalogue, packs = load_catalogue(args, services)
@@ -166,7 +170,8 @@ def create_app(args: argparse.Namespace) -> web.Application:
 
     state.worker = Worker(store, state.executor, sink_for, state.broadcast_status, services)
 
-    for method, path, handler in routes_queue.ROUTES + routes_info.ROUTES + routes_files.ROUTES:
+    for method, path, handler in (routes_queue.ROUTES + routes_info.ROUTES + routes_files.ROUTES
+                                  + routes_userdata.ROUTES):
         app.router.add_route(method, path, handler)
         app.router.add_route(method, "/api" + path, handler)
     app.router.add_get("/ws", websocket)

@@ -137,7 +137,7 @@ async def post_history(request: web.Request) -> web.Response:
     return await _clear_or_delete(request, state.store.clear_history, state.store.delete_history)
 
 
-JOB_STATUSES = ("pending", "in_progress", "completed", "failed")
+JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 
 
 async def get_jobs(request: web.Request) -> web.Response:
@@ -154,8 +154,8 @@ async def get_jobs(request: web.Request) -> web.Response:
     if (limit is not None and limit < 0) or offset < 0:
         return json_error(400, "limit and offset must not be negative")
     sort_by = request.query.get("sort_by", "created_at")
-    if sort_by not in ("created_at", "execution_time"):
-        return json_error(400, "sort_by must be created_at or execution_time")
+    if sort_by not in ("created_at", "execution_duration", "execution_time"):
+        return json_error(400, "sort_by must be created_at or execution_duration")
     sort_order = request.query.get("sort_order", "desc")
     if sort_order not in ("asc", "desc"):
         return json_error(400, "sort_order must be asc or desc")

@@ -15,11 +15,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from execution.job_summary import job_object
+
 PENDING, RUNNING, SUCCESS, ERROR, INTERRUPTED = "pending", "running", "success", "error", "interrupted"
 FINISHED = (SUCCESS, ERROR, INTERRUPTED)
-# /api/jobs names for our statuses
+# /api/jobs names for our statuses (ComfyUI's jobs contract: an interrupted job is "cancelled")
 JOB_STATUS_NAMES = {PENDING: "pending", RUNNING: "in_progress", SUCCESS: "completed", ERROR: "failed",
-                    INTERRUPTED: "failed"}
+                    INTERRUPTED: "cancelled"}
+_SUMMARY_COLUMNS = ("prompt_id, number, status, created_at, started_at, finished_at, outputs, messages, "
+                    "outputs_to_execute, client_id, extra_data")
 RESTART_REASON = "The server stopped while this job was running (it was restarted or killed)."
 
 _SCHEMA = """
@@ -253,49 +257,45 @@ class JobStore:
         wanted = [s for s, name in JOB_STATUS_NAMES.items() if statuses is None or name in statuses]
         if not wanted:
             return [], 0
-        column = {"created_at": "created_at", "execution_time": "(finished_at - started_at)",
+        duration = "COALESCE(finished_at - started_at, 0)"
+        column = {"created_at": "created_at", "execution_time": duration, "execution_duration": duration,
                   "finished_at": "finished_at", "number": "number"}.get(sort_by, "created_at")
         order = "DESC" if descending else "ASC"
         marks = ",".join("?" * len(wanted))
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})", wanted).fetchone()[0]
             rows = self._db.execute(
-                f"SELECT prompt_id, number, status, created_at, started_at, finished_at, outputs, messages, "
-                f"outputs_to_execute, client_id FROM jobs WHERE status IN ({marks}) ORDER BY {column} {order}, "
+                f"SELECT {_SUMMARY_COLUMNS} FROM jobs WHERE status IN ({marks}) ORDER BY {column} {order}, "
                 f"number {order} LIMIT ? OFFSET ?", (*wanted, -1 if limit is None else limit, offset)).fetchall()
         return [self._job_summary(r) for r in rows], total
 
     def job(self, prompt_id: str) -> Optional[dict]:
         with self._lock:
-            row = self._db.execute(
-                "SELECT prompt_id, number, status, created_at, started_at, finished_at, outputs, messages, "
-                "outputs_to_execute, client_id, prompt, extra_data FROM jobs WHERE prompt_id=?",
-                (prompt_id,)).fetchone()
+            row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS}, prompt FROM jobs WHERE prompt_id=?",
+                                   (prompt_id,)).fetchone()
         if row is None:
             return None
-        summary = self._job_summary(row[:10])
-        summary["prompt"] = json.loads(row[10])
-        summary["extra_data"] = json.loads(row[11])
-        summary["messages"] = json.loads(row[7] or "[]")
+        summary = self._job_summary(row[:-1])
+        prompt, extra_data, messages = json.loads(row[-1]), json.loads(row[10]), json.loads(row[7] or "[]")
+        summary.update(prompt=prompt, extra_data=extra_data, messages=messages,
+                       workflow={"prompt": prompt, "extra_data": extra_data},
+                       execution_errors=[m[1] for m in messages if m and m[0] == "execution_node_error"])
+        if row[2] in FINISHED:
+            summary["execution_status"] = {"status_str": "success" if row[2] == SUCCESS else "error",
+                                           "completed": row[2] == SUCCESS, "messages": messages}
         return summary
 
     @staticmethod
     def _job_summary(row: tuple) -> dict:
-        prompt_id, number, status, created, started, finished, outputs, messages, outs, client_id = row
+        """The /api/jobs object (execution/job_summary.py) plus Tessera's own fields."""
+        prompt_id, number, status, created, started, finished, outputs, messages, outs, client_id, extra = row
+        number = int(number) if float(number).is_integer() else number
         outputs_dict = json.loads(outputs or "{}")
-        error = None
-        for event, data in json.loads(messages or "[]"):
-            if event in ("execution_error", "execution_interrupted"):
-                error = {"type": event, "message": data.get("exception_message") or "interrupted",
-                         "node_id": data.get("node_id"), "node_type": data.get("node_type")}
-        return {
-            "id": prompt_id, "number": int(number) if float(number).is_integer() else number,
-            "status": JOB_STATUS_NAMES.get(status, status), "created_at": int(created * 1000),
-            "execution_start_time": int(started * 1000) if started else None,
-            "execution_end_time": int(finished * 1000) if finished else None,
-            "outputs": outputs_dict, "outputs_count": sum(
-                len(v) for ui in outputs_dict.values() if isinstance(ui, dict) for v in ui.values()
-                if isinstance(v, list)),
-            "outputs_to_execute": json.loads(outs), "client_id": client_id,
-            "execution_error": error,
-        }
+        job = job_object(prompt_id=prompt_id, status=JOB_STATUS_NAMES.get(status, status), number=number,
+                         created_ms=int(created * 1000), started_ms=int(started * 1000) if started else None,
+                         finished_ms=int(finished * 1000) if finished else None, outputs=outputs_dict,
+                         messages=json.loads(messages or "[]"), extra_data=json.loads(extra or "{}"),
+                         finished=status in FINISHED)
+        job.update(number=number, created_at=int(created * 1000), outputs=outputs_dict,
+                   outputs_to_execute=json.loads(outs), client_id=client_id)
+        return job

@@ -397,3 +397,37 @@ def test_the_console_logs_each_job_like_comfyui(server):
     assert re.search(rf"job {good} queued \(number \S+, 2 nodes\)", log)
     assert f"job {good} started" in log and re.search(rf"job {good} done in \d+\.\d\d s", log)
     assert re.search(rf"job {failed} failed at node 1 \(IntMath\) after \d+\.\d\d s: .*division by zero", log)
+
+
+def test_jobs_contract_for_running_pending_finished_failed_and_cancelled(server):
+    """The fields and statuses ComfyUI's frontend validates in its Job Queue panel."""
+    running_id = server.post_prompt(slow_prompt(2000, 0.01))[1]["prompt_id"]
+    pending_id = server.post_prompt(slow_prompt(3, 0.0))[1]["prompt_id"]
+    deadline = time.time() + 10
+    while time.time() < deadline and not server.json("GET", "/queue")[1]["queue_running"]:
+        time.sleep(0.05)
+    _, live = server.json("GET", "/api/jobs?status=in_progress,pending")
+    by_id = {j["id"]: j for j in live["jobs"]}
+    for job_id, status in ((running_id, "in_progress"), (pending_id, "pending")):
+        job = by_id[job_id]
+        assert job["status"] == status and isinstance(job["create_time"], int) and isinstance(job["priority"], int)
+        assert job["outputs_count"] == 0 and job["previewable_outputs_count"] == 0
+    server.json("POST", "/interrupt", {"prompt_id": running_id})
+    server.wait_history(running_id, timeout=15)
+    server.wait_history(pending_id, timeout=15)
+    status, finished = server.json("GET", "/api/jobs?status=completed,failed,cancelled&limit=50")
+    assert status == 200
+    by_id = {j["id"]: j for j in finished["jobs"]}
+    cancelled = by_id[running_id]
+    assert cancelled["status"] == "cancelled" and cancelled["execution_end_time"] >= cancelled["execution_start_time"]
+    done = by_id[pending_id]
+    assert done["status"] == "completed" and done["completion_status"] == "success" and not done["has_errors"]
+    # PreviewAny shows text only: no output item, but the text is the preview of last resort
+    assert done["outputs_count"] == 0 and done["preview_output"] == {"content": "3", "nodeId": "2",
+                                                                     "mediaType": "text"}
+    _, only_cancelled = server.json("GET", "/api/jobs?status=cancelled&limit=50")
+    assert running_id in {j["id"] for j in only_cancelled["jobs"]} and pending_id not in {
+        j["id"] for j in only_cancelled["jobs"]}
+    status, one = server.json("GET", f"/api/jobs/{pending_id}")
+    assert one["execution_status"]["status_str"] == "success" and one["workflow"]["prompt"]["1"]
+    assert server.json("GET", "/api/jobs?sort_by=execution_duration&status=completed")[0] == 200
