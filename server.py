@@ -16,7 +16,9 @@ from typing import List, Optional
 
 from aiohttp import web
 
-from api import routes_files, routes_info, routes_queue, routes_userdata
+from api import (routes_files, routes_frontend, routes_info, routes_internal, routes_model_library, routes_queue,
+                 routes_userdata)
+from api.log_buffer import LogBuffer
 from api.security import make_middlewares
 from api.state import STATE, ServerState, state_of
 from api.user_store import UserStore
@@ -153,6 +155,9 @@ def create_app(args: argparse.Namespace) -> web.Application:
     store = JobStore(os.path.join(services.paths.user_dir, "tessera.db"), args.requeue_running, args.max_history)
     state = ServerState(args, services, None, None, store, hub)
     state.users = UserStore(services.paths.user_dir, multi_user=args.multi_user)
+    state.logs = LogBuffer(hub)
+    logging.getLogger().addHandler(state.logs)
+    app[routes_frontend.TEMPLATE_FOLDERS] = routes_frontend.template_folders()
     app[STATE] = state
     compat_server = PromptServer(state, app)  # before packs load: they register routes on it
     catalogue, packs = load_catalogue(args, services)
@@ -171,9 +176,11 @@ def create_app(args: argparse.Namespace) -> web.Application:
     state.worker = Worker(store, state.executor, sink_for, state.broadcast_status, services)
 
     for method, path, handler in (routes_queue.ROUTES + routes_info.ROUTES + routes_files.ROUTES
-                                  + routes_userdata.ROUTES):
+                                  + routes_userdata.ROUTES + routes_model_library.ROUTES + routes_frontend.ROUTES):
         app.router.add_route(method, path, handler)
         app.router.add_route(method, "/api" + path, handler)
+    for method, path, handler in routes_internal.ROUTES + routes_frontend.PLAIN_ROUTES:
+        app.router.add_route(method, path, handler)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/api/ws", websocket)
     app.router.add_get("/health", health)
@@ -202,6 +209,7 @@ def create_app(args: argparse.Namespace) -> web.Application:
         sys.setswitchinterval(0.001)
 
     async def on_cleanup(app: web.Application) -> None:
+        logging.getLogger().removeHandler(state.logs)
         state.worker.stop()
         await hub.stop()
         store.close()

@@ -25,6 +25,7 @@ class ServerState:
     hub: ClientHub
     worker: Worker = None  # set once the hub exists
     users: Any = None  # api.user_store.UserStore
+    logs: Any = None  # api.log_buffer.LogBuffer
     packs: List[Any] = field(default_factory=list)  # compat.packs.PackResult per loaded pack
     prompt_handlers: List[Callable[[dict], dict]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
