@@ -47,6 +47,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--input-directory", help="where LoadImage reads and uploads go (default BASE/input)")
     p.add_argument("--temp-directory", help="where previews go (default BASE/temp)")
     p.add_argument("--user-directory", help="settings and the job database (default BASE/user)")
+    p.add_argument("--front-end", choices=("tessera", "comfyui"), default="tessera",
+                   help="the editor served at /: Tessera's own (default) or ComfyUI's official frontend (the "
+                        "comfyui-frontend-package; pip install -e \".[comfyui-frontend]\")")
+    p.add_argument("--front-end-root", default=None, help="serve this built frontend folder at / instead")
     p.add_argument("--multi-user", action="store_true",
                    help="separate settings and files per user, chosen by the comfy-user request header")
     p.add_argument("--extra-model-paths-config", action="append", default=[], metavar="YAML",
@@ -190,7 +194,8 @@ def create_app(args: argparse.Namespace) -> web.Application:
             app.router.add_static(f"/extensions/{pack.name}", pack.web_directory)
     app.router.add_routes(compat_server.routes)
     app.router.add_routes(api_prefixed(compat_server.routes))
-    if os.path.isfile(os.path.join(WEB_ROOT, "index.html")):
+    app[FRONT_END] = front_end_root(args)
+    if os.path.isfile(os.path.join(app[FRONT_END], "index.html")):
         app.router.add_get("/", index)
         app.router.add_get("/{path:.+}", web_file)
     else:
@@ -237,9 +242,35 @@ async def health(request: web.Request) -> web.Response:
                               "queue_remaining": state.store.pending_count()})
 
 
+FRONT_END = web.AppKey("tessera_front_end_root", str)
+
+
+class FrontEndMissing(SystemExit):
+    """--front-end / --front-end-root names a frontend that is not there."""
+
+
+def front_end_root(args: argparse.Namespace) -> str:
+    """The folder served at /: --front-end-root, the installed ComfyUI frontend package, or Tessera's editor."""
+    if args.front_end_root:
+        root = os.path.abspath(args.front_end_root)
+        if not os.path.isfile(os.path.join(root, "index.html")):
+            raise FrontEndMissing(f"--front-end-root {args.front_end_root}: no index.html there (point it at a "
+                                  f"built frontend's folder)")
+        return root
+    if args.front_end == "comfyui":
+        try:
+            import comfyui_frontend_package
+        except ImportError:
+            raise FrontEndMissing("--front-end comfyui: the ComfyUI frontend is not installed; install it with "
+                                  "pip install comfyui-frontend-package (or pip install -e \".[comfyui-frontend]\")"
+                                  ) from None
+        return os.path.join(os.path.dirname(comfyui_frontend_package.__file__), "static")
+    return WEB_ROOT
+
+
 async def web_file(request: web.Request) -> web.FileResponse:
-    """A file of the editor (web/); anything else is a JSON 404 like every other unknown route."""
-    root = os.path.realpath(WEB_ROOT)
+    """A file of the served frontend; anything else is a JSON 404 like every other unknown route."""
+    root = os.path.realpath(request.app[FRONT_END])
     full = os.path.realpath(os.path.join(root, request.match_info["path"]))
     if not full.startswith(root + os.sep) or not os.path.isfile(full):
         raise web.HTTPNotFound(text=f"{request.path}: not found")
@@ -247,7 +278,7 @@ async def web_file(request: web.Request) -> web.FileResponse:
 
 
 async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(os.path.join(WEB_ROOT, "index.html"))
+    return web.FileResponse(os.path.join(request.app[FRONT_END], "index.html"))
 
 
 async def index_placeholder(request: web.Request) -> web.Response:
@@ -279,6 +310,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"jobs and read files); pass --auth-token TOKEN, or --insecure-allow-remote-without-auth",
               file=sys.stderr)
         return 2
+    front_end_root(args)  # a missing frontend is said before anything loads
     app = create_app(args)
     print(f"Tessera listening on http://{args.listen}:{args.port}", flush=True)
     no_checkpoint_hint(app[STATE].services.paths)

@@ -61,9 +61,10 @@ def _preview_source(path: str) -> Optional[object]:
         for ext in IMAGE_EXTENSIONS:
             if os.path.isfile(stem + ext):
                 return stem + ext
-    if path.endswith(".safetensors") and os.path.isfile(path):
+    weights = path if path.endswith(".safetensors") else base + ".safetensors"  # the frontend asks for NAME.webp
+    if os.path.isfile(weights):
         try:
-            covers = read_safetensors_metadata(path).get("ssmd_cover_images")
+            covers = read_safetensors_metadata(weights).get("ssmd_cover_images")
             images = json.loads(covers) if covers else []
             if images:
                 return base64.b64decode(images[0])

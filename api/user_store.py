@@ -19,6 +19,7 @@ from model_management.paths import PathError, safe_join
 
 DEFAULT_USER = "default"
 SETTINGS_FILE = "comfy.settings.json"
+STANDARD_FOLDERS = ("workflows", "subgraphs")
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -32,6 +33,9 @@ class UserStore:
         self.multi_user = multi_user
         self._lock = threading.RLock()
         os.makedirs(self.root, exist_ok=True)
+        if not multi_user:  # the folders the frontend lists on start exist, so it finds them empty, not missing
+            for sub in STANDARD_FOLDERS:
+                os.makedirs(os.path.join(self.root, DEFAULT_USER, sub), exist_ok=True)
 
     # -- users -------------------------------------------------------------------------------------------------
     @property
