@@ -156,7 +156,7 @@ def measure_drag(browser, url: str, count: int, steps: int = 150) -> dict:
     page = context.new_page()
     page.goto(url + "/")
     page.wait_for_function("document.body.dataset.ready === '1'", timeout=30000)
-    page.evaluate("wf => window.tessera.loadWorkflow(wf)", big_workflow(count))
+    page.evaluate("wf => { window.tessera.loadWorkflow(wf); window.tessera.view.fitView(); }", big_workflow(count))
     page.wait_for_function(f"document.querySelectorAll('#graph-canvas .node').length === {count}", timeout=30000)
     links = page.locator("path.link").count()
     title = page.locator('#graph-canvas .node[data-id="2"] .node-title')

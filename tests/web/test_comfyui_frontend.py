@@ -1,7 +1,8 @@
 """ComfyUI's official frontend (the comfyui-frontend-package) served by Tessera (`--front-end comfyui`), driven in
 Chromium: it boots without a failed request to our server, a pack's JS written for it takes effect, settings and
 workflows saved through it survive a reload, the Model Library lists our checkpoints, and a txt2img run shows its
-image while the Job Queue reads our /api/jobs without a validation error. Screenshots go to tests/web/artifacts/."""
+image while the Job Queue reads our /api/jobs without a validation error. Screenshots go to tests/web/artifacts/.
+The browser is the session's (tests/web/conftest.py); the frontend package comes with the test extra."""
 import json
 import os
 import shutil
@@ -10,10 +11,8 @@ import time
 import pytest
 
 from tests.server_harness import ServerProcess
-from tests.web.helpers import ARTIFACTS, launch_chromium
+from tests.web.helpers import ARTIFACTS
 
-pytest.importorskip("comfyui_frontend_package", reason="the test extra installs comfyui-frontend-package")
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Files a user may or may not have; ComfyUI answers 404 for them too when they are absent, and the frontend
@@ -38,14 +37,6 @@ def server(tmp_path_factory, tiny_models):
     srv = ServerProcess(base, ["--front-end", "comfyui"], packs=("litegraph_pack",)).start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 class Page:

@@ -19,6 +19,7 @@ import { WorkflowFiles } from "./workflow/files.js";
 import { readPngText } from "./workflow/png.js";
 
 const RANDOM_MAX = 2 ** 50; // random seeds stay exact in a JS number
+const FIRST_EXAMPLE = "txt2img";
 
 async function getJson(url) {
   const response = await fetch(url, { cache: "no-store" });
@@ -36,6 +37,8 @@ export class App {
     this.graph = new Graph(this.defs);
     this.listeners = new Map();
     this.workflowName = "workflow";
+    this.modified = false; // changed since opened or saved (see hasUnsavedChanges)
+    this.savedPath = null; // "workflows/<name>.json" under the user's data when it came from / went to the server
     this.ready = new Promise((resolve, reject) => { this._ready = resolve; this._failed = reject; });
   }
 
@@ -73,6 +76,9 @@ export class App {
           console.warn("the autosaved workflow could not be restored:", err);
           this.graph.clear();
         }
+      } else {
+        // a first visit opens the text-to-image example rather than an empty canvas
+        await this.loadExample(FIRST_EXAMPLE).catch((err) => console.warn("the first example did not open:", err));
       }
       this.history.reset();
       document.body.dataset.ready = "1";
@@ -111,8 +117,22 @@ export class App {
   /** Record a finished change: an undo step, the "graph-changed" event and an autosave. */
   commit() {
     if (!this.history) return;
-    if (this.history.record()) this.emit("graph-changed", null);
+    if (this.history.record()) {
+      this.modified = true;
+      this.emit("graph-changed", null);
+    }
     this.autosave.schedule();
+  }
+
+  /** Whether replacing the graph would lose edits: it has nodes and changed since it was opened or saved. */
+  hasUnsavedChanges() {
+    return this.modified && this.graph.nodes.size > 0;
+  }
+
+  /** Ask before an open replaces edited work; true when it may go ahead. */
+  confirmReplace(what) {
+    if (!this.hasUnsavedChanges()) return true;
+    return window.confirm(`Open ${what}? The current workflow has changes that are not saved; they will be lost.`);
   }
 
   saveViewSoon() {
@@ -190,6 +210,8 @@ export class App {
     this.view.rebuild();
     this.workflowName = "workflow";
     this.commit();
+    this.modified = false;
+    this.savedPath = null;
     this.emit("workflow-loaded", this.serializeWorkflow());
   }
 
@@ -220,6 +242,7 @@ export class App {
     }
     this.view.setDs(ui.extra?.ds);
     if (name) this.workflowName = name;
+    this.modified = false;
     this.history?.reset();
     if (commit) this.autosave.schedule();
     const missing = [...new Set([...this.graph.nodes.values()].filter((n) => !n.def).map((n) => n.type))];

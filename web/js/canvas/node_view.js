@@ -153,6 +153,8 @@ export function applyStatus(root, node, status, previewUrls) {
       img.src = url;
       img.draggable = false;
       img.loading = "lazy";
+      // scaled up to the node's width when smaller than it (256 px covers the default node width)
+      img.addEventListener("load", () => img.classList.toggle("small", img.naturalWidth < 256), { once: true });
       images.append(img);
     }
   }

@@ -6,6 +6,7 @@ import { applyMode, applyStatus, placeNode, renderNode, slotPos, typeColor } fro
 
 const SVG = "http://www.w3.org/2000/svg";
 export const MIN_SCALE = 0.1, MAX_SCALE = 4;
+export const READABLE_SCALE = 0.6; // widget text stays legible down to about this zoom
 
 export function linkPath(x1, y1, x2, y2) {
   const dx = Math.max(40, Math.abs(x2 - x1) * 0.5);
@@ -89,7 +90,7 @@ export class CanvasView {
       this.scale = Math.min(MAX_SCALE, Math.max(MIN_SCALE, ds.scale));
       this.offset = [Number(ds.offset[0]) || 0, Number(ds.offset[1]) || 0];
     } else {
-      this.fitView();
+      this.fitView(true);
       return;
     }
     this.applyTransform();
@@ -99,8 +100,9 @@ export class CanvasView {
     return { scale: this.scale, offset: [...this.offset] };
   }
 
-  /** Pan and zoom so every node is in view. */
-  fitView() {
+  /** Pan and zoom so every node is in view. `readable`: never below READABLE_SCALE -- a large workflow opened
+   * without a saved view then shows its top-left part at a size one can read, instead of all of it as specks. */
+  fitView(readable = false) {
     this.rect = this.root.getBoundingClientRect();
     const nodes = [...this.graph.nodes.values()];
     if (!nodes.length) { this.scale = 1; this.offset = [0, 0]; this.applyTransform(); return; }
@@ -112,6 +114,10 @@ export class CanvasView {
     const w = Math.max(1, this.rect.width), h = Math.max(1, this.rect.height);
     this.scale = Math.min(1, Math.max(MIN_SCALE, Math.min(w / (x1 - x0 + 80), h / (y1 - y0 + 80))));
     this.offset = [-x0 + (w / this.scale - (x1 - x0)) / 2, -y0 + (h / this.scale - (y1 - y0)) / 2];
+    if (readable && this.scale < READABLE_SCALE) {
+      this.scale = READABLE_SCALE;
+      this.offset = [-x0 + 40 / this.scale, -y0 + 40 / this.scale];
+    }
     this.applyTransform();
   }
 

@@ -2,6 +2,8 @@
 // (finished nodes / nodes to run), live previews as blob URLs on their node, and final outputs on the node and in
 // the gallery.
 
+import { Lightbox } from "./lightbox.js";
+
 const GALLERY_LIMIT = 60;
 
 export class ProgressTracker {
@@ -17,6 +19,7 @@ export class ProgressTracker {
     this.previewURLs = new Map(); // node id -> blob URL shown now (revoked when replaced)
     this.bar = document.getElementById("overall-progress");
     this.gallery = this.buildGallery();
+    this.lightbox = new Lightbox();
     this.listen();
   }
 
@@ -192,6 +195,12 @@ export class ProgressTracker {
       img.alt = `output of node ${node}`;
       img.loading = "lazy";
       link.append(img);
+      link.addEventListener("click", (e) => {
+        if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey) return; // the browser's own: a new tab
+        e.preventDefault();
+        const links = [...this.galleryGrid.querySelectorAll("a")];
+        this.lightbox.open(links, links.indexOf(link));
+      });
       this.galleryGrid.prepend(link);
     }
     while (this.galleryGrid.children.length > GALLERY_LIMIT) this.galleryGrid.lastChild.remove();

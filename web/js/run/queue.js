@@ -180,7 +180,9 @@ export class QueueControls {
     }
     if (workflow) {
       children.push(el("button", { className: "small load", textContent: "Load", title: "Load this job's workflow",
-                                   onclick: () => this.app.loadWorkflow(workflow) }));
+                                   onclick: () => {
+                                     if (this.app.confirmReplace("this job's workflow")) this.app.loadWorkflow(workflow);
+                                   } }));
     }
     children.push(el("button", {
       className: "small delete", textContent: "Delete", title: "Delete from history",
