@@ -173,3 +173,32 @@ def test_txt2img_runs_and_the_job_queue_reads_our_jobs(browser, server):
     assert problems == [], problems
     assert page.unexpected_errors() == [], page.unexpected_errors()
     page.page.close()
+
+
+def test_it_works_behind_the_sign_in(browser, tmp_path_factory, tiny_models):
+    """With --auth-token, the official frontend runs after /login turned the token into the session cookie: its
+    HTTP requests and its websocket are accepted, and the token itself is in no cookie."""
+    token = "fe-tok-51c2a9"
+    base = tmp_path_factory.mktemp("comfyui_frontend_auth")
+    user = base / "user" / "default"
+    user.mkdir(parents=True)
+    (user / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+    guarded = ServerProcess(base, ["--front-end", "comfyui", f"--auth-token={token}"], packs=(),
+                            probe_query=f"?token={token}").start()
+    try:
+        page = Page(browser, guarded)
+        page.page.goto(guarded.url + "/")
+        page.page.wait_for_selector('input[name="token"]')
+        page.page.fill('input[name="token"]', token)
+        page.page.click('button[type="submit"]')
+        page.page.wait_for_selector("#graph-canvas", timeout=60000)
+        page.page.wait_for_function("() => window.app && window.app.extensionManager && "
+                                    "window.comfyAPI.api.api.socket && window.comfyAPI.api.api.socket.readyState === 1",
+                                    timeout=60000)
+        page.page.wait_for_timeout(2000)
+        assert page.unexpected_errors() == [], page.unexpected_errors()
+        assert not [c for c in page.page.context.cookies() if token in c["value"]]
+        page.shot("signed_in")
+        page.page.close()
+    finally:
+        guarded.stop()
