@@ -82,6 +82,37 @@ def test_internal_routes(server):
 def test_templates_and_favicon(server):
     status, data, headers = server.request("GET", "/favicon.ico")
     assert status == 200 and b"<svg" in data
-    # the templates packages are not installed in the test environment: a clear 404, never a 500
+    # the test extra installs the templates' JSON package (index and workflows, not the thumbnails)
     status, data, _ = server.request("GET", "/templates/index.json")
-    assert status == 404
+    assert status == 200 and isinstance(json.loads(data), list)
+    assert server.request("GET", "/templates/index_logo.json")[0] == 200
+    assert server.request("GET", "/templates/no_such_template.webp")[0] == 404
+    assert server.request("GET", "/templates/..%2F..%2Fsecret")[0] in (403, 404)
+
+
+def test_log_subscribers_get_new_lines_on_the_websocket(server):
+    import asyncio
+    import aiohttp
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId=log-watcher") as ws:
+                await ws.receive()  # the status greeting
+                async with session.patch(f"{server.url}/internal/logs/subscribe",
+                                         json={"clientId": "log-watcher", "enabled": True}) as r:
+                    assert r.status == 200
+                prompt = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 3}},
+                          "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+                async with session.post(f"{server.url}/prompt", json={"prompt": prompt}) as r:
+                    prompt_id = (await r.json())["prompt_id"]
+                deadline = asyncio.get_running_loop().time() + 15
+                while asyncio.get_running_loop().time() < deadline:
+                    msg = await ws.receive(timeout=15)
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        data = json.loads(msg.data)
+                        if data["type"] == "logs" and any(prompt_id in e["m"] for e in data["data"]["entries"]):
+                            assert data["data"]["size"]["cols"] > 0
+                            return True
+                return False
+
+    assert asyncio.run(scenario())

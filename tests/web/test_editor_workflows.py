@@ -108,3 +108,18 @@ def test_results_open_in_a_lightbox_and_small_ones_fill_their_node(page):
     page.keyboard.press("Escape")
     lightbox.wait_for(state="hidden", timeout=5000)
     assert not serious_problems(page), page.problems
+
+
+def test_number_widgets_change_by_dragging_their_label(page):
+    page.evaluate("() => window.tessera.loadExample('txt2img')")
+    ks = page.evaluate("() => [...window.tessera.graph.nodes.values()].find(n => n.type === 'KSampler').id")
+    set_widget(page, ks, "steps", 20)
+    label = node_locator(page, ks).locator('.widget[data-name="steps"] .widget-label')
+    box = label.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 61, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    steps = "(id) => window.tessera.graph.nodes.get(id).widgets.find(w => w.name === 'steps').value"
+    assert page.evaluate(steps, ks) == 30  # one step per 6 px
+    assert page.evaluate("() => window.tessera.hasUnsavedChanges()") is True
