@@ -6,7 +6,10 @@ read in the page with performance.now(); and the same after a reload (the browse
 requests our server answered with an error.
 Target: <= 2 s.
 
-    python bench/comfyui_frontend.py [--runs 5] [--json]
+    python bench/comfyui_frontend.py [--runs 5] [--json] [--url URL]
+
+--url measures a server that is already running instead (e.g. ComfyUI itself serving the same package, for
+comparison); its user should have the same settings (Comfy.TutorialCompleted).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def main(argv: list) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--url", default=None, help="measure this running server instead of starting ours")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -40,7 +44,8 @@ def main(argv: list) -> int:
     os.makedirs(os.path.join(base, "user", "default"), exist_ok=True)
     with open(os.path.join(base, "user", "default", "comfy.settings.json"), "w", encoding="utf-8") as f:
         json.dump({"Comfy.TutorialCompleted": True}, f)
-    server = ServerProcess(base, ["--front-end", "comfyui"], packs=()).start()
+    server = None if args.url else ServerProcess(base, ["--front-end", "comfyui"], packs=()).start()
+    url = args.url.rstrip("/") if args.url else server.url
     times, warm, errors = [], [], []
     try:
         with sync_playwright() as playwright:
@@ -50,8 +55,8 @@ def main(argv: list) -> int:
                 page = context.new_page()
                 bad = []
                 page.on("response", lambda r: bad.append(r.url) if r.status >= 400 and r.url.startswith(
-                    server.url) and not r.url.endswith(("user.css", "comfy.templates.json")) else None)
-                page.goto(server.url + "/")
+                    url) and not r.url.endswith(("user.css", "comfy.templates.json")) else None)
+                page.goto(url + "/")
                 page.wait_for_function(READY, timeout=60000, polling=10)
                 times.append(page.evaluate("() => performance.now()") / 1000.0)
                 errors.append(len(bad))
@@ -61,7 +66,8 @@ def main(argv: list) -> int:
                 context.close()
             browser.close()
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
     times, warm, errors = times[1:], warm[1:], errors[1:]
     result = {"runs": args.runs, "load_to_interactive_s_median": round(statistics.median(times), 3),
               "load_to_interactive_s_max": round(max(times), 3),
