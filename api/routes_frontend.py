@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from aiohttp import web
 
@@ -87,18 +87,24 @@ async def get_workflow_templates(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
-async def get_workflow_template_file(request: web.Request) -> web.StreamResponse:
-    pack, name = request.match_info["pack"], request.match_info["filename"]
-    for pack_name, folder in _example_dirs(request):
-        if pack_name != pack:
-            continue
+def _file_in(folders: List[str], name: str) -> Optional[web.FileResponse]:
+    """The first folder's file of that name (403 for a name that would leave its folder), or None."""
+    for folder in folders:
         try:
             path = safe_join(folder, *name.split("/"))
         except PathError:
             raise web.HTTPForbidden(text="invalid path") from None
         if os.path.isfile(path):
             return web.FileResponse(path)
-    raise web.HTTPNotFound()
+    return None
+
+
+async def get_workflow_template_file(request: web.Request) -> web.StreamResponse:
+    pack, name = request.match_info["pack"], request.match_info["filename"]
+    found = _file_in([folder for pack_name, folder in _example_dirs(request) if pack_name == pack], name)
+    if found is None:
+        raise web.HTTPNotFound()
+    return found
 
 
 def _blueprints(request: web.Request) -> Dict[str, Dict[str, Any]]:
@@ -153,14 +159,9 @@ def template_folders() -> List[str]:
 
 
 async def get_template(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["filename"]
-    for folder in request.app.get(TEMPLATE_FOLDERS) or ():
-        try:
-            path = safe_join(folder, *name.split("/"))
-        except PathError:
-            raise web.HTTPForbidden(text="invalid path") from None
-        if os.path.isfile(path):
-            return web.FileResponse(path)
+    found = _file_in(request.app.get(TEMPLATE_FOLDERS) or [], request.match_info["filename"])
+    if found is not None:
+        return found
     raise web.HTTPNotFound(text="workflow templates are not installed (pip install comfyui-workflow-templates)"
                            if not request.app.get(TEMPLATE_FOLDERS) else "no such template file")
 
