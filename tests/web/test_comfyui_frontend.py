@@ -97,8 +97,11 @@ def test_boots_without_failed_requests_and_a_packs_js_takes_effect(browser, serv
     assert page.failed == [], page.failed
     pack = page.page.evaluate("() => window.__litegraphPack")
     assert pack["setup"] and pack["liteGraph"] and pack["canvasClass"] and "KSampler" in pack["seen"]
-    title = page.page.evaluate("() => LiteGraph.createNode('KSampler').title")
-    assert title == "KSampler (patched by a pack)"  # its onNodeCreated hook runs on nodes of our catalogue
+    made = page.page.evaluate("""() => { const n = LiteGraph.createNode('KSampler');
+        return {title: n.title, note: (n.widgets.find(w => w.name === 'pack_note') || {}).value}; }""")
+    # its onNodeCreated hook runs on nodes of our catalogue, and adds a widget made with ComfyWidgets
+    assert made == {"title": "KSampler (patched by a pack)", "note": "from the pack"}
+    assert pack["statuses"] >= 1  # our websocket's status event reached its api.addEventListener
     page.page.close()
 
 
@@ -161,6 +164,7 @@ def test_txt2img_runs_and_the_job_queue_reads_our_jobs(browser, server):
         "() => window.app.nodeOutputs && window.app.nodeOutputs['9'] && window.app.nodeOutputs['9'].images",
         timeout=120000)
     image = page.page.evaluate("() => window.app.nodeOutputs['9'].images[0]")
+    assert "9" in page.page.evaluate("() => window.__litegraphPack.executed")  # the pack heard "executed"
     assert os.path.isfile(os.path.join(server.base_dir, "output", image["subfolder"], image["filename"]))
     deadline = time.time() + 120
     while time.time() < deadline and server.json("GET", "/api/jobs?status=in_progress,pending")[1]["jobs"]:
