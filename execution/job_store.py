@@ -22,8 +22,10 @@ FINISHED = (SUCCESS, ERROR, INTERRUPTED)
 # /api/jobs names for our statuses (ComfyUI's jobs contract: an interrupted job is "cancelled")
 JOB_STATUS_NAMES = {PENDING: "pending", RUNNING: "in_progress", SUCCESS: "completed", ERROR: "failed",
                     INTERRUPTED: "cancelled"}
+# the two fields of extra_data a job summary needs, read by SQLite (the list never parses whole workflows)
 _SUMMARY_COLUMNS = ("prompt_id, number, status, created_at, started_at, finished_at, outputs, messages, "
-                    "outputs_to_execute, client_id, extra_data")
+                    "outputs_to_execute, client_id, json_extract(extra_data, '$.extra_pnginfo.workflow.id'), "
+                    "json_extract(extra_data, '$.create_time')")
 RESTART_REASON = "The server stopped while this job was running (it was restarted or killed)."
 
 _SCHEMA = """
@@ -271,12 +273,12 @@ class JobStore:
 
     def job(self, prompt_id: str) -> Optional[dict]:
         with self._lock:
-            row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS}, prompt FROM jobs WHERE prompt_id=?",
+            row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS}, prompt, extra_data FROM jobs WHERE prompt_id=?",
                                    (prompt_id,)).fetchone()
         if row is None:
             return None
-        summary = self._job_summary(row[:-1])
-        prompt, extra_data, messages = json.loads(row[-1]), json.loads(row[10]), json.loads(row[7] or "[]")
+        summary = self._job_summary(row[:-2])
+        prompt, extra_data, messages = json.loads(row[-2]), json.loads(row[-1]), json.loads(row[7] or "[]")
         summary.update(prompt=prompt, extra_data=extra_data, messages=messages,
                        workflow={"prompt": prompt, "extra_data": extra_data},
                        execution_errors=[m[1] for m in messages if m and m[0] == "execution_node_error"])
@@ -288,14 +290,16 @@ class JobStore:
     @staticmethod
     def _job_summary(row: tuple) -> dict:
         """The /api/jobs object (execution/job_summary.py) plus Tessera's own fields."""
-        prompt_id, number, status, created, started, finished, outputs, messages, outs, client_id, extra = row
+        (prompt_id, number, status, created, started, finished, outputs, messages, outs, client_id, workflow_id,
+         create_time) = row
         number = int(number) if float(number).is_integer() else number
         outputs_dict = json.loads(outputs or "{}")
         job = job_object(prompt_id=prompt_id, status=JOB_STATUS_NAMES.get(status, status), number=number,
                          created_ms=int(created * 1000), started_ms=int(started * 1000) if started else None,
                          finished_ms=int(finished * 1000) if finished else None, outputs=outputs_dict,
-                         messages=json.loads(messages or "[]"), extra_data=json.loads(extra or "{}"),
-                         finished=status in FINISHED)
+                         messages=json.loads(messages or "[]"), finished=status in FINISHED,
+                         workflow_id=workflow_id if isinstance(workflow_id, str) else None,
+                         create_time=int(create_time) if isinstance(create_time, (int, float)) else None)
         job.update(number=number, created_at=int(created * 1000), outputs=outputs_dict,
                    outputs_to_execute=json.loads(outs), client_id=client_id)
         return job

@@ -107,12 +107,11 @@ def _pruned(job: dict) -> dict:
 
 
 def job_object(*, prompt_id: str, status: str, number: Any, created_ms: int, started_ms: Optional[int],
-               finished_ms: Optional[int], outputs: dict, messages: List[Any], extra_data: dict,
-               finished: bool) -> dict:
-    """The contract's job object (see the module docstring); `status` is already a contract status name."""
-    workflow = ((extra_data or {}).get("extra_pnginfo") or {}).get("workflow")
-    workflow_id = workflow.get("id") if isinstance(workflow, dict) else None
-    create_time = (extra_data or {}).get("create_time", created_ms)
+               finished_ms: Optional[int], outputs: dict, messages: List[Any], workflow_id: Optional[str] = None,
+               create_time: Optional[int] = None, finished: bool) -> dict:
+    """The contract's job object (see the module docstring); `status` is already a contract status name;
+    `create_time` is the client's (extra_data.create_time) when it sent one, else the queue time."""
+    create_time = created_ms if create_time is None else create_time
     if not finished:
         return _pruned({"id": prompt_id, "status": status, "priority": number, "create_time": create_time,
                         "outputs_count": 0, "previewable_outputs_count": 0, "workflow_id": workflow_id})

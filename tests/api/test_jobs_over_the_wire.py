@@ -431,3 +431,15 @@ def test_jobs_contract_for_running_pending_finished_failed_and_cancelled(server)
     status, one = server.json("GET", f"/api/jobs/{pending_id}")
     assert one["execution_status"]["status_str"] == "success" and one["workflow"]["prompt"]["1"]
     assert server.json("GET", "/api/jobs?sort_by=execution_duration&status=completed")[0] == 200
+
+
+def test_jobs_carry_the_clients_workflow_id_and_create_time(server):
+    extra = {"extra_pnginfo": {"workflow": {"id": "wf-7f2", "nodes": []}}, "create_time": 1234567}
+    status, body = server.json("POST", "/prompt", {"prompt": slow_prompt(1, 0.0), "extra_data": extra})
+    assert status == 200
+    server.wait_history(body["prompt_id"])
+    _, listed = server.json("GET", "/api/jobs?status=completed&limit=200")
+    job = next(j for j in listed["jobs"] if j["id"] == body["prompt_id"])
+    assert job["workflow_id"] == "wf-7f2" and job["create_time"] == 1234567
+    _, one = server.json("GET", f"/api/jobs/{body['prompt_id']}")
+    assert one["workflow_id"] == "wf-7f2" and one["extra_data"]["create_time"] == 1234567

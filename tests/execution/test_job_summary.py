@@ -23,22 +23,21 @@ def test_counts_and_the_preview_priority():
 
 
 def test_job_objects_for_each_status():
-    extra = {"extra_pnginfo": {"workflow": {"id": "wf-1", "nodes": []}}}
     pending = job_object(prompt_id="a", status="pending", number=3, created_ms=1000, started_ms=None,
-                         finished_ms=None, outputs={}, messages=[], extra_data=extra, finished=False)
+                         finished_ms=None, outputs={}, messages=[], workflow_id="wf-1", finished=False)
     assert pending == {"id": "a", "status": "pending", "priority": 3, "create_time": 1000, "outputs_count": 0,
                        "previewable_outputs_count": 0, "workflow_id": "wf-1"}
     messages = [["execution_start", {"prompt_id": "b", "timestamp": 1500}],
                 ["execution_error", {"prompt_id": "b", "node_id": "2", "exception_message": "boom",
                                      "timestamp": 1900}]]
     failed = job_object(prompt_id="b", status="failed", number=4, created_ms=1000, started_ms=1400,
-                        finished_ms=2000, outputs={}, messages=messages, extra_data={}, finished=True)
+                        finished_ms=2000, outputs={}, messages=messages, finished=True)
     assert failed["execution_start_time"] == 1500 and failed["execution_end_time"] == 1900  # the events' times
     assert failed["execution_error"]["exception_message"] == "boom" and failed["has_errors"] is True
     assert failed["execution_error_count"] == 1 and "completion_status" not in failed and "workflow_id" not in failed
     done = job_object(prompt_id="c", status="completed", number=5, created_ms=1000, started_ms=1100,
                       finished_ms=1200, outputs={"1": {"images": [{"filename": "a.png", "type": "output"}]}},
-                      messages=[], extra_data={"create_time": 999}, finished=True)
+                      messages=[], create_time=999, finished=True)
     assert done["completion_status"] == "success" and done["has_errors"] is False
     assert done["execution_start_time"] == 1100 and done["create_time"] == 999  # the client's create_time wins
     assert done["outputs_count"] == 1 and done["preview_output"]["nodeId"] == "1"
