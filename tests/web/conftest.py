@@ -25,8 +25,10 @@ def web_server(tmp_path_factory, tiny_models):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    # package scope: Playwright's sync API keeps an event loop running while it is open, so it must close when the
+    # browser tests end, before later tests (in any order pytest is given them) call asyncio.run
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
         chromium = launch_chromium(playwright)
