@@ -6,7 +6,11 @@ plus custom node packs), the durable queue, the worker thread, the websocket hub
 """
 from __future__ import annotations
 
-import argparse
+from model_management.host_allocator import configure_host_allocator
+
+HOST_ALLOCATOR = configure_host_allocator()  # before torch is imported (it reads THP_MEM_ALLOC_ENABLE once)
+
+import argparse  # noqa: E402
 import gc
 import ipaddress
 import logging
@@ -65,6 +69,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help="let a model use at most half the GPU's memory; stream the rest of its weights")
     vram.add_argument("--novram", dest="vram_mode", action="store_const", const="novram",
                       help="stream every layer's weights to the GPU as it runs")
+    add_precision_flags(p)
     p.add_argument("--reserve-vram", type=float, metavar="GB", help="GPU memory to leave for other programs")
     p.add_argument("--simulate-vram", type=float, metavar="GB",
                    help="testing: pretend the CPU is a GPU with this much memory (weights are really copied, "
@@ -111,6 +116,26 @@ def cache_from(args: argparse.Namespace):
     return make_cache("classic")
 
 
+def add_precision_flags(p: argparse.ArgumentParser) -> None:
+    """ComfyUI's precision flags (model_management/precision_policy.py has the default they override)."""
+    whole = p.add_mutually_exclusive_group()
+    whole.add_argument("--force-fp32", action="store_true",
+                       help="compute every model part in fp32 (the images of full precision, bit for bit)")
+    whole.add_argument("--force-fp16", action="store_true", help="compute every model part in fp16")
+    for kind, what in (("unet", "the diffusion model (and ControlNets)"), ("vae", "the VAE"),
+                       ("text-enc", "the text encoders")):
+        group = p.add_mutually_exclusive_group()
+        for name in ("fp32", "bf16", "fp16"):
+            group.add_argument(f"--{name}-{kind}", action="store_true", help=f"store and run {what} in {name}")
+
+
+def precision_flag_values(args: argparse.Namespace) -> dict:
+    """The precision flags as comfy.cli_args names them (force_fp32, bf16_unet, fp32_text_enc, ...)."""
+    names = ["force_fp32", "force_fp16"] + [f"{d}_{k}" for k in ("unet", "vae", "text_enc")
+                                             for d in ("fp32", "bf16", "fp16")]
+    return {name: bool(getattr(args, name, False)) for name in names}
+
+
 def services_from(args: argparse.Namespace) -> Services:
     paths = Paths(args.base_directory, args.output_directory, args.input_directory, args.temp_directory,
                   args.user_directory)
@@ -120,9 +145,12 @@ def services_from(args: argparse.Namespace) -> Services:
     from model_management.devices import device_from_flags
     from model_management.residency import ModelResidency, default_ram_budget
     budget = int(args.ram_budget * (1 << 30)) if args.ram_budget is not None else default_ram_budget()
-    compute = device_from_flags(args.cpu, args.vram_mode, args.reserve_vram, args.simulate_vram)
+    from model_management.precision_policy import PrecisionFlags
+    compute = device_from_flags(args.cpu, args.vram_mode, args.reserve_vram, args.simulate_vram,
+                                PrecisionFlags.from_args(args))
+    log.info("precision: %s", compute.precision.summary())
     return Services(paths, settings={"cpu": args.cpu, "preview_method": args.preview_method,
-                                     "vram_mode": compute.mode.value},
+                                     "vram_mode": compute.mode.value, "precision": precision_flag_values(args)},
                     models=ModelResidency(budget, DeviceLoader(compute), keep_alive=args.keep_alive))
 
 
@@ -300,6 +328,7 @@ def no_checkpoint_hint(paths) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    log.debug("host allocator: %s", HOST_ALLOCATOR)
     sys.modules.setdefault("server", sys.modules[__name__])  # packs `import server` for PromptServer
     if args.run:
         from execution.cli_runner import run_workflow_file

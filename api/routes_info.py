@@ -48,6 +48,7 @@ def _devices(services) -> list:
     import torch
     loader = getattr(getattr(services, "models", None), "devices", None)
     compute = getattr(loader, "compute", None)
+    precision = compute.precision.describe() if compute is not None else None
     if compute is not None and compute.active:
         device = compute.device
         total, free = compute.total_bytes(), compute.raw_free_bytes(loader.held_bytes())
@@ -58,7 +59,7 @@ def _devices(services) -> list:
         return [{"name": compute.name, "type": device.type, "index": device.index, "vram_total": total,
                  "vram_free": free, "torch_vram_total": torch_total, "torch_vram_free": torch_free,
                  "vram_mode": compute.mode.value, "reserve_vram": compute.reserve_bytes,
-                 "loaded_weights": loader.held_bytes()}]
+                 "loaded_weights": loader.held_bytes(), "precision": precision}]
     devices = []
     if torch.cuda.is_available() and not (compute is not None and compute.device.type == "cpu"):
         for index in range(torch.cuda.device_count()):
@@ -69,7 +70,7 @@ def _devices(services) -> list:
     else:
         total, free = _memory()
         devices.append({"name": "cpu", "type": "cpu", "index": None, "vram_total": total, "vram_free": free,
-                        "torch_vram_total": total, "torch_vram_free": free})
+                        "torch_vram_total": total, "torch_vram_free": free, "precision": precision})
     return devices
 
 

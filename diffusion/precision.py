@@ -15,3 +15,12 @@ def compute_dtype(device: torch.device, for_vae: bool = False) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     return torch.float16
+
+
+def weights_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype a network's floating weights are stored in (fp32 when it has none). On a CPU a network computes
+    in the dtype it was loaded in: the precision policy chose it when the file was read."""
+    for tensor in module.parameters():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32

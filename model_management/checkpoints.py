@@ -15,8 +15,9 @@ import torch
 
 from model_management import detection
 from model_management.detection import ModelFamily, UnsupportedModelError
-from model_management.file_loading import ModelFileError, load_state_dict, split_prefix
+from model_management.file_loading import SKIP, ModelFileError, convert_state, load_state_dict, split_prefix
 from model_management.model_objects import DiffusionModel, TextEncoderModel, VAEModel
+from model_management.precision_policy import PrecisionPolicy
 
 
 @dataclass
@@ -50,14 +51,31 @@ def _load_strict(module: torch.nn.Module, state: Dict[str, torch.Tensor], what: 
 
 
 def to_compute(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Weights are stored as the file has them (fp16/bf16/fp32); convert floating ones to the compute dtype."""
+    """Convert floating weights not yet in the compute dtype (the loaders convert while reading; this catches
+    tensors a network derived itself), one tensor at a time."""
     for tensor in list(module.parameters()) + list(module.buffers()):
         if tensor.is_floating_point() and tensor.dtype != dtype:
             tensor.data = tensor.data.to(dtype)
     return module
 
 
-def build_unet(state: Dict[str, torch.Tensor], path: str) -> torch.nn.Module:
+def part_dtypes(precision: PrecisionPolicy, text_prefixes=()):
+    """`dtype_for(key, stored)` for a single-file checkpoint: each tensor straight into its part's dtype; EMA
+    copies (a second UNet in some files) are not read at all."""
+    unet, vae, text = precision.unet, precision.vae, precision.text_encoder
+
+    def dtype_for(key: str, stored: torch.dtype):
+        if key.startswith("model_ema."):
+            return SKIP
+        if key.startswith(detection.UNET_PREFIX):
+            return unet
+        if key.startswith(detection.VAE_PREFIX):
+            return vae
+        return text  # the text encoders (their prefixes depend on the family) and small schedule buffers
+    return dtype_for
+
+
+def build_unet(state: Dict[str, torch.Tensor], path: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     from diffusion.unet.config import detect_unet_config
     from diffusion.unet.model import UNetModel
     try:
@@ -66,12 +84,13 @@ def build_unet(state: Dict[str, torch.Tensor], path: str) -> torch.nn.Module:
         raise ModelFileError(f"{os.path.basename(path)}: {exc}")
     with torch.device("meta"):
         unet = UNetModel(config)
+    convert_state(state, lambda key, stored: dtype)
     _load_strict(unet, state, "UNet", path)
-    state.clear()  # the module holds the tensors now: each stored-dtype copy is freed as it is converted
-    return to_compute(unet, torch.float32).eval().requires_grad_(False)
+    state.clear()  # the module holds the tensors now
+    return to_compute(unet, dtype).eval().requires_grad_(False)
 
 
-def build_vae(state: Dict[str, torch.Tensor], path: str) -> torch.nn.Module:
+def build_vae(state: Dict[str, torch.Tensor], path: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     from diffusion.vae.config import detect_vae_config
     from diffusion.vae.model import AutoencoderKL
     try:
@@ -81,9 +100,10 @@ def build_vae(state: Dict[str, torch.Tensor], path: str) -> torch.nn.Module:
     with torch.device("meta"):
         vae = AutoencoderKL(config)
     state = vae.adapt_state_dict(state) if hasattr(vae, "adapt_state_dict") else state
+    convert_state(state, lambda key, stored: dtype)
     _load_strict(vae, state, "VAE", path)
     state.clear()
-    return to_compute(vae, torch.float32).eval().requires_grad_(False)
+    return to_compute(vae, dtype).eval().requires_grad_(False)
 
 
 def embedding_library(find) -> object:
@@ -95,11 +115,11 @@ def embedding_library(find) -> object:
 
 
 def build_text_encoders(family: str, state: Dict[str, torch.Tensor], path: str,
-                        embeddings=None) -> TextEncoderModel:
+                        embeddings=None, dtype: torch.dtype = torch.float32) -> TextEncoderModel:
     """The text encoder(s) of a checkpoint, from the family's fixed prefixes."""
     from diffusion.text import ClipTextStack
     try:
-        stack = ClipTextStack.from_checkpoint(state, family, dtype=torch.float32,
+        stack = ClipTextStack.from_checkpoint(state, family, dtype=dtype,
                                               embeddings=embedding_library(embeddings))
     except ValueError as exc:
         raise ModelFileError(f"{os.path.basename(path)}: {exc}")
@@ -118,13 +138,18 @@ def _ignored(key: str) -> bool:
 
 
 def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, want_vae: bool = True,
-                    prediction: Optional[str] = None, embeddings=None) -> LoadedCheckpoint:
-    """MODEL, CLIP and VAE from one checkpoint file. `prediction` ("eps"/"v") overrides detection."""
+                    prediction: Optional[str] = None, embeddings=None,
+                    precision: Optional[PrecisionPolicy] = None) -> LoadedCheckpoint:
+    """MODEL, CLIP and VAE from one checkpoint file. `prediction` ("eps"/"v") overrides detection. `precision`:
+    the dtype of each part (default fp32 throughout); tensors are converted as they are read."""
+    precision = precision or PrecisionPolicy.full()
+    dtype_for = part_dtypes(precision)
     if os.path.isdir(path):
         from model_management.diffusers_folder import load_diffusers_folder
         state, metadata = load_diffusers_folder(path)
+        convert_state(state, dtype_for)
     else:
-        state, metadata = load_state_dict(path, with_metadata=True)
+        state, metadata = load_state_dict(path, with_metadata=True, dtype_for=dtype_for)
     name = os.path.basename(path.rstrip("/"))
     try:
         family = detection.detect_checkpoint(state, metadata, name)
@@ -137,33 +162,34 @@ def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, 
     leftovers = [k for k in state if not k.startswith(tuple(consumed_prefixes)) and not _ignored(k)]
     model = clip = vae = None
     if want_model:
-        model = DiffusionModel(build_unet(pop_prefix(state, detection.UNET_PREFIX), path), family, path)
+        model = DiffusionModel(build_unet(pop_prefix(state, detection.UNET_PREFIX), path, precision.unet), family,
+                               path)
     if want_vae:
         vae_state = pop_prefix(state, detection.VAE_PREFIX)
         if not vae_state:
             raise ModelFileError(f"{name}: the checkpoint has no VAE weights (first_stage_model.*); "
                                  f"load a VAE separately with Load VAE")
-        vae = VAEModel(build_vae(vae_state, path), path)
+        vae = VAEModel(build_vae(vae_state, path, precision.vae), path)
     if want_clip:
         if not family.text_prefixes:
             raise ModelFileError(f"{name}: the checkpoint has no text encoder; load one with Load CLIP")
-        clip = build_text_encoders(family.name, state, path, embeddings)
+        clip = build_text_encoders(family.name, state, path, embeddings, precision.text_encoder)
     return LoadedCheckpoint(model, clip, vae, family, leftovers)
 
 
-def load_vae_file(path: str) -> VAEModel:
-    state = load_state_dict(path)
+def load_vae_file(path: str, dtype: torch.dtype = torch.float32) -> VAEModel:
+    state = load_state_dict(path, dtype_for=lambda key, stored: dtype)
     if detection.has_prefix(state, detection.VAE_PREFIX):
         state = split_prefix(state, detection.VAE_PREFIX)
     if "decoder.conv_in.weight" not in state:
         raise ModelFileError(f"{os.path.basename(path)}: not a VAE; it looks like {detection.describe_other(state)}")
-    return VAEModel(build_vae(state, path), path)
+    return VAEModel(build_vae(state, path, dtype), path)
 
 
-def load_unet_file(path: str) -> DiffusionModel:
-    state, metadata = load_state_dict(path, with_metadata=True)
+def load_unet_file(path: str, dtype: torch.dtype = torch.float32) -> DiffusionModel:
+    state, metadata = load_state_dict(path, with_metadata=True, dtype_for=lambda key, stored: dtype)
     try:
         family, unet_state = detection.detect_unet_only(state, metadata, os.path.basename(path))
     except UnsupportedModelError as exc:
         raise ModelFileError(str(exc))
-    return DiffusionModel(build_unet(unet_state, path), family, path)
+    return DiffusionModel(build_unet(unet_state, path, dtype), family, path)

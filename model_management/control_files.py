@@ -162,9 +162,11 @@ def control_model_from_state_dict(sd: Mapping[str, torch.Tensor], source: str = 
                      f"it looks like {describe_other(dict(sd))}")
 
 
-def load_control_model(path: str, model: Any = None) -> Any:
-    """A control model from a file: safetensors by memory map, pickles only as plain tensors (weights_only)."""
-    return control_model_from_state_dict(load_state_dict(path), source=path, model=model)
+def load_control_model(path: str, model: Any = None, dtype: Optional[torch.dtype] = None) -> Any:
+    """A control model from a file (pickles only as plain tensors, weights_only); `dtype`: what its weights are
+    converted to while reading (None: as stored)."""
+    dtype_for = None if dtype is None else (lambda key, stored: dtype)
+    return control_model_from_state_dict(load_state_dict(path, dtype_for=dtype_for), source=path, model=model)
 
 
 def load_resident_control_model(models: Any, path: str, model: Any = None, options: tuple = ()) -> Any:
@@ -175,11 +177,13 @@ def load_resident_control_model(models: Any, path: str, model: Any = None, optio
     of one file (a diff ControlNet's base MODEL)."""
     import copy
 
+    dtype = models.precision.controlnet
+
     def build() -> dict:
-        control = load_control_model(path, model=model)
+        control = load_control_model(path, model=model, dtype=dtype)
         return {"module": control._network, "control": control}
 
-    handle = models.load_module("controlnet", path, build, options)
+    handle = models.load_module("controlnet", path, build, tuple(options) + (dtype,))
     control = copy.copy(handle.sibling("control").get())  # the metadata; the weights go behind the handle
     control._network = handle
     return control

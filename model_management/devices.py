@@ -9,12 +9,13 @@ so all of that runs (and is tested) on machines without one.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
 from model_management import host_memory
+from model_management.precision_policy import PrecisionFlags, PrecisionPolicy, choose_policy
 
 GIB = 1 << 30
 
@@ -56,6 +57,7 @@ class ComputeDevice:
     reserve_bytes: int = 0  # never used for weights (--reserve-vram)
     simulated_bytes: Optional[int] = None  # the CPU pretends to have this much VRAM
     inference_bytes: int = 0  # room kept free for activations when weights are placed
+    precision: PrecisionPolicy = field(default_factory=PrecisionPolicy.full)  # dtype per model part
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -127,15 +129,20 @@ class ComputeDevice:
 
 
 def device_from_flags(cpu: bool = False, mode: Optional[str] = None, reserve_vram_gb: Optional[float] = None,
-                      simulate_vram_gb: Optional[float] = None) -> ComputeDevice:
-    """The server's device from its command-line flags (`mode`: one of the VRAMMode values, None = normal)."""
+                      simulate_vram_gb: Optional[float] = None,
+                      precision: Optional[PrecisionFlags] = None) -> ComputeDevice:
+    """The server's device from its command-line flags (`mode`: one of the VRAMMode values, None = normal), with
+    the precision policy for it (model_management.precision_policy)."""
     reserve = int((reserve_vram_gb or 0) * GIB)
     vram_mode = VRAMMode(mode) if mode else VRAMMode.NORMAL
-    if simulate_vram_gb is not None:
-        return ComputeDevice.simulated(int(simulate_vram_gb * GIB), vram_mode, reserve)
+    if simulate_vram_gb is not None:  # computes on the CPU: the CPU's policy
+        simulated = ComputeDevice.simulated(int(simulate_vram_gb * GIB), vram_mode, reserve)
+        simulated.precision = choose_policy(simulated.device, precision)
+        return simulated
     device = pick_device(force_cpu=cpu or vram_mode is VRAMMode.CPU)
+    policy = choose_policy(device, precision)
     if device.type == "cpu":
-        return ComputeDevice.cpu()
+        return ComputeDevice(device, VRAMMode.CPU, precision=policy)
     # activations of a step need room too: keep about a gigabyte (less on small cards) out of the weights' share
     inference = min(GIB, ComputeDevice(device, vram_mode, reserve).usable_bytes() // 8)
-    return ComputeDevice(device, vram_mode, reserve, None, inference)
+    return ComputeDevice(device, vram_mode, reserve, None, inference, policy)

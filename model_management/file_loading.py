@@ -1,7 +1,9 @@
 """Reading weight files safely.
 
-`.safetensors` is read by memory map (tensors are paged in as they are used, not copied up front). Pickle-based
-formats (`.ckpt`, `.pt`, `.pth`, `.bin`) go only through `torch.load(weights_only=True)`, which refuses anything but
+`.safetensors` is read tensor by tensor with plain reads (no memory map held: a mapped file's pages would count
+in the process's memory until the map is closed), each tensor converted to the dtype its model part computes in as
+soon as it is read, so the load peak stays near the final resident size (one tensor above it), never the file plus
+its converted copy. Pickle-based formats (`.ckpt`, `.pt`, `.pth`, `.bin`) go only through `torch.load(weights_only=True)`, which refuses anything but
 tensors and plain containers -- a file that tries to run code is refused, never executed. Every failure becomes a
 `ModelFileError` that names the file and says what is wrong with it.
 """
@@ -11,9 +13,18 @@ import json
 import os
 import pickle
 import struct
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
+
+# `dtype_for(key, stored dtype)`: the dtype to keep a tensor in (its own to keep it as stored), or SKIP to not read it
+DtypeFor = Callable[[str, torch.dtype], Any]
+SKIP = "skip"
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
 
 SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pt2", ".pkl")
@@ -70,8 +81,78 @@ def _check_safetensors_complete(path: str, header: dict) -> None:
                              f"re-download it")
 
 
-def load_state_dict(path: str, device: str = "cpu", with_metadata: bool = False) -> Any:
-    """All tensors of a weight file as a dict (and the safetensors metadata, when asked)."""
+def _read_safetensors(path: str, header: dict, dtype_for: Optional[DtypeFor]) -> Dict[str, torch.Tensor]:
+    """The file's tensors, read in file order, each converted as soon as it is read."""
+    entries = []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if isinstance(entry, dict) and entry.get("dtype") not in SAFETENSORS_DTYPES:
+            raise ModelFileError(f"{_name(path)}: tensor {key} has the dtype {entry.get('dtype')!r}, which this "
+                                 f"loader does not read (it reads {', '.join(SAFETENSORS_DTYPES)})")
+        try:
+            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+            start, end = (int(v) for v in entry["data_offsets"])
+            shape = [int(n) for n in entry["shape"]]
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{_name(path)}: corrupted safetensors header (entry {key!r}: {entry!r})")
+        target = dtype_for(key, dtype) if dtype_for is not None else dtype
+        if target != SKIP:
+            entries.append((start, end, key, dtype, shape, target))
+    state: Dict[str, torch.Tensor] = {}
+    # tensors kept as stored are read straight into their own buffer; tensors to convert go through one staging
+    # buffer reused for all of them (no per-tensor scratch: no page faults for it, no heap holes left behind)
+    converting = [end - start for start, end, _, dtype, _, target in entries
+                  if target is not None and target != dtype and dtype.is_floating_point]
+    staging = torch.empty(max(converting), dtype=torch.uint8) if converting else None
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        base = 8 + length
+        for start, end, key, dtype, shape, target in sorted(entries, key=lambda e: e[0]):
+            size = end - start
+            expected = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+            if size != expected:
+                raise ModelFileError(f"{_name(path)}: corrupted safetensors header ({key} declares {size} "
+                                     f"bytes for shape {shape} {entry_name(dtype)})")
+            convert = target is not None and target != dtype and dtype.is_floating_point
+            tensor = torch.empty(shape, dtype=dtype) if not convert else None
+            raw = staging[:size] if convert else tensor.view(-1).view(torch.uint8)
+            if size:
+                f.seek(base + start)
+                if f.readinto(memoryview(raw.numpy())) != size:
+                    raise ModelFileError(f"{_name(path)}: the file is truncated at {key}; re-download it")
+            if convert:
+                tensor = raw.view(dtype).view(shape).to(target)
+            state[key] = tensor
+            del raw
+    return state
+
+
+def entry_name(dtype: torch.dtype) -> str:
+    return next((name for name, d in SAFETENSORS_DTYPES.items() if d == dtype), str(dtype))
+
+
+def convert_state(state: Dict[str, torch.Tensor], dtype_for: Optional[DtypeFor]) -> Dict[str, torch.Tensor]:
+    """Apply `dtype_for` to a state dict in place, one tensor at a time (each old copy freed as it goes)."""
+    if dtype_for is None:
+        return state
+    for key in list(state):
+        value = state[key]
+        if not torch.is_tensor(value):
+            continue
+        target = dtype_for(key, value.dtype)
+        if target == SKIP:
+            del state[key]
+        elif target is not None and target != value.dtype and value.is_floating_point():
+            state[key] = value.to(target)
+            del value
+    return state
+
+
+def load_state_dict(path: str, device: str = "cpu", with_metadata: bool = False,
+                    dtype_for: Optional[DtypeFor] = None) -> Any:
+    """All tensors of a weight file as a dict (and the safetensors metadata, when asked). `dtype_for` picks each
+    tensor's dtype (or SKIP) as it is read."""
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: file not found")
     lower = path.lower()
@@ -79,15 +160,15 @@ def load_state_dict(path: str, device: str = "cpu", with_metadata: bool = False)
     if lower.endswith(SAFETENSORS_EXTENSIONS):
         header = read_safetensors_header(path)
         _check_safetensors_complete(path, header)
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
         try:
-            state = load_file(path, device=device)
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            state = _read_safetensors(path, header, dtype_for)
+        except (OSError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{_name(path)}: not a valid safetensors file: {exc}")
+        if str(device) != "cpu":
+            state = {k: v.to(device) for k, v in state.items()}
         metadata = header.get("__metadata__") or {}
     elif lower.endswith(PICKLE_EXTENSIONS):
-        state = _load_pickle(path, device)
+        state = convert_state(_load_pickle(path, device), dtype_for)
     else:
         raise ModelFileError(f"{_name(path)}: unknown weight file type (expected .safetensors, .ckpt, .pt, .pth "
                              f"or .bin)")

@@ -18,12 +18,13 @@ from typing import Any, Callable, List, Optional
 
 import torch
 
-from diffusion.precision import compute_dtype
+from diffusion.precision import compute_dtype, weights_dtype
 from model_management.clip_face import CLIPFace
 from model_management.device_face import DeviceFace
 from model_management.detection import ModelFamily
 from model_management.patcher_extension import CallbacksMP, WrapperExecutor, WrappersMP, get_all_wrappers
 from model_management.patcher_face import ModelPatcherFace, copy_options
+from model_management.precision_policy import policy_of
 from model_management.vae_face import VAEFace
 
 
@@ -73,7 +74,7 @@ class DiffusionModel(ModelPatcherFace):
 
     @property
     def dtype(self) -> torch.dtype:
-        return compute_dtype(self.device)
+        return run_dtype(self._unet, lambda: self.unet, "unet", self._device)
 
     def make_resident(self, extra_bytes: int = 0) -> None:
         """Place the UNet on the compute device now (most recently used), without holding it there."""
@@ -204,7 +205,7 @@ class TextEncoderModel(CLIPFace):
 
     @property
     def dtype(self) -> torch.dtype:
-        return compute_dtype(self.device)
+        return run_dtype(self._stack, lambda: self.stack, "text_encoder")
 
     def make_resident(self, extra_bytes: int = 0) -> None:
         loader = _loader_of(self._stack)
@@ -278,13 +279,18 @@ class ClipVisionModel(DeviceFace):
         """(last hidden state, the `intermediate_output` layer's state or all layers' ("all"), image_embeds), the
         tower on the compute device."""
         loader = _loader_of(self._encoder)
-        with _on_device(loader, self.encoder, compute_dtype(self.device), None) as encoder:
+        with _on_device(loader, self.encoder, self.dtype, None) as encoder:
             return encoder.hidden(pixel_values, intermediate_output)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Vision towers follow the text encoders' precision (as ComfyUI's do)."""
+        return run_dtype(self._encoder, lambda: self.encoder, "text_encoder")
 
     def make_resident(self, extra_bytes: int = 0) -> None:
         loader = _loader_of(self._encoder)
         if loader is not None:
-            loader.load(self.encoder, compute_dtype(self.device), extra_bytes, keep_resident=None)
+            loader.load(self.encoder, self.dtype, extra_bytes, keep_resident=None)
 
     @property
     def image_size(self) -> int:
@@ -353,6 +359,20 @@ def _device_of(handle: Any, explicit: Optional[torch.device]) -> torch.device:
         return explicit
     loader = _loader_of(handle)
     return loader.device if loader is not None else torch.device("cpu")
+
+
+def run_dtype(handle: Any, module: Callable[[], Any], part: str, explicit: Optional[torch.device] = None
+              ) -> torch.dtype:
+    """The dtype a network computes in: its part's under the precision policy when the device loader places it
+    (it converts while copying), else on a CPU the dtype its weights were loaded in (the policy applied then), on
+    an accelerator that device's default."""
+    loader = _loader_of(handle)
+    if loader is not None and loader.active:
+        return policy_of(loader).dtype_for(part)
+    device = _device_of(handle, explicit)
+    if device.type != "cpu":
+        return compute_dtype(device, for_vae=part == "vae")
+    return weights_dtype(module())
 
 
 def _on_device(loader: Any, module: Any, dtype: torch.dtype, keep: Any):
@@ -434,7 +454,7 @@ class VAEModel(VAEFace):
 
     @property
     def dtype(self) -> torch.dtype:
-        return compute_dtype(self.device, for_vae=True)
+        return run_dtype(self._vae, lambda: self.vae, "vae", self._device)
 
     def make_resident(self, extra_bytes: int = 0) -> None:
         loader = _loader_of(self._vae)

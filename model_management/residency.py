@@ -87,6 +87,12 @@ class ModelResidency:
         return (kind, tuple(stamps), options)
 
     @property
+    def precision(self) -> Any:
+        """The dtype of each model part (model_management.precision_policy), the compute device's."""
+        from model_management.precision_policy import policy_of
+        return policy_of(self.devices)
+
+    @property
     def device(self) -> Any:
         """The compute device (what `comfy.model_management.get_torch_device()` answers)."""
         return self.devices.device
@@ -200,11 +206,12 @@ class ModelResidency:
     def load_checkpoint(self, path: str, prediction: Optional[str] = None, embeddings=None):
         from model_management.checkpoints import LoadedCheckpoint, load_checkpoint
         from model_management.model_objects import DiffusionModel, TextEncoderModel, VAEModel
-        key = self._key("checkpoint", (path,), (prediction,))
+        precision = self.precision
+        key = self._key("checkpoint", (path,), (prediction, precision))
         holder: Dict[str, Any] = {}
 
         def load() -> Dict[str, Any]:
-            loaded = load_checkpoint(path, prediction=prediction, embeddings=embeddings)
+            loaded = load_checkpoint(path, prediction=prediction, embeddings=embeddings, precision=precision)
             holder["loaded"] = loaded
             return {"unet": loaded.model.unet, "vae": loaded.vae.vae, "clip": loaded.clip.stack}
 
@@ -220,18 +227,21 @@ class ModelResidency:
     def load_vae(self, path: str):
         from model_management.checkpoints import load_vae_file
         from model_management.model_objects import VAEModel
-        key = self._key("vae", (path,), ())
-        self._remember(key, lambda: {"vae": load_vae_file(path).vae})
+        dtype = self.precision.vae
+        key = self._key("vae", (path,), (dtype,))
+        self._remember(key, lambda: {"vae": load_vae_file(path, dtype).vae})
         return VAEModel(ResidentModule(self, key, "vae"), path)
 
-    def load_unet(self, path: str):
+    def load_unet(self, path: str, dtype: Any = None):
+        """`dtype`: store the weights in this dtype instead of the policy's (UNETLoader's weight_dtype)."""
         from model_management.checkpoints import load_unet_file
         from model_management.model_objects import DiffusionModel
-        key = self._key("unet", (path,), ())
+        dtype = dtype or self.precision.unet
+        key = self._key("unet", (path,), (dtype,))
         holder: Dict[str, Any] = {}
 
         def load() -> Dict[str, Any]:
-            model = load_unet_file(path)
+            model = load_unet_file(path, dtype)
             holder["family"] = model.family
             return {"unet": model.unet}
 
@@ -243,11 +253,12 @@ class ModelResidency:
     def load_text_encoders(self, paths: list, kind: str, embeddings=None):
         from model_management.model_objects import TextEncoderModel
         from model_management.text_encoder_files import load_text_encoder_files
-        key = self._key("clip", tuple(paths), (kind,))
+        dtype = self.precision.text_encoder
+        key = self._key("clip", tuple(paths), (kind, dtype))
         holder: Dict[str, Any] = {}
 
         def load() -> Dict[str, Any]:
-            model = load_text_encoder_files(paths, kind, embeddings)
+            model = load_text_encoder_files(paths, kind, embeddings, dtype)
             holder["family"] = model.family_name
             return {"clip": model.stack}
 

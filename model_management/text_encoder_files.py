@@ -39,9 +39,11 @@ def _is_open_clip(state: dict) -> bool:
     return any(k.startswith("transformer.resblocks.") for k in state)
 
 
-def load_text_encoder_files(paths: List[str], kind: str, embeddings=None) -> TextEncoderModel:
+def load_text_encoder_files(paths: List[str], kind: str, embeddings=None,
+                            dtype: torch.dtype = torch.float32) -> TextEncoderModel:
+    """`dtype`: what the encoders compute in (each tensor converted as it is read)."""
     from diffusion.text import ClipTextStack
-    states = [_strip(load_state_dict(p)) for p in paths]
+    states = [_strip(load_state_dict(p, dtype_for=lambda key, stored: dtype)) for p in paths]
     widths = [_width(s, p) for s, p in zip(states, paths)]
     if kind == "sdxl":
         if len(states) != 2:
@@ -57,7 +59,7 @@ def load_text_encoder_files(paths: List[str], kind: str, embeddings=None) -> Tex
     else:
         raise ModelFileError(f"unsupported text encoder type {kind!r}")
     try:
-        stack = ClipTextStack.from_encoder_weights(states, family, dtype=torch.float32,
+        stack = ClipTextStack.from_encoder_weights(states, family, dtype=dtype,
                                                    embeddings=embedding_library(embeddings))
     except ValueError as exc:
         names = ", ".join(os.path.basename(p) for p in paths)

@@ -101,19 +101,35 @@ class UpscaleModel:
 
 # -- loading --------------------------------------------------------------------------------------------------------
 
-def load_upscale_model(path: str) -> UpscaleModel:
-    """Read a weight file safely and build the model spandrel detects in it."""
-    return model_from_state_dict(load_state_dict(path), path)
+def load_upscale_model(path: str, dtype: torch.dtype = torch.float32) -> UpscaleModel:
+    """Read a weight file safely and build the model spandrel detects in it, its weights in `dtype` (fp32 where
+    the architecture does not support the half dtype asked for)."""
+    model = model_from_state_dict(load_state_dict(path, dtype_for=lambda key, stored: dtype), path)
+    supported = _supported(model, dtype)
+    if supported != dtype:
+        model.descriptor.to(dtype=supported)
+    return model
+
+
+def _supported(model: "UpscaleModel", dtype: torch.dtype) -> torch.dtype:
+    if dtype == torch.float16 and not model.descriptor.supports_half:
+        return torch.float32
+    if dtype == torch.bfloat16 and not model.descriptor.supports_bfloat16:
+        return torch.float32
+    return dtype
 
 
 def load_resident_upscale_model(models: Any, path: str) -> UpscaleModel:
     """`load_upscale_model` through the model manager (model_management.residency.ModelResidency): read once,
-    counted in its RAM budget, evicted least recently used, read again transparently when used after eviction."""
+    counted in its RAM budget, evicted least recently used, read again transparently when used after eviction;
+    weights in the precision policy's dtype for upscale models."""
+    dtype = models.precision.upscale
+
     def build() -> dict:
-        descriptor = load_upscale_model(path).descriptor
+        descriptor = load_upscale_model(path, dtype).descriptor
         return {"module": descriptor.model, "descriptor": descriptor}
 
-    return UpscaleModel(models.load_module("upscale", path, build, part="descriptor"), path)
+    return UpscaleModel(models.load_module("upscale", path, build, options=(dtype,), part="descriptor"), path)
 
 
 def model_from_state_dict(state: dict, source: str = "") -> UpscaleModel:
@@ -257,10 +273,16 @@ def seam_mask(height: int, width: int, tile: int, overlap: int, scale: int, band
 
 # -- upscaling ------------------------------------------------------------------------------------------------------
 
-def compute_dtype(model: UpscaleModel, device: torch.device) -> torch.dtype:
-    """fp32 on a CPU; fp16 on CUDA where the architecture allows it (bf16 next, else fp32)."""
+def compute_dtype(model: UpscaleModel, device: torch.device, loader: Any = None) -> torch.dtype:
+    """The precision policy's dtype for upscale models when the device loader places the model (fp32 where the
+    architecture does not support it); on a CPU otherwise the weights' dtype (loaded under the policy); on CUDA
+    without a loader fp16 where the architecture allows it (bf16 next, else fp32)."""
+    if loader is not None and getattr(loader, "active", False):
+        from model_management.precision_policy import policy_of
+        return _supported(model, policy_of(loader).upscale)
     if device.type != "cuda":
-        return torch.float32
+        from diffusion.precision import weights_dtype
+        return weights_dtype(model.descriptor.model) if device.type == "cpu" else torch.float32
     if model.descriptor.supports_half:
         return torch.float16
     if model.descriptor.supports_bfloat16 and torch.cuda.is_bf16_supported():
@@ -282,7 +304,7 @@ def upscale_image(model: UpscaleModel, image: torch.Tensor, tile: Optional[int] 
         raise ValueError(f"image must be [batch, height, width, 1|3|4 channels], got shape {tuple(image.shape)}")
     loader = model.loader
     device = loader.device if loader is not None else (device or _default_device())
-    dtype = compute_dtype(model, device)
+    dtype = compute_dtype(model, device, loader)
     planes, alpha = _colour_planes(model, image)
     with _placed(model, loader, device, dtype):
         if model.tiling == "internal":

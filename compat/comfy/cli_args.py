@@ -56,6 +56,8 @@ class _Args(types.SimpleNamespace):
             settings = getattr(services, "settings", None) or {}
             if name == "cpu" and "cpu" in settings:
                 return bool(settings["cpu"])
+            if name in (settings.get("precision") or {}):  # --force-fp32, --bf16-unet, ...
+                return bool(settings["precision"][name])
             if name == "preview_method" and "preview_method" in settings:
                 try:
                     return LatentPreviewMethod(settings["preview_method"])

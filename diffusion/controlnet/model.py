@@ -249,10 +249,14 @@ class ControlNetControl(ControlModelBase):
 
     @property
     def run_dtype(self) -> torch.dtype:
-        """The dtype the network computes in when called without one (the device loader's compute dtype when
-        the model manager owns it, else its weights')."""
+        """The dtype the network computes in when called without one: the precision policy's for ControlNets when
+        the model manager's device loader places it (`compute.precision`), else its weights' (on a CPU the policy
+        chose them when the file was read)."""
         loader = self._loader()
-        if loader is not None:
+        if loader is not None and getattr(loader, "active", False):
+            policy = getattr(getattr(loader, "compute", None), "precision", None)
+            if policy is not None:
+                return policy.controlnet
             from diffusion.precision import compute_dtype
             return compute_dtype(loader.device)
         return self.network.dtype
