@@ -232,16 +232,21 @@ class ModelResidency:
         self._remember(key, lambda: {"vae": load_vae_file(path, dtype).vae})
         return VAEModel(ResidentModule(self, key, "vae"), path)
 
-    def load_unet(self, path: str, dtype: Any = None):
-        """`dtype`: store the weights in this dtype instead of the policy's (UNETLoader's weight_dtype)."""
+    def load_unet(self, path: str, storage: Any = None):
+        """A bare UNet file in the policy's dtype; `storage` (an fp8 dtype, UNETLoader's weight_dtype): keep the
+        layers' weights in it instead, cast per layer to the policy's dtype at forward time."""
         from model_management.checkpoints import load_unet_file
         from model_management.model_objects import DiffusionModel
-        dtype = dtype or self.precision.unet
-        key = self._key("unet", (path,), (dtype,))
+        from model_management.weight_casting import store_in
+        compute = self.precision.unet
+        key = self._key("unet", (path,), (compute, storage))
         holder: Dict[str, Any] = {}
 
         def load() -> Dict[str, Any]:
-            model = load_unet_file(path, dtype)
+            # read straight into the storage dtype: the load never holds the compute-dtype copy
+            model = load_unet_file(path, storage or compute)
+            if storage is not None:
+                store_in(model.unet, storage, compute)
             holder["family"] = model.family
             return {"unet": model.unet}
 

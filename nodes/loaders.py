@@ -121,12 +121,22 @@ class DualCLIPLoader:
 class UNETLoader:
     """Load a bare diffusion model (UNet) file; pair it with a text encoder and a VAE."""
     unet_name = Combo(files("unet"), tooltip="The UNet file (models/unet or models/diffusion_models).")
-    weight_dtype = Combo(["default"], tooltip="Storage precision of the weights (default: as in the file).")
+    weight_dtype = Combo(["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
+                         tooltip="How the weights are kept in memory: default, the compute precision; fp8 keeps "
+                                 "them in 8-bit floats (half of fp16's memory) and casts each layer to the compute "
+                                 "precision as it runs. On a CPU fp8_e4m3fn_fast is the same as fp8_e4m3fn.")
 
     def run(self, ctx, unet_name, weight_dtype):
         from model_management.checkpoints import load_unet_file
+        from model_management.weight_casting import STORAGE_DTYPES, store_in
         models, path = _residency(ctx), _path(ctx, "unet", unet_name)
-        return (models.load_unet(path) if models is not None else load_unet_file(path),)
+        storage = STORAGE_DTYPES.get(weight_dtype)
+        if models is not None:
+            return (models.load_unet(path, storage),)
+        model = load_unet_file(path)
+        if storage is not None:
+            store_in(model.unet, storage, model.dtype)
+        return (model,)
 
 
 def _load_text(ctx, paths, kind):

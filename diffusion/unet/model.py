@@ -140,7 +140,9 @@ class UNetModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.time_embed[0].weight.dtype
+        """What activations run in: the weights' dtype, or `compute_dtype` when the weights are stored in another
+        one and cast per layer at forward time (model_management/weight_casting.py)."""
+        return getattr(self, "compute_dtype", None) or self.time_embed[0].weight.dtype
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | float, context: torch.Tensor | None,
                 y: torch.Tensor | None = None, control: Mapping[str, Any] | None = None,
