@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from model_management.host_allocator import configure_host_allocator
 
-HOST_ALLOCATOR = configure_host_allocator()  # before torch is imported (it reads THP_MEM_ALLOC_ENABLE once)
+HOST_ALLOCATOR = configure_host_allocator()  # before torch and the rest allocate
 
 import argparse  # noqa: E402
 import gc
@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import sys
+import threading
 from typing import List, Optional
 
 from aiohttp import web
@@ -178,6 +179,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+NETWORK_MODULES = ("transformers.models.clip.modeling_clip", "diffusion.text", "diffusion.unet.model",
+                   "diffusion.vae.model", "model_management.checkpoints")
+
+
+def preload_network_code() -> None:
+    """Import the networks' code in the background once the server listens: transformers' CLIP alone takes
+    seconds to import, which would otherwise count in the first checkpoint load (a job that needs it meanwhile
+    waits on the import lock, never on a half-imported module)."""
+    import importlib
+    for name in NETWORK_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - optional warm-up; the real import reports it when used
+            log.debug("preloading %s failed: %s", name, exc)
+
+
 def create_app(args: argparse.Namespace) -> web.Application:
     services = services_from(args)
     app = web.Application(client_max_size=int(args.max_upload_size * 1024 * 1024),
@@ -234,6 +251,7 @@ def create_app(args: argparse.Namespace) -> web.Application:
         await hub.start()
         compat_server.loop = asyncio.get_running_loop()
         state.worker.start()
+        threading.Thread(target=preload_network_code, name="preload", daemon=True).start()
         # Everything loaded so far (torch, nodes, packs) lives as long as the server: move it out of the cyclic
         # GC's sight, so full collections stay short and never stall requests for hundreds of milliseconds.
         gc.collect()

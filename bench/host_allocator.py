@@ -41,7 +41,7 @@ with torch.inference_mode():
 print(json.dumps({"load_s": load, "forward_s": times, "faults": faults}))
 """
 
-CONFIGS = [("neither", "0", "0"), ("huge pages", "1", "0"), ("mallopt", "0", "1"), ("both (server default)", "1", "1")]
+CONFIGS = [("neither", "0", "0"), ("huge pages", "1", "0"), ("mallopt (server default)", "0", "1"), ("both", "1", "1")]
 
 
 def main(argv: list) -> int:

@@ -5,7 +5,8 @@ FILE --full --fp16`). Per mode: txt2img cold (the job that loads the checkpoint)
 checkpoint load time the server logs, the server's peak RSS (VmHWM), and the image's PSNR against the first
 mode's (default vs --force-fp32: the image difference the policy costs).
 
-    python bench/precision.py CHECKPOINT [--size 256] [--steps 10] [--modes "default" "--force-fp32"] [--json]
+    python bench/precision.py CHECKPOINT [--size 256] [--steps 10] [--modes "default" "--force-fp32"] [--settle 15]
+                              [--json]
 
 A mode is the extra server flags, "default" for none. The policy each mode resolved to is read from
 /system_stats.
@@ -71,13 +72,14 @@ def psnr(a_path: str, b_path: str) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
-def measure(checkpoint: str, mode: str, size: int, steps: int, timeout: float) -> dict:
+def measure(checkpoint: str, mode: str, size: int, steps: int, timeout: float, settle: float) -> dict:
     base = tempfile.mkdtemp(prefix="tessera_precision_")
     folder = os.path.join(base, "models", "checkpoints")
     os.makedirs(folder)
     os.symlink(os.path.abspath(checkpoint), os.path.join(folder, "sd15.safetensors"))
     flags = [] if mode == "default" else mode.split()
     server = ServerProcess(base, ["--cpu", *flags], packs=()).start(timeout=120)
+    time.sleep(settle)  # the server imports the networks' code in the background after it starts listening
     try:
         _, stats = server.json("GET", "/system_stats")
         cold, image = run_job(server, txt2img(size, steps, 1), timeout)
@@ -99,10 +101,12 @@ def main(argv: list) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--modes", nargs="+", default=["default", "--force-fp32"])
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--settle", type=float, default=15.0,
+                        help="seconds between the server's start and the first job (its background preload)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     random.seed(0)
-    rows = [measure(args.checkpoint, mode, args.size, args.steps, args.timeout) for mode in args.modes]
+    rows = [measure(args.checkpoint, mode, args.size, args.steps, args.timeout, args.settle) for mode in args.modes]
     first = rows[0]
     for row in rows:
         row["psnr_vs_first_db"] = psnr(row["image"], first["image"])

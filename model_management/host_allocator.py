@@ -1,17 +1,15 @@
 """Host allocator settings for a process that runs networks on the CPU, applied once at server start.
 
-Every step of a CPU forward allocates and frees activations of tens to hundreds of megabytes. glibc hands such
-blocks out as fresh memory maps and returns them on free, so each step pays the kernel's page faults again (costly
-in a VM), and loading a checkpoint faults in every page of its weights 4 KiB at a time. Two settings avoid most of it:
+Every step of a CPU forward allocates and frees activations of a few to tens of megabytes. glibc hands blocks
+above its mmap threshold out as fresh memory maps and unmaps them on free, so each step pays the kernel's page
+faults again (costly in a VM: ~460,000 faults per SD1.5 UNet forward at 256x256). glibc's `mallopt` with a fixed
+mmap threshold at its maximum (32 MiB; a fixed value also stops glibc from moving it on its own) and a high trim
+threshold makes such blocks come from the heap and be reused: no faults after the first step, the forward 0.78x
+the time (bench/host_allocator.py, bench/RESULTS.md "Issue 15").
 
-- `THP_MEM_ALLOC_ENABLE=1`: torch's CPU allocator asks for transparent huge pages (2 MiB) for large tensors, so a
-  fault maps 512 times more memory. It is read when torch allocates its first tensor, so it must be set before
-  torch is imported; a value the user set is kept.
-- glibc's `mallopt`: a fixed mmap threshold at its maximum (32 MiB; a fixed value also stops glibc from raising
-  it on its own) and a high trim threshold, so blocks below 32 MiB are reused from the heap instead of being
-  mapped and unmapped at every step.
-
-Measured in bench/host_allocator.py (figures in bench/RESULTS.md "Issue 15").
+Transparent huge pages for torch's allocations (`THP_MEM_ALLOC_ENABLE=1`, read when torch allocates its first
+tensor) were measured too and are not set: with the mallopt settings they gained nothing more (0.82x) and a
+huge page counts in full however little of it is used. A value the user sets is left as it is.
 """
 from __future__ import annotations
 
@@ -26,14 +24,9 @@ TRIM_THRESHOLD_BYTES = 256 << 20
 
 
 def configure_host_allocator(environ=None) -> dict:
-    """Apply both settings (before torch is imported); returns what was applied, for the start log."""
+    """Apply the settings (at start, before the first large allocation); returns what is in force, for the log."""
     environ = os.environ if environ is None else environ
-    applied = {}
-    if "torch" not in sys.modules:
-        environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    applied["THP_MEM_ALLOC_ENABLE"] = environ.get("THP_MEM_ALLOC_ENABLE", "0")
-    applied["mallopt"] = _mallopt()
-    return applied
+    return {"mallopt": _mallopt(), "THP_MEM_ALLOC_ENABLE": environ.get("THP_MEM_ALLOC_ENABLE", "0")}
 
 
 def _mallopt() -> bool:
