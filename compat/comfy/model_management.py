@@ -164,16 +164,27 @@ def should_use_bf16(device: Any = None, model_params: int = 0, prioritize_perfor
     return getattr(device, "type", None) == "cuda" and torch.cuda.is_bf16_supported()
 
 
+def _policy_dtype(part: str, device: Any) -> Optional[torch.dtype]:
+    """The server's precision policy for `part`, when a server is bound and `device` is its compute device."""
+    compute = _compute()
+    if compute is None:
+        return None
+    if device is not None and torch.device(device).type != compute.device.type:
+        return None
+    return compute.precision.dtype_for(part)
+
+
 def unet_dtype(device: Any = None, *args: Any, **kwargs: Any) -> torch.dtype:
-    return torch.float16 if should_use_fp16(device) else torch.float32
+    """What the diffusion model computes in: the precision policy's (--force-fp32, --bf16-unet, bf16 on AMX CPUs)."""
+    return _policy_dtype("unet", device) or (torch.float16 if should_use_fp16(device) else torch.float32)
 
 
 def vae_dtype(device: Any = None, *args: Any, **kwargs: Any) -> torch.dtype:
-    return torch.float32
+    return _policy_dtype("vae", device) or torch.float32
 
 
 def text_encoder_dtype(device: Any = None) -> torch.dtype:
-    return torch.float16 if should_use_fp16(device) else torch.float32
+    return _policy_dtype("text_encoder", device) or (torch.float16 if should_use_fp16(device) else torch.float32)
 
 
 def device_supports_non_blocking(device: Any) -> bool:

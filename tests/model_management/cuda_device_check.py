@@ -133,6 +133,14 @@ def main():
     torch.backends.cudnn.benchmark = False
     check(device_from_flags().device.type == "cuda", "CUDA picked by default")
     check(device_from_flags(cpu=True).device.type == "cpu", "--cpu forces the CPU")
+    policy = device_from_flags().precision
+    major = torch.cuda.get_device_capability()[0]
+    check(policy.unet == (torch.float16 if major >= 6 else torch.float32) and policy.controlnet == policy.unet,
+          f"precision policy by capability: {policy.summary()}")
+    check(policy.vae == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32), "VAE precision")
+    from model_management.precision_policy import PrecisionFlags
+    check(device_from_flags(precision=PrecisionFlags(force_fp32=True)).precision.unet == torch.float32,
+          "--force-fp32 on CUDA")
     unet_checks()
     with tempfile.TemporaryDirectory() as tmp:
         workflow_checks(tmp)

@@ -105,6 +105,9 @@ def test_services_log_the_policy_and_comfy_cli_args_reflect_the_flags(tmp_path, 
     _runtime.state.services = services
     try:
         assert comfy_args.force_fp32 is True and comfy_args.bf16_vae is True and comfy_args.fp16_unet is False
+        from compat.comfy import model_management as comfy_mm
+        assert (comfy_mm.unet_dtype(), comfy_mm.vae_dtype(), comfy_mm.text_encoder_dtype()) == (
+            torch.float32, torch.bfloat16, torch.float32)
     finally:
         _runtime.state.services = previous
 
