@@ -183,18 +183,6 @@ NETWORK_MODULES = ("transformers.models.clip.modeling_clip", "diffusion.text", "
                    "diffusion.vae.model", "model_management.checkpoints")
 
 
-def preload_network_code() -> None:
-    """Import the networks' code in the background once the server listens: transformers' CLIP alone takes
-    seconds to import, which would otherwise count in the first checkpoint load (a job that needs it meanwhile
-    waits on the import lock, never on a half-imported module)."""
-    import importlib
-    for name in NETWORK_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - optional warm-up; the real import reports it when used
-            log.debug("preloading %s failed: %s", name, exc)
-
-
 def create_app(args: argparse.Namespace) -> web.Application:
     services = services_from(args)
     app = web.Application(client_max_size=int(args.max_upload_size * 1024 * 1024),
@@ -251,7 +239,10 @@ def create_app(args: argparse.Namespace) -> web.Application:
         await hub.start()
         compat_server.loop = asyncio.get_running_loop()
         state.worker.start()
-        threading.Thread(target=preload_network_code, name="preload", daemon=True).start()
+        # transformers' CLIP code takes seconds to import: done in the background once the server listens, under
+        # the model manager's lock (a load meanwhile waits for it), so the first checkpoint load does not pay it
+        threading.Thread(target=services.models.preload_code, args=(NETWORK_MODULES,), name="preload",
+                         daemon=True).start()
         # Everything loaded so far (torch, nodes, packs) lives as long as the server: move it out of the cyclic
         # GC's sight, so full collections stay short and never stall requests for hundreds of milliseconds.
         gc.collect()

@@ -77,6 +77,18 @@ class ModelResidency:
         self._loaders: Dict[tuple, Callable[[], Dict[str, Any]]] = {}
         self._lock = threading.RLock()
 
+    def preload_code(self, modules) -> None:
+        """Import the networks' code ahead of the first load (transformers' CLIP alone takes seconds), under the
+        manager's lock: a load that starts meanwhile waits for it instead of racing transformers' lazy imports.
+        A module that fails to import is left for the load that needs it to report."""
+        import importlib
+        with self._lock:
+            for name in modules:
+                try:
+                    importlib.import_module(name)
+                except Exception as exc:  # noqa: BLE001 - optional warm-up
+                    log.debug("preloading %s failed: %s", name, exc)
+
     # -- bookkeeping -----------------------------------------------------------------------------------------
     @staticmethod
     def _key(kind: str, paths: Tuple[str, ...], options: tuple) -> tuple:
