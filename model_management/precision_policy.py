@@ -5,8 +5,8 @@ One policy per server, chosen at start from the device, the CPU's feature flags 
 part's dtype while the file is read and live in that dtype only (docs/architecture.md §6):
 
 - CPU with AMX-BF16 or AVX512-BF16: bf16 for the UNet, ControlNets and text encoders (oneDNN runs bf16 matmuls and
-  convolutions several times faster than fp32 there); the VAE and upscale models stay fp32 (measured: bf16 changes
-  a decoded image far more than it saves, bench/RESULTS.md "Issue 15").
+  convolutions several times faster than fp32 there); the VAE and upscale models stay fp32 until bf16's effect on
+  their images is measured on such a CPU (bench/RESULTS.md "Issue 15" says what is measured so far).
 - Any other CPU: fp32 everywhere (what ComfyUI computes on a CPU).
 - CUDA: fp16 for UNet, ControlNets and text encoders from compute capability 6.0 (fp32 before); VAE bf16 where
   the GPU supports it (fp16 VAEs overflow), else fp32; upscale models fp16.
