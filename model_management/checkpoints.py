@@ -59,7 +59,7 @@ def to_compute(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return module
 
 
-def part_dtypes(precision: PrecisionPolicy, text_prefixes=()):
+def part_dtypes(precision: PrecisionPolicy):
     """`dtype_for(key, stored)` for a single-file checkpoint: each tensor straight into its part's dtype; EMA
     copies (a second UNet in some files) are not read at all."""
     unet, vae, text = precision.unet, precision.vae, precision.text_encoder

@@ -255,7 +255,8 @@ class ModelResidency:
         holder: Dict[str, Any] = {}
 
         def load() -> Dict[str, Any]:
-            # read straight into the storage dtype: the load never holds the compute-dtype copy
+            # read straight into the storage dtype: the load never holds the compute-dtype copy (every UNet
+            # parameter belongs to a layer store_in casts, so nothing is rounded through fp8 and back)
             model = load_unet_file(path, storage or compute)
             if storage is not None:
                 store_in(model.unet, storage, compute)
