@@ -124,7 +124,8 @@ class UNETLoader:
     weight_dtype = Combo(["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
                          tooltip="How the weights are kept in memory: default, the compute precision; fp8 keeps "
                                  "them in 8-bit floats (half of fp16's memory) and casts each layer to the compute "
-                                 "precision as it runs. On a CPU fp8_e4m3fn_fast is the same as fp8_e4m3fn.")
+                                 "precision as it runs. fp8_e4m3fn_fast is the same as fp8_e4m3fn here: "
+                                 "ComfyUI's fp8 matrix multiplies on recent GPUs are not used.")
 
     def run(self, ctx, unet_name, weight_dtype):
         from model_management.checkpoints import load_unet_file
