@@ -2,7 +2,7 @@
 
     python bench/checkpoint_load.py CHECKPOINT [--reloads 2] [--json]
 
-Per policy (fp32 throughout; bf16 for UNet and text encoders with the VAE fp32, as on an AMX CPU), in a fresh
+Per policy (fp32 throughout; the default policy of a bf16 CPU), in a fresh
 interpreter with the server's allocator settings and transformers' CLIP code imported first (as the server preloads
 it): the first load's time, the peak RSS of the process after it (VmHWM, torch's own import included) and the time
 of `--reloads` more loads of the same file in that process (memory already provided). Also a 512x512 matmul in
@@ -26,10 +26,9 @@ configure_host_allocator()
 import torch
 import transformers.models.clip.modeling_clip  # noqa: F401 - the server preloads it
 from model_management.checkpoints import load_checkpoint
-from model_management.precision_policy import PrecisionPolicy
+from model_management.precision_policy import PrecisionPolicy, choose_policy
 bf16 = sys.argv[3] == "bf16"
-policy = PrecisionPolicy(torch.bfloat16, torch.bfloat16, torch.float32, torch.bfloat16, reason="bf16") if bf16 \
-    else PrecisionPolicy.full()
+policy = choose_policy(torch.device("cpu"), cpu_flags={"avx512_bf16"}) if bf16 else PrecisionPolicy.full()
 started = time.perf_counter()
 loaded = load_checkpoint(sys.argv[2], precision=policy)
 first = time.perf_counter() - started

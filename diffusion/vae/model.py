@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffusion.attention_kernel import scaled_dot_product_attention, uses_blocked_kernel
 from diffusion.vae.config import VAEConfig, detect_vae_config, strip_prefix
 
 _EPS = 1e-6
@@ -90,8 +91,8 @@ class AttnBlock(nn.Module):
         q, k, v = F.linear(y, weight, bias).unsqueeze(1).chunk(3, dim=-1)
         n = h * w
         chunk = max(1024, _ATTN_SCORE_BUDGET // max(n, 1))
-        if n <= chunk:
-            out = F.scaled_dot_product_attention(q, k, v)
+        if n <= chunk or uses_blocked_kernel(q, k, v, None):  # the blocked kernel bounds its scores itself
+            out = scaled_dot_product_attention(q, k, v)
         else:  # softmax is per query, so splitting the queries is exact and bounds the score matrix
             out = torch.cat([F.scaled_dot_product_attention(q[:, :, i:i + chunk], k, v)
                              for i in range(0, n, chunk)], dim=2)

@@ -36,8 +36,8 @@ def test_cpu_flags_are_read_from_the_cpuinfo_text():
 
 
 @pytest.mark.parametrize("cpu,expected", [
-    ("xeon_sapphire_rapids", dict(unet="bf16", text_encoder="bf16", controlnet="bf16", vae="fp32", upscale="fp32")),
-    ("amd_epyc_genoa", dict(unet="bf16", text_encoder="bf16", controlnet="bf16", vae="fp32", upscale="fp32")),
+    ("xeon_sapphire_rapids", dict(unet="bf16", text_encoder="bf16", controlnet="bf16", vae="bf16", upscale="fp32")),
+    ("amd_epyc_genoa", dict(unet="bf16", text_encoder="bf16", controlnet="bf16", vae="bf16", upscale="fp32")),
     ("amd_epyc_milan", dict(unet="fp32", text_encoder="fp32", controlnet="fp32", vae="fp32", upscale="fp32")),
     ("arm_neoverse_v1", dict(unet="fp32", text_encoder="fp32", controlnet="fp32", vae="fp32", upscale="fp32")),
 ])

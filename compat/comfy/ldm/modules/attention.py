@@ -2,7 +2,8 @@
 
 `optimized_attention(q, k, v, heads, mask=None, ...)` takes and returns [B, tokens, heads*dim_head] unless
 `skip_reshape` (inputs already [B, heads, tokens, dim]) / `skip_output_reshape` (result left [B, heads, tokens,
-dim]); it runs torch's scaled_dot_product_attention, our one attention kernel.
+dim]); it runs diffusion/attention_kernel.py, our one attention kernel (torch's scaled_dot_product_attention, blocked
+matmuls for bf16 on a CPU).
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import functools
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
+from diffusion.attention_kernel import scaled_dot_product_attention
 from diffusion.unet.attention import (BasicTransformerBlock, CrossAttention, FeedForward, GEGLU,  # noqa: F401
                                       SpatialTransformer, attention)
 
@@ -23,7 +24,7 @@ def optimized_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
         b, _, n, d = q.shape
         if mask is not None and mask.ndim == 3:
             mask = mask[:, None]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return out if skip_output_reshape else out.transpose(1, 2).reshape(b, n, heads * d)
     out = attention(q, k, v, heads, mask)
     if skip_output_reshape:
