@@ -27,7 +27,8 @@ SCORE_BLOCK_ELEMENTS = 1 << 20  # scores per block: 2 MiB in bf16, an L2 cache's
 def uses_blocked_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]) -> bool:
     """Whether `scaled_dot_product_attention` takes the blocked bf16 CPU path for these inputs."""
     return (mask is None and q.device.type == "cpu" and q.dtype == torch.bfloat16 == k.dtype == v.dtype
-            and q.ndim == 4 and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+            and q.ndim == k.ndim == v.ndim == 4 and q.shape[:2] == k.shape[:2] == v.shape[:2]  # no broadcasting/GQA
+            and k.shape[2] == v.shape[2] and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
                                                                    or v.requires_grad)))
 
 

@@ -53,3 +53,6 @@ def test_other_inputs_go_to_torch_unchanged():
     trainable = qb.clone().requires_grad_(True)
     assert not uses_blocked_kernel(trainable, kb, vb, None)  # autograd: torch's kernel (the blocked one writes in place)
     assert uses_blocked_kernel(qb, kb, vb, None)
+    assert not uses_blocked_kernel(qb, kb[:1, :1], vb[:1, :1], None)  # broadcast batch/heads: torch's kernel
+    assert torch.equal(scaled_dot_product_attention(qb, kb[:, :1].expand_as(kb), vb),
+                       scaled_dot_product_attention(qb, kb[:, :1].expand_as(kb).contiguous(), vb))
