@@ -6,8 +6,8 @@ part's dtype while the file is read and live in that dtype only (docs/architectu
 
 - CPU with AMX-BF16 or AVX512-BF16: bf16 for the UNet, ControlNets, text encoders and the VAE (oneDNN runs bf16
   matmuls and convolutions several times faster than fp32 there; a bf16 VAE decodes 2.2x faster at 47 dB PSNR
-  against fp32); upscale models stay fp32 (ESRGAN's 64-channel convolutions gain nothing from bf16: 1.70 s vs
-  1.72 s). Measured on an AVX512-BF16 CPU: bench/RESULTS.md "Issue 15".
+  against fp32); upscale models stay fp32 (ESRGAN's 64-channel convolutions gain nothing from bf16: 1.98 s vs
+  1.91 s). Measured on an AVX512-BF16 CPU: bench/RESULTS.md "Issue 15".
 - Any other CPU: fp32 everywhere (what ComfyUI computes on a CPU).
 - CUDA: fp16 for UNet, ControlNets and text encoders from compute capability 6.0 (fp32 before); VAE bf16 where
   the GPU supports it (fp16 VAEs overflow), else fp32; upscale models fp16.

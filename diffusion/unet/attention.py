@@ -2,7 +2,7 @@
 
 Attention runs through diffusion/attention_kernel.py: torch's scaled_dot_product_attention, so each backend picks
 its fused kernel (flash / memory-efficient on CUDA, the blocked CPU kernel elsewhere), except bf16 on a CPU, where
-query-blocked matmuls run 1.5-3x faster than torch's fused kernel.
+query-blocked matmuls run self-attention 2-3x faster than torch's fused kernel.
 
 Patch points (`transformer_options`, the dict ComfyUI-style extensions fill; docs/architecture.md §9). A block
 reads `patches` (lists of callables by point) and `patches_replace` (attention replacements keyed by
