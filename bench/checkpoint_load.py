@@ -4,7 +4,7 @@
 
 Per policy (fp32 throughout; the default policy of a bf16 CPU), in a fresh
 interpreter with the server's allocator settings and transformers' CLIP code imported first (as the server preloads
-it): the first load's time, the peak RSS of the process after it (VmHWM, torch's own import included) and the time
+it) and the cyclic GC frozen after the imports (as the server does): the first load's time, the peak RSS of the process after it (VmHWM, torch's own import included) and the time
 of `--reloads` more loads of the same file in that process (memory already provided). Also a 512x512 matmul in
 fp32 and bf16, GFLOP/s: whether bf16 is fast on this CPU at all.
 """
@@ -29,6 +29,8 @@ from model_management.checkpoints import load_checkpoint
 from model_management.precision_policy import PrecisionPolicy, choose_policy
 bf16 = sys.argv[3] == "bf16"
 policy = choose_policy(torch.device("cpu"), cpu_flags={"avx512_bf16"}) if bf16 else PrecisionPolicy.full()
+gc.collect()
+gc.freeze()  # as the server does after start: a load's collections then skip everything imported
 started = time.perf_counter()
 loaded = load_checkpoint(sys.argv[2], precision=policy)
 first = time.perf_counter() - started
