@@ -1,12 +1,16 @@
 """Issue 15: what bf16 buys per model part on this CPU, and the attention kernel against torch's fused one.
 
-    python bench/bf16_parts.py CHECKPOINT [--parts attention unet vae esrgan] [--json]
+    python bench/bf16_parts.py CHECKPOINT [--parts attention unet packed vae esrgan] [--json]
 
 - attention: `diffusion/attention_kernel.blocked_attention` vs torch's fused `scaled_dot_product_attention`, both
   bf16, on SD1.5 / SDXL / VAE shapes (random inputs; [B, heads, tokens, dim] views of [B, tokens, heads*dim], as
   the UNet makes them); mean of 3 calls after one, and each one's relative error against fp64.
 - unet: the checkpoint's UNet in bf16, one forward (batch 2, as cfg runs it) at 256² and 512² with the blocked
   kernel and with torch's kernel, interleaved, median of 3; the outputs' relative difference.
+- packed: the checkpoint's UNet in bf16, one forward (batch 2) at 256² and 512² with plain conv weights and inside
+  `packed_convolutions` (the second forward in the scope), interleaved, median of 3, without and with
+  channels-last activations; the outputs' relative difference; the scope's own cost (packing as it starts,
+  unpacking as it ends).
 - vae: the checkpoint's VAE in fp32 and bf16: decode 256² and 512², encode 256²; decode PSNR bf16 vs fp32.
 - esrgan: RRDBNet 4x (6 and 23 blocks, random weights as bench/esrgan_cpu.py makes them), 128->512 through
   `upscale_image`, fp32 vs bf16 weights; PSNR bf16 vs fp32.
@@ -100,6 +104,41 @@ def unet_rows(checkpoint: str) -> list:
     return rows
 
 
+def packed_rows(checkpoint: str, channels_last: bool = False) -> list:
+    import torch
+    from model_management.checkpoints import load_checkpoint
+    from model_management.packed_convolutions import packed_convolutions
+    from model_management.precision_policy import PrecisionPolicy
+    unet = load_checkpoint(checkpoint, want_clip=False, want_vae=False,
+                           precision=PrecisionPolicy(unet=torch.bfloat16, reason="bf16")).model.unet
+    rows = []
+    for size in (256, 512):
+        side = size // 8
+        x, t, c = torch.randn(2, 4, side, side), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768)
+        times, outs, scope = {True: [], False: []}, {}, []
+        with torch.inference_mode():
+            unet(x, t, c)
+            for _ in range(3):
+                started = time.perf_counter()
+                outs[False] = unet(x, t, c).float()
+                times[False].append(time.perf_counter() - started)
+                entering = time.perf_counter()
+                with packed_convolutions(unet, channels_last=channels_last):
+                    entered = time.perf_counter() - entering  # packs
+                    unet(x, t, c)
+                    started = time.perf_counter()
+                    outs[True] = unet(x, t, c).float()
+                    times[True].append(time.perf_counter() - started)
+                    leaving = time.perf_counter()
+                scope.append(entered + (time.perf_counter() - leaving))
+        rows.append({"size": size, "channels_last": channels_last,
+                     "plain_s": round(statistics.median(times[False]), 3),
+                     "packed_s": round(statistics.median(times[True]), 3),
+                     "pack_and_unpack_s": round(statistics.median(scope), 3),
+                     "relative_difference": float(f"{float((outs[True] - outs[False]).norm() / outs[False].norm()):.2e}")})
+    return rows
+
+
 def vae_rows(checkpoint: str) -> list:
     import torch
     from model_management.checkpoints import load_checkpoint
@@ -144,11 +183,12 @@ def esrgan_rows() -> list:
 def main(argv: list) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
-    parser.add_argument("--parts", nargs="+", default=["attention", "unet", "vae", "esrgan"],
-                        choices=["attention", "unet", "vae", "esrgan"])
+    parser.add_argument("--parts", nargs="+", default=["attention", "unet", "packed", "vae", "esrgan"],
+                        choices=["attention", "unet", "packed", "vae", "esrgan"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     makers = {"attention": attention_rows, "unet": lambda: unet_rows(args.checkpoint),
+              "packed": lambda: packed_rows(args.checkpoint) + packed_rows(args.checkpoint, True),
               "vae": lambda: vae_rows(args.checkpoint), "esrgan": esrgan_rows}
     results = {part: makers[part]() for part in args.parts}
     if args.json:

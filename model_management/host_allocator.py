@@ -39,3 +39,18 @@ def _mallopt() -> bool:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD,
                                                                                    TRIM_THRESHOLD_BYTES))
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the system (glibc's `malloc_trim`). With the trim threshold above, free
+    heap memory is kept for reuse; after a phase that reallocated many weight-sized blocks in a new order
+    (model_management/packed_convolutions.py), the holes it left would otherwise stay resident. The next
+    forward faults its activation pages in once more."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    return bool(trim(ctypes.c_size_t(0)))

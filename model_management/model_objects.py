@@ -23,6 +23,7 @@ from model_management.clip_face import CLIPFace
 from model_management.device_face import DeviceFace
 from model_management.detection import ModelFamily
 from model_management.patcher_extension import CallbacksMP, WrapperExecutor, WrappersMP, get_all_wrappers
+from model_management.packed_convolutions import packed_convolutions
 from model_management.patcher_face import ModelPatcherFace, copy_options
 from model_management.precision_policy import policy_of
 from model_management.vae_face import VAEFace
@@ -85,11 +86,13 @@ class DiffusionModel(ModelPatcherFace):
     @contextlib.contextmanager
     def patched(self):
         """The UNet on the compute device with this clone's patches applied in place, restored bit-exact
-        afterwards."""
+        afterwards; on a bf16 CPU its convolutions compute with weights packed once for the run
+        (model_management/packed_convolutions.py)."""
         from model_management.hypernetwork import installed
         loader = _loader_of(self._unet)
         with _on_device(loader, self.unet, self.dtype, _unet_keep) as unet, _patched(unet, self.patches, loader), \
-                installed(unet, self.options.get("hypernetworks", ())), self.object_patches_applied(unet):
+                installed(unet, self.options.get("hypernetworks", ())), self.object_patches_applied(unet), \
+                packed_convolutions(unet, channels_last=True):
             yield unet
 
     @property
