@@ -90,6 +90,10 @@ class NodeContext:
             image_format, image, max_size = image
         self.job.sink.preview(self.job.prompt_id, self.display_node_id, image, image_format, max_size)
 
+    def show_text(self, text: str) -> None:
+        """Show information on this node (a `progress_text` event), as ComfyUI's nodes send their text."""
+        self.job.emit("progress_text", {"node": self.display_node_id, "text": text})
+
     def report_text(self, text: str) -> None:
         """Show a message on this node (a `progress_text` event) and log it: warnings a user should see."""
         import logging

@@ -5,11 +5,13 @@ subclass) are in nodes/sampling_objects.py.
 """
 from __future__ import annotations
 
+import re
+
 import torch
 
 from diffusion.sampling.ksampler import SamplerChoice, calculate_sigmas
 from nodes.sampling_objects import Guider, NoNoise, RandomNoiseSource
-from nodes.declare import Boolean, Combo, Float, Int, Output, Socket, node
+from nodes.declare import Boolean, Combo, Float, Int, Output, Socket, String, node
 from nodes.sampling import SEED_MAX, progress_callback, sampler_combo, scheduler_combo
 
 SIGMA_MAX, SIGMA_MIN = 14.614642, 0.0291675
@@ -198,6 +200,33 @@ class FlipSigmas:
         return (flipped,)
 
 
+@node(category="sampling/custom_sampling/sigmas", display_name="SetFirstSigma",
+      outputs=[Output("SIGMAS", tooltip="The schedule with its first sigma replaced.")])
+class SetFirstSigma:
+    """Replace a schedule's first sigma (how much noise sampling starts from)."""
+    sigmas = Socket("SIGMAS", tooltip="The schedule to change.")
+    sigma = Float(136.0, min=0.0, max=20000.0, step=0.001, round=False, tooltip="The new first sigma.")
+
+    def run(self, ctx, sigmas, sigma):
+        sigmas = sigmas.clone()
+        if len(sigmas):
+            sigmas[0] = sigma
+        return (sigmas,)
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d*\.*\d+)")
+
+
+@node(category="sampling/custom_sampling/sigmas", display_name="ManualSigmas",
+      outputs=[Output("SIGMAS", tooltip="The schedule as written.")])
+class ManualSigmas:
+    """A schedule written out by hand: the numbers in the text, in order (commas, spaces, anything between)."""
+    sigmas = String("1, 0.5", tooltip="The sigmas, e.g. '1, 0.725, 0.42, 0'.")
+
+    def run(self, ctx, sigmas):
+        return (torch.tensor([float(n) for n in _NUMBER.findall(sigmas)], dtype=torch.float32),)
+
+
 @node(category="sampling/custom_sampling/noise", display_name="RandomNoise",
       outputs=[Output("NOISE", tooltip="Noise from the seed.")])
 class RandomNoise:
@@ -302,5 +331,5 @@ class AlignYourStepsScheduler:
 
 NODES = [SamplerCustom, SamplerCustomAdvanced, KSamplerSelect, BasicScheduler, KarrasScheduler,
          ExponentialScheduler, PolyexponentialScheduler, SDTurboScheduler, BetaSamplingScheduler, SplitSigmas,
-         SplitSigmasDenoise, FlipSigmas, RandomNoise, DisableNoise, CFGGuider, BasicGuider, DualCFGGuider,
+         SplitSigmasDenoise, FlipSigmas, SetFirstSigma, ManualSigmas, RandomNoise, DisableNoise, CFGGuider, BasicGuider, DualCFGGuider,
          AlignYourStepsScheduler]

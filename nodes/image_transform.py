@@ -1,6 +1,8 @@
 """Resizing images: to a size, or by a factor. IMAGE is float32 [B, H, W, C] in 0..1."""
 from __future__ import annotations
 
+import math
+
 from diffusion.image_ops import common_upscale
 from nodes.declare import MAX_RESOLUTION, Combo, Float, Int, Output, Socket, node
 
@@ -51,4 +53,39 @@ class ImageScaleBy:
         return (resize_image(image, width, height, upscale_method),)
 
 
-NODES = [ImageScale, ImageScaleBy]
+@node(category="image/upscaling", display_name="Scale Image to Total Pixels",
+      outputs=[Output("IMAGE", tooltip="The resized images.")])
+class ImageScaleToTotalPixels:
+    """Resize images, keeping their aspect ratio, to about a number of megapixels (1 MP = 1024x1024 pixels)."""
+    image = Socket("IMAGE", tooltip="The images to resize.")
+    upscale_method = Combo(UPSCALE_METHODS, tooltip=_METHOD_TIP)
+    megapixels = Float(1.0, min=0.01, max=16.0, step=0.01, tooltip="Target size in units of 1024x1024 pixels.")
+    resolution_steps = Int(1, min=1, max=256, tooltip="Width and height are rounded to a multiple of this.")
+
+    def run(self, ctx, image, upscale_method, megapixels, resolution_steps=1):
+        h, w = image.shape[1], image.shape[2]
+        scale = math.sqrt(megapixels * 1024 * 1024 / (w * h))
+        width = round(w * scale / resolution_steps) * resolution_steps
+        height = round(h * scale / resolution_steps) * resolution_steps
+        if width < 1 or height < 1:
+            raise ValueError(f"ImageScaleToTotalPixels: {megapixels} MP in steps of {resolution_steps} leaves a "
+                             f"{width}x{height} image from {w}x{h}; lower resolution_steps or raise megapixels")
+        return (resize_image(image, int(width), int(height), upscale_method),)
+
+
+@node(category="image", display_name="Get Image Size",
+      outputs=[Output("INT", "width", tooltip="Width in pixels."), Output("INT", "height", tooltip="Height in pixels."),
+               Output("INT", "batch_size", tooltip="Number of images in the batch.")])
+class GetImageSize:
+    """The width, height and batch size of images (also shown on the node)."""
+    image = Socket("IMAGE", tooltip="The images to measure.")
+
+    def run(self, ctx, image):
+        batch, height, width = int(image.shape[0]), int(image.shape[1]), int(image.shape[2])
+        show = getattr(ctx, "show_text", None)
+        if show is not None:
+            show(f"width: {width}, height: {height}\n batch size: {batch}")
+        return (width, height, batch)
+
+
+NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, GetImageSize]

@@ -1,0 +1,78 @@
+"""GetImageSize, ImageScaleToTotalPixels, ManualSigmas and SetFirstSigma: ComfyUI's interfaces and results."""
+import math
+
+import pytest
+import torch
+
+from nodes.custom_sampling import ManualSigmas, SetFirstSigma
+from nodes.image_transform import GetImageSize, ImageScaleToTotalPixels
+
+
+def test_total_pixels_keeps_the_aspect_ratio_and_rounds_to_steps():
+    image = torch.rand(1, 100, 200, 3)
+    out = ImageScaleToTotalPixels().run(None, image, "bilinear", 1.0)[0]
+    # sqrt(1048576 / 20000) = 7.2408...: 1448.2 x 724.1 -> 1448 x 724
+    assert out.shape == (1, 724, 1448, 3)
+    stepped = ImageScaleToTotalPixels().run(None, image, "nearest-exact", 0.01, 16)[0]
+    # scale 0.72408: 144.8 / 16 = 9.05 -> 144, 72.4 / 16 = 4.53 -> 80
+    assert stepped.shape == (1, 80, 144, 3)
+    assert abs(out.shape[1] * out.shape[2] - 1024 * 1024) / (1024 * 1024) < 0.01
+
+
+def test_total_pixels_of_a_solid_image_stays_solid_and_a_too_coarse_step_is_a_clear_error():
+    image = torch.full((2, 64, 64, 3), 0.25)
+    out = ImageScaleToTotalPixels().run(None, image, "lanczos", 0.25, 8)[0]
+    assert out.shape == (2, 512, 512, 3)
+    assert torch.allclose(out, torch.full_like(out, 0.25), atol=2 / 255)
+    with pytest.raises(ValueError, match="resolution_steps"):
+        ImageScaleToTotalPixels().run(None, torch.rand(1, 8, 8, 3), "area", 0.01, 256)
+
+
+def test_get_image_size_returns_width_height_batch_and_shows_them():
+    shown = []
+
+    class Ctx:
+        def show_text(self, text):
+            shown.append(text)
+
+    assert GetImageSize().run(Ctx(), torch.zeros(3, 48, 80, 3)) == (80, 48, 3)
+    assert shown == ["width: 80, height: 48\n batch size: 3"]
+
+
+def test_manual_sigmas_reads_the_numbers_as_comfyui_writes_them():
+    sigmas = ManualSigmas().run(None, "1., 0.99375, 0.9875,0.725 0.421875, 0.0")[0]
+    assert sigmas.dtype == torch.float32
+    assert torch.allclose(sigmas, torch.tensor([1.0, 0.99375, 0.9875, 0.725, 0.421875, 0.0]))
+    assert torch.equal(ManualSigmas().run(None, "14.6, -1, +2")[0], torch.tensor([14.6, -1.0, 2.0]))
+    assert ManualSigmas().run(None, "none here")[0].numel() == 0
+
+
+def test_set_first_sigma_replaces_only_a_copy():
+    original = torch.tensor([14.61, 7.0, 0.0])
+    out = SetFirstSigma().run(None, original, 999.0)[0]
+    assert out.tolist() == [999.0, 7.0, 0.0]
+    assert original[0].item() == pytest.approx(14.61)
+
+
+def test_the_nodes_run_through_the_scheduler(engine):
+    prompt = {
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 30, "batch_size": 2, "color": 0}},
+        "scale": {"class_type": "ImageScaleToTotalPixels",
+                  "inputs": {"image": ["img", 0], "upscale_method": "area", "megapixels": 0.01,
+                             "resolution_steps": 4}},
+        "size": {"class_type": "GetImageSize", "inputs": {"image": ["scale", 0]}},
+        "show_w": {"class_type": "PreviewAny", "inputs": {"source": ["size", 0]}},
+        "show_h": {"class_type": "PreviewAny", "inputs": {"source": ["size", 1]}},
+        "sig": {"class_type": "ManualSigmas", "inputs": {"sigmas": "1, 0.5, 0"}},
+        "first": {"class_type": "SetFirstSigma", "inputs": {"sigmas": ["sig", 0], "sigma": 3.5}},
+        "show_s": {"class_type": "PreviewAny", "inputs": {"source": ["first", 0]}},
+    }
+    outcome, sink = engine.run(prompt)
+    assert outcome.status == "success", sink.of("execution_error")
+    scale = math.sqrt(0.01 * 1024 * 1024 / (40 * 30))
+    width, height = round(40 * scale / 4) * 4, round(30 * scale / 4) * 4
+    texts = {e["node"]: e["output"]["text"][0] for e in sink.of("executed")}
+    assert texts["show_w"] == str(width) and texts["show_h"] == str(height)
+    assert "[3]" in texts["show_s"]  # PreviewAny shows a tensor's shape; its values are checked above
+    shown = [e["text"] for e in sink.of("progress_text") if e["node"] == "size"]
+    assert shown == [f"width: {width}, height: {height}\n batch size: 2"]
