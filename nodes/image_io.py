@@ -119,6 +119,19 @@ class PreviewImage:
         return save_images(ctx, images, "ComfyUI_temp_" + suffix, "temp", 1, prompt, extra_pnginfo)
 
 
+@node(category="mask", display_name="Preview Mask", output_node=True)
+class MaskPreview:
+    """Show masks on the node as greyscale images (white = 1), kept in the temp folder like Preview Image."""
+    mask = Socket("MASK", tooltip="The masks to preview.")
+    prompt = Hidden("PROMPT")
+    extra_pnginfo = Hidden("EXTRA_PNGINFO")
+
+    def run(self, ctx, mask, prompt=None, extra_pnginfo=None):
+        images = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).movedim(1, -1).expand(-1, -1, -1, 3)
+        suffix = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
+        return save_images(ctx, images, "ComfyUI_temp_" + suffix, "temp", 4, prompt, extra_pnginfo)
+
+
 @node(category="api node/image", display_name="SaveImageWebsocket", output_node=True)
 class SaveImageWebsocket:
     """Send images to the client that queued the job, as PNG binary websocket frames, without writing files
@@ -274,4 +287,4 @@ class LoadImageMask:
         return _check_image_name(services, image)
 
 
-NODES = [SaveImage, PreviewImage, SaveImageWebsocket, LoadImage, LoadImageMask]
+NODES = [SaveImage, PreviewImage, MaskPreview, SaveImageWebsocket, LoadImage, LoadImageMask]

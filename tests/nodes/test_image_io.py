@@ -180,6 +180,17 @@ def test_preview_image_goes_to_temp(env):
     assert os.listdir(env.paths.output_dir) == []
 
 
+def test_mask_preview_saves_masks_as_grey_images_in_temp(env):
+    prompt = {"m": node("SolidMask", value=0.5, width=4, height=3), "p": node("MaskPreview", mask=["m", 0])}
+    images = env.output(prompt, "p")["images"]
+    assert len(images) == 1 and images[0]["type"] == "temp"
+    assert re.fullmatch(r"ComfyUI_temp_[a-z]{5}_00001_\.png", images[0]["filename"])
+    with Image.open(os.path.join(env.paths.temp_dir, images[0]["filename"])) as saved:
+        assert saved.size == (4, 3) and saved.mode == "RGB"
+        assert saved.getpixel((2, 1)) == (127, 127, 127)  # 0.5 * 255 truncated, as SaveImage writes it
+    assert os.listdir(env.paths.output_dir) == []
+
+
 # -- LoadImage -----------------------------------------------------------------------------------------------
 
 def test_load_rgb(env):
