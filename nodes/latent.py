@@ -24,6 +24,18 @@ class EmptyLatentImage:
         return ({"samples": torch.zeros(batch_size, 4, height // 8, width // 8)},)
 
 
+@node(category="latent/sd3", display_name="EmptySD3LatentImage",
+      outputs=[Output("LATENT", tooltip="A batch of empty 16-channel latents.")])
+class EmptySD3LatentImage:
+    """Empty latents for the 16-channel VAE of SD3 and Flux (8x downscale): their text-to-image starting point."""
+    width = Int(1024, min=16, max=MAX_RESOLUTION, step=16, tooltip="Image width in pixels (a multiple of 16).")
+    height = Int(1024, min=16, max=MAX_RESOLUTION, step=16, tooltip="Image height in pixels (a multiple of 16).")
+    batch_size = Int(1, min=1, max=4096, tooltip="How many images to make at once.")
+
+    def run(self, ctx, width, height, batch_size=1):
+        return ({"samples": torch.zeros(batch_size, 16, height // 8, width // 8)},)
+
+
 def _samples(latent) -> torch.Tensor:
     if not isinstance(latent, dict) or "samples" not in latent:
         raise ValueError("the 'samples' input is not a LATENT (a dict with 'samples')")
@@ -107,4 +119,4 @@ class LatentBatch:
         return (out,)
 
 
-NODES = [EmptyLatentImage, VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled, LatentBatch]
+NODES = [EmptyLatentImage, EmptySD3LatentImage, VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled, LatentBatch]

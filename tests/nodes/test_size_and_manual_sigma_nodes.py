@@ -76,3 +76,9 @@ def test_the_nodes_run_through_the_scheduler(engine):
     assert "[3]" in texts["show_s"]  # PreviewAny shows a tensor's shape; its values are checked above
     shown = [e["text"] for e in sink.of("progress_text") if e["node"] == "size"]
     assert shown == [f"width: {width}, height: {height}\n batch size: 2"]
+
+
+def test_empty_sd3_latent_has_sixteen_channels_at_an_eighth_of_the_size():
+    from nodes.latent import EmptySD3LatentImage
+    samples = EmptySD3LatentImage().run(None, 1024, 768, 2)[0]["samples"]
+    assert samples.shape == (2, 16, 96, 128) and samples.dtype == torch.float32 and not samples.any()
