@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from diffusion.sampling.guidance import rescale_cfg
-from nodes.declare import Boolean, Combo, Float, Output, Socket, node
+from diffusion.sampling.model_sampling_flow import FlowModelSampling, flux_shift_for_size
+from nodes.declare import MAX_RESOLUTION, Boolean, Combo, Float, Int, Output, Socket, node
 
 PREDICTIONS = {"eps": "eps", "v_prediction": "v"}
 
@@ -67,4 +68,51 @@ class DifferentialDiffusion:
         return (patched,)
 
 
-NODES = [ModelSamplingDiscrete, RescaleCFG, DifferentialDiffusion]
+def _with_sampling(model, sampling):
+    patched = model.clone()
+    patched.add_object_patch("model_sampling", sampling)
+    return patched
+
+
+@node(category="advanced/model", display_name="ModelSamplingSD3",
+      outputs=[Output("MODEL", tooltip="The model sampled as a rectified flow with the shift.")])
+class ModelSamplingSD3:
+    """Sample as SD3 is trained: rectified flow, timesteps 0..1000, the noise schedule shifted by `shift`."""
+    model = Socket("MODEL", tooltip="The model to adjust.")
+    shift = Float(3.0, min=0.0, max=100.0, step=0.01, tooltip="Higher spends more steps at high noise "
+                                                                "(SD3's default 3.0).")
+
+    multiplier = 1000.0
+
+    def run(self, ctx, model, shift):
+        return (_with_sampling(model, FlowModelSampling(shift, self.multiplier, "snr")),)
+
+
+@node(category="advanced/model", display_name="ModelSamplingAuraFlow",
+      outputs=[Output("MODEL", tooltip="The model sampled as a rectified flow with the shift.")])
+class ModelSamplingAuraFlow(ModelSamplingSD3):
+    """Sample as AuraFlow is trained: rectified flow with timesteps 0..1, the schedule shifted by `shift`."""
+    model = Socket("MODEL", tooltip="The model to adjust.")
+    shift = Float(1.73, min=0.0, max=100.0, step=0.01, tooltip="Higher spends more steps at high noise.")
+
+    multiplier = 1.0
+
+
+@node(category="advanced/model", display_name="ModelSamplingFlux",
+      outputs=[Output("MODEL", tooltip="The model sampled as Flux is, with the shift for the image size.")])
+class ModelSamplingFlux:
+    """Sample as Flux is trained: rectified flow with an exponential shift that grows with the image's size, from
+    base_shift at 256x256 to max_shift at 1024x1024 (linear in pixels)."""
+    model = Socket("MODEL", tooltip="The model to adjust.")
+    max_shift = Float(1.15, min=0.0, max=100.0, step=0.01, tooltip="The shift at 1024x1024.")
+    base_shift = Float(0.5, min=0.0, max=100.0, step=0.01, tooltip="The shift at 256x256.")
+    width = Int(1024, min=16, max=MAX_RESOLUTION, step=8, tooltip="The image width the shift is chosen for.")
+    height = Int(1024, min=16, max=MAX_RESOLUTION, step=8, tooltip="The image height the shift is chosen for.")
+
+    def run(self, ctx, model, max_shift, base_shift, width, height):
+        mu = flux_shift_for_size(width, height, base_shift, max_shift)
+        return (_with_sampling(model, FlowModelSampling(mu, 1.0, "exponential", timesteps=10000)),)
+
+
+NODES = [ModelSamplingDiscrete, RescaleCFG, DifferentialDiffusion, ModelSamplingSD3, ModelSamplingAuraFlow,
+         ModelSamplingFlux]

@@ -45,7 +45,7 @@ def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _bcast(sigma: Number, like: torch.Tensor) -> torch.Tensor:
+def broadcast_sigma(sigma: Number, like: torch.Tensor) -> torch.Tensor:
     """sigma (scalar, [B] or already broadcastable) reshaped to broadcast over `like` = [B, ...]."""
     sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
     if sigma.ndim == 1 and like.ndim > 1:
@@ -129,13 +129,13 @@ class DiscreteModelSampling(torch.nn.Module):
     # -- model conversions -----------------------------------------------------------------------------------------
     def calculate_input(self, sigma: Number, x: torch.Tensor) -> torch.Tensor:
         """The network input c_in·x with c_in = 1/sqrt(σ² + 1) (the VP-scaled latent)."""
-        sigma = _bcast(sigma, x)
+        sigma = broadcast_sigma(sigma, x)
         return x / (sigma ** 2 + 1.0).sqrt()
 
     def calculate_denoised(self, sigma: Number, model_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x0 estimate from the network output for the noisy (VE) input x:
         eps: x − σ·out;  v: x/(σ²+1) − out·σ/sqrt(σ²+1);  x0: out."""
-        sigma = _bcast(sigma, model_output)
+        sigma = broadcast_sigma(sigma, model_output)
         if self.prediction == "eps":
             return x - model_output * sigma
         if self.prediction == "v":
@@ -146,7 +146,7 @@ class DiscreteModelSampling(torch.nn.Module):
                       max_denoise: bool = False) -> torch.Tensor:
         """The initial sampler input: latent + noise·sqrt(1 + σ²) at full denoise (the VE marginal of pure noise
         whose VP image has unit variance), else latent + noise·σ."""
-        sigma = _bcast(sigma, noise)
+        sigma = broadcast_sigma(sigma, noise)
         scale = (1.0 + sigma ** 2).sqrt() if max_denoise else sigma
         return latent_image + noise * scale
 
