@@ -106,6 +106,13 @@ class SaveImage:
         return save_images(ctx, images, filename_prefix, "output", 4, prompt, extra_pnginfo)
 
 
+def save_preview(ctx, images, compress_level: int, prompt=None, extra_pnginfo=None) -> dict:
+    """Images into the temp folder under a random prefix, so previews of concurrent or repeated runs never
+    overwrite each other."""
+    suffix = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
+    return save_images(ctx, images, "ComfyUI_temp_" + suffix, "temp", compress_level, prompt, extra_pnginfo)
+
+
 @node(category="image", display_name="Preview Image", output_node=True)
 class PreviewImage:
     """Show images on the node without keeping them: they go to the temp folder, which is cleared on restart."""
@@ -114,9 +121,7 @@ class PreviewImage:
     extra_pnginfo = Hidden("EXTRA_PNGINFO")
 
     def run(self, ctx, images, prompt=None, extra_pnginfo=None):
-        # A random suffix keeps previews of concurrent or repeated runs from overwriting each other.
-        suffix = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
-        return save_images(ctx, images, "ComfyUI_temp_" + suffix, "temp", 1, prompt, extra_pnginfo)
+        return save_preview(ctx, images, 1, prompt, extra_pnginfo)
 
 
 @node(category="mask", display_name="Preview Mask", output_node=True)
@@ -128,8 +133,7 @@ class MaskPreview:
 
     def run(self, ctx, mask, prompt=None, extra_pnginfo=None):
         images = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).movedim(1, -1).expand(-1, -1, -1, 3)
-        suffix = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
-        return save_images(ctx, images, "ComfyUI_temp_" + suffix, "temp", 4, prompt, extra_pnginfo)
+        return save_preview(ctx, images, 4, prompt, extra_pnginfo)
 
 
 @node(category="api node/image", display_name="SaveImageWebsocket", output_node=True)

@@ -53,7 +53,25 @@ def broadcast_sigma(sigma: Number, like: torch.Tensor) -> torch.Tensor:
     return sigma
 
 
-class DiscreteModelSampling(torch.nn.Module):
+class SigmaTable(torch.nn.Module):
+    """A model's table of sampling sigmas (buffer `sigmas`, ascending) as the schedulers read it."""
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.sigmas.shape[0])
+
+    @property
+    def sigma_min(self) -> float:
+        """The smallest sigma of the table (0.029167 on SD)."""
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        """The largest sigma of the table (14.614641 on SD, 1.0 for a flow)."""
+        return float(self.sigmas[-1])
+
+
+class DiscreteModelSampling(SigmaTable):
     """The discrete noise table of an SD-style model plus its prediction-type conversions.
 
     prediction: "eps" (SD1.x, SD2-base, SDXL), "v" (SD2-768, v-models; Salimans & Ho 2022) or "x0".
@@ -82,20 +100,6 @@ class DiscreteModelSampling(torch.nn.Module):
         self.register_buffer("log_sigmas", sigmas.log().to(torch.float32), persistent=False)
 
     # -- the table -------------------------------------------------------------------------------------------------
-    @property
-    def num_timesteps(self) -> int:
-        return int(self.sigmas.shape[0])
-
-    @property
-    def sigma_min(self) -> float:
-        """The smallest sigma of the table (0.029167 on SD)."""
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        """The largest sigma of the table (14.614641 on SD)."""
-        return float(self.sigmas[-1])
-
     def timestep(self, sigma: Number) -> torch.Tensor:
         """The discrete timestep index (as a float tensor shaped like sigma) whose sigma is nearest in log-sigma."""
         sigma = torch.as_tensor(sigma, dtype=torch.float32)

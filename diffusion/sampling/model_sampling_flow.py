@@ -15,7 +15,7 @@ from typing import Union
 
 import torch
 
-from diffusion.sampling.model_sampling import broadcast_sigma
+from diffusion.sampling.model_sampling import SigmaTable, broadcast_sigma
 
 Number = Union[float, int, torch.Tensor]
 
@@ -42,7 +42,7 @@ def flux_shift_for_size(width: int, height: int, base_shift: float = 0.5, max_sh
     return patches * slope + (base_shift - slope * 256)
 
 
-class FlowModelSampling(torch.nn.Module):
+class FlowModelSampling(SigmaTable):
     """Rectified-flow sampling: `kind` "snr" (SD3, AuraFlow; `multiplier` scales σ to the network's timestep) or
     "exponential" (Flux; the network takes σ)."""
 
@@ -58,14 +58,6 @@ class FlowModelSampling(torch.nn.Module):
 
     def _shifted(self, t: Number) -> torch.Tensor:
         return snr_shift(self.shift, t) if self.kind == "snr" else exponential_shift(self.shift, t)
-
-    @property
-    def sigma_min(self) -> float:
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.sigmas[-1])
 
     def timestep(self, sigma: Number) -> torch.Tensor:
         """The network's timestep for σ: σ·multiplier (SD3: 1000, AuraFlow and Flux: 1)."""
