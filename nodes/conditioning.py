@@ -151,6 +151,18 @@ class ConditioningSetMask:
                       mask_strength=strength),)
 
 
+@node(category="advanced/conditioning/flux", display_name="FluxGuidance",
+      outputs=[Output(COND, tooltip="The conditioning carrying the guidance value.")])
+class FluxGuidance:
+    """Set the guidance strength a guidance-distilled model (Flux-dev) is conditioned on; models without a
+    guidance input ignore it. It replaces CFG for such models: sample them at cfg 1."""
+    conditioning = Socket(COND, tooltip="The conditioning to set it on.")
+    guidance = Float(3.5, min=0.0, max=100.0, step=0.1, tooltip="The distilled guidance (Flux-dev: 3.5 typical).")
+
+    def run(self, ctx, conditioning, guidance):
+        return (_with(conditioning, guidance=guidance),)
+
+
 @node(category="advanced/conditioning", outputs=[Output(COND, tooltip="All-zero conditioning.")])
 class ConditioningZeroOut:
     """Replace a conditioning (and its pooled output) by zeros: a truly empty prompt."""
@@ -182,4 +194,4 @@ class ConditioningSetTimestepRange:
 
 NODES = [ConditioningCombine, ConditioningAverage, ConditioningConcat, ConditioningSetArea,
          ConditioningSetAreaPercentage, ConditioningSetAreaStrength, ConditioningSetMask, ConditioningZeroOut,
-         ConditioningSetTimestepRange]
+         ConditioningSetTimestepRange, FluxGuidance]

@@ -1,7 +1,7 @@
 """Nodes that change how a MODEL samples (on a clone; the loaded weights are shared, never modified)."""
 from __future__ import annotations
 
-from diffusion.sampling.guidance import rescale_cfg
+from diffusion.sampling.guidance import cfg_norm, rescale_cfg
 from diffusion.sampling.model_sampling_flow import FlowModelSampling, flux_shift_for_size
 from nodes.declare import MAX_RESOLUTION, Boolean, Combo, Float, Int, Output, Socket, node
 
@@ -68,6 +68,20 @@ class DifferentialDiffusion:
         return (patched,)
 
 
+@node(category="advanced/guidance", display_name="CFGNorm", experimental=True,
+      outputs=[Output("MODEL", "patched_model", tooltip="The model with the guided prediction's norm limited.")])
+class CFGNorm:
+    """Limit the guided prediction, pixel by pixel, to the norm of the conditional one (over channels), then scale
+    it by `strength`: keeps high CFG from blowing colours out."""
+    model = Socket("MODEL", tooltip="The model to adjust.")
+    strength = Float(1.0, min=0.0, max=100.0, step=0.01, tooltip="Multiplies the limited prediction (1 keeps it).")
+
+    def run(self, ctx, model, strength):
+        patched = model.clone()
+        patched.set_model_sampler_post_cfg_function(cfg_norm(strength))
+        return (patched,)
+
+
 def _with_sampling(model, sampling):
     patched = model.clone()
     patched.add_object_patch("model_sampling", sampling)
@@ -115,4 +129,4 @@ class ModelSamplingFlux:
 
 
 NODES = [ModelSamplingDiscrete, RescaleCFG, DifferentialDiffusion, ModelSamplingSD3, ModelSamplingAuraFlow,
-         ModelSamplingFlux]
+         ModelSamplingFlux, CFGNorm]

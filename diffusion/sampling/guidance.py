@@ -482,3 +482,13 @@ def rescale_cfg(multiplier: float) -> Callable:
         eps = multiplier * scaled + (1.0 - multiplier) * eps
         return x - eps * s
     return combine
+
+
+def cfg_norm(strength: float) -> Callable:
+    """CFGNorm, a post-CFG function: where the guided denoised latent's per-pixel norm over channels exceeds the
+    conditional one's, scale it down to that norm (never up), then multiply by `strength`."""
+    def post_cfg(args: dict) -> torch.Tensor:
+        cond, guided = args["cond_denoised"], args["denoised"]
+        scale = (cond.norm(dim=1, keepdim=True) / (guided.norm(dim=1, keepdim=True) + 1e-8)).clamp(0.0, 1.0)
+        return guided * scale * strength
+    return post_cfg

@@ -76,3 +76,13 @@ def test_empty_latent_and_image_scaling():
     flat = torch.full((1, 8, 8, 3), 0.5)
     assert torch.allclose(ImageScaleBy().run(None, flat, "bicubic", 2.0)[0], torch.full((1, 16, 16, 3), 0.5),
                           atol=1e-5)
+
+
+def test_flux_guidance_sets_the_value_on_every_entry_of_a_copy():
+    from nodes.conditioning import FluxGuidance
+    a, b = torch.rand(1, 77, 8), torch.rand(1, 77, 8)
+    source = [[a, {"pooled_output": None}], [b, {"guidance": 1.0, "strength": 0.5}]]
+    out = FluxGuidance().run(None, source, 3.5)[0]
+    assert [opts["guidance"] for _, opts in out] == [3.5, 3.5]
+    assert out[1][1]["strength"] == 0.5 and out[0][0] is a
+    assert "guidance" not in source[0][1] and source[1][1]["guidance"] == 1.0  # the input is not changed
