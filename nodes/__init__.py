@@ -10,7 +10,7 @@ BUILTIN_MODULES = (
     "primitives", "arithmetic", "image_basic", "image_io", "image_transform", "image_batch", "image_filters",
     "image_composite", "image_stitch", "masks", "preview_any", "loaders", "lora", "hypernetwork", "text_encode",
     "conditioning", "latent", "latent_ops", "latent_io", "inpaint", "sampling", "custom_sampling", "model_patches",
-    "model_merging", "controlnet", "preprocessors", "upscale", "perp_neg", "gits", "clip_vision",
+    "model_merging", "controlnet", "preprocessors", "upscale", "perp_neg", "gits", "clip_vision", "logic",
 )
 
 
