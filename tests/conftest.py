@@ -67,3 +67,20 @@ class TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     return TinyModels(tmp_path_factory.mktemp("tiny_models"))
+
+
+def patched_ksampler_prompt(patch_class: str, patch_inputs: dict, steps: int = 3, scheduler: str = "normal",
+                            cfg: float = 4.0, seed: int = 5) -> dict:
+    """A 64² txt2img prompt on `sd1.safetensors` whose MODEL goes through one patch node ("patch") before the
+    KSampler ("sample"); the latent ends in a PreviewAny ("show")."""
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd1.safetensors"}},
+        "patch": {"class_type": patch_class, "inputs": {"model": ["ckpt", 0], **patch_inputs}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["ckpt", 1]}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": ["patch", 0], "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "euler",
+            "scheduler": scheduler, "positive": ["pos", 0], "negative": ["pos", 0], "latent_image": ["latent", 0],
+            "denoise": 1.0}},
+        "show": {"class_type": "PreviewAny", "inputs": {"source": ["sample", 0]}},
+    }

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from diffusion.sampling.guidance import cfg_norm
+from tests.conftest import patched_ksampler_prompt
 from tests.nodes.test_model_nodes import ModelEngine
 
 
@@ -29,16 +30,7 @@ def engine(tmp_path, tiny_models):
 
 
 def test_strength_zero_makes_every_denoised_zero_so_euler_ends_at_zero(engine):
-    prompt = {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd1.safetensors"}},
-        "norm": {"class_type": "CFGNorm", "inputs": {"model": ["ckpt", 0], "strength": 0.0}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["ckpt", 1]}},
-        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "sample": {"class_type": "KSampler", "inputs": {
-            "model": ["norm", 0], "seed": 5, "steps": 3, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal",
-            "positive": ["pos", 0], "negative": ["pos", 0], "latent_image": ["latent", 0], "denoise": 1.0}},
-        "show": {"class_type": "PreviewAny", "inputs": {"source": ["sample", 0]}},
-    }
+    prompt = patched_ksampler_prompt("CFGNorm", {"strength": 0.0})
     outcome, sink = engine.run(prompt)
     assert outcome.status == "success", sink.of("execution_error")
     latent = engine.executor.cache  # the KSampler's output lives in the output cache

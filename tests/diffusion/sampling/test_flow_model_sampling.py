@@ -10,6 +10,7 @@ from diffusion.sampling.ksampler import calculate_sigmas
 from diffusion.sampling.model_sampling_flow import (FlowModelSampling, exponential_shift, flux_shift_for_size,
                                                     snr_shift)
 from diffusion.sampling.samplers_basic import sample_euler
+from tests.conftest import patched_ksampler_prompt
 
 
 def test_snr_shift_and_the_sd3_table():
@@ -103,16 +104,7 @@ def test_ksampler_runs_a_model_sampled_as_a_flow_through_the_scheduler(model_eng
     from execution.scheduler import Job
     from graph.validation import validate_prompt
     services, catalogue, executor = model_engine
-    prompt = {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd1.safetensors"}},
-        "flow": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["ckpt", 0], "shift": 3.0}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["ckpt", 1]}},
-        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "sample": {"class_type": "KSampler", "inputs": {
-            "model": ["flow", 0], "seed": 3, "steps": 3, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple",
-            "positive": ["pos", 0], "negative": ["pos", 0], "latent_image": ["latent", 0], "denoise": 1.0}},
-        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": "flow"}},
-    }
+    prompt = patched_ksampler_prompt("ModelSamplingSD3", {"shift": 3.0}, scheduler="simple", cfg=2.0, seed=3)
     checked = validate_prompt(prompt, catalogue, None, services)
     assert checked.ok, (checked.error, checked.node_errors)
     sink = RecordingSink()
