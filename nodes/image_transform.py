@@ -53,6 +53,32 @@ class ImageScaleBy:
         return (resize_image(image, width, height, upscale_method),)
 
 
+def size_for_megapixels(width: float, height: float, megapixels: float, multiple: int) -> tuple:
+    """The width x height of `width`:`height`'s aspect ratio holding `megapixels` (1 MP = 1024² pixels), each
+    rounded to the nearest multiple of `multiple` (Python's rounding, halves to even)."""
+    scale = math.sqrt(megapixels * 1024 * 1024 / (width * height))
+    return (round(width * scale / multiple) * multiple, round(height * scale / multiple) * multiple)
+
+
+ASPECT_RATIOS = {"1:1 (Square)": (1, 1), "3:2 (Photo)": (3, 2), "4:3 (Standard)": (4, 3),
+                 "16:9 (Widescreen)": (16, 9), "21:9 (Ultrawide)": (21, 9), "2:3 (Portrait Photo)": (2, 3),
+                 "3:4 (Portrait Standard)": (3, 4), "9:16 (Portrait Widescreen)": (9, 16)}
+
+
+@node(category="utils", display_name="Resolution Selector",
+      outputs=[Output("INT", "width", tooltip="Width in pixels, a multiple of `multiple`."),
+               Output("INT", "height", tooltip="Height in pixels, a multiple of `multiple`.")])
+class ResolutionSelector:
+    """A width and height for an aspect ratio and a number of megapixels (for Empty Latent Image and the like)."""
+    aspect_ratio = Combo(list(ASPECT_RATIOS), tooltip="The shape of the image.")
+    megapixels = Float(1.0, min=0.1, max=16.0, step=0.1, tooltip="Target size; 1.0 MP is 1024x1024 when square.")
+    multiple = Int(8, min=8, max=128, step=4, tooltip="Width and height are rounded to a multiple of this.")
+
+    def run(self, ctx, aspect_ratio, megapixels, multiple=8):
+        w, h = ASPECT_RATIOS[aspect_ratio]
+        return size_for_megapixels(w, h, megapixels, multiple)
+
+
 @node(category="image/upscaling", display_name="Scale Image to Total Pixels",
       outputs=[Output("IMAGE", tooltip="The resized images.")])
 class ImageScaleToTotalPixels:
@@ -64,9 +90,7 @@ class ImageScaleToTotalPixels:
 
     def run(self, ctx, image, upscale_method, megapixels, resolution_steps=1):
         h, w = image.shape[1], image.shape[2]
-        scale = math.sqrt(megapixels * 1024 * 1024 / (w * h))
-        width = round(w * scale / resolution_steps) * resolution_steps
-        height = round(h * scale / resolution_steps) * resolution_steps
+        width, height = size_for_megapixels(w, h, megapixels, resolution_steps)
         if width < 1 or height < 1:
             raise ValueError(f"ImageScaleToTotalPixels: {megapixels} MP in steps of {resolution_steps} leaves a "
                              f"{width}x{height} image from {w}x{h}; lower resolution_steps or raise megapixels")
@@ -88,4 +112,4 @@ class GetImageSize:
         return (width, height, batch)
 
 
-NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, GetImageSize]
+NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, GetImageSize, ResolutionSelector]

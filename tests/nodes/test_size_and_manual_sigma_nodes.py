@@ -82,3 +82,12 @@ def test_empty_sd3_latent_has_sixteen_channels_at_an_eighth_of_the_size():
     from nodes.latent import EmptySD3LatentImage
     samples = EmptySD3LatentImage().run(None, 1024, 768, 2)[0]["samples"]
     assert samples.shape == (2, 16, 96, 128) and samples.dtype == torch.float32 and not samples.any()
+
+
+def test_resolution_selector_gives_the_aspect_ratio_at_the_megapixels_rounded_to_the_multiple():
+    from nodes.image_transform import ResolutionSelector
+    assert ResolutionSelector().run(None, "1:1 (Square)", 1.0, 8) == (1024, 1024)
+    # 16:9 at 0.4 MP: scale sqrt(419430.4 / 144) = 53.97: 863.5 -> 27 x 32 = 864, 485.7 -> 15 x 32 = 480
+    assert ResolutionSelector().run(None, "16:9 (Widescreen)", 0.4, 32) == (864, 480)
+    width, height = ResolutionSelector().run(None, "2:3 (Portrait Photo)", 2.0, 16)
+    assert width % 16 == 0 and height % 16 == 0 and abs(width * 3 - height * 2) <= 48
