@@ -97,6 +97,27 @@ class ImageScaleToTotalPixels:
         return (resize_image(image, int(width), int(height), upscale_method),)
 
 
+@node(category="image/transform", display_name="Resize And Pad Image",
+      outputs=[Output("IMAGE", tooltip="The images fitted into the target size, padded around.")])
+class ResizeAndPadImage:
+    """Fit images into a width and height keeping their aspect ratio, then pad the rest, centred."""
+    image = Socket("IMAGE", tooltip="The images to fit.")
+    target_width = Int(512, min=1, max=MAX_RESOLUTION, step=1, tooltip="Output width in pixels.")
+    target_height = Int(512, min=1, max=MAX_RESOLUTION, step=1, tooltip="Output height in pixels.")
+    padding_color = Combo(["white", "black"], tooltip="Colour of the padding.")
+    interpolation = Combo(["area", "bicubic", "nearest-exact", "bilinear", "lanczos"], tooltip=_METHOD_TIP)
+
+    def run(self, ctx, image, target_width, target_height, padding_color, interpolation):
+        batch, h, w, channels = image.shape
+        scale = min(target_width / w, target_height / h)
+        width, height = int(w * scale), int(h * scale)
+        resized = common_upscale(image.movedim(-1, 1), width, height, interpolation, "disabled").movedim(1, -1)
+        out = image.new_full((batch, target_height, target_width, channels), 0.0 if padding_color == "black" else 1.0)
+        top, left = (target_height - height) // 2, (target_width - width) // 2
+        out[:, top:top + height, left:left + width] = resized
+        return (out,)
+
+
 @node(category="image", display_name="Get Image Size",
       outputs=[Output("INT", "width", tooltip="Width in pixels."), Output("INT", "height", tooltip="Height in pixels."),
                Output("INT", "batch_size", tooltip="Number of images in the batch.")])
@@ -112,4 +133,5 @@ class GetImageSize:
         return (width, height, batch)
 
 
-NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, GetImageSize, ResolutionSelector]
+NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, GetImageSize, ResolutionSelector,
+         ResizeAndPadImage]

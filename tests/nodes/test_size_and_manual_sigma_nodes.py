@@ -91,3 +91,16 @@ def test_resolution_selector_gives_the_aspect_ratio_at_the_megapixels_rounded_to
     assert ResolutionSelector().run(None, "16:9 (Widescreen)", 0.4, 32) == (864, 480)
     width, height = ResolutionSelector().run(None, "2:3 (Portrait Photo)", 2.0, 16)
     assert width % 16 == 0 and height % 16 == 0 and abs(width * 3 - height * 2) <= 48
+
+
+def test_resize_and_pad_fits_the_image_and_pads_centred():
+    from nodes.image_transform import ResizeAndPadImage
+    image = torch.full((1, 10, 20, 3), 0.25)
+    out = ResizeAndPadImage().run(None, image, 16, 16, "black", "nearest-exact")[0]
+    # scale min(16/20, 16/10) = 0.8: a 16x8 image, 4 rows of padding above and below
+    assert out.shape == (1, 16, 16, 3)
+    assert torch.all(out[0, :4] == 0.0) and torch.all(out[0, 12:] == 0.0) and torch.all(out[0, 4:12] == 0.25)
+    white = ResizeAndPadImage().run(None, torch.zeros(2, 30, 10, 4), 9, 9, "white", "area")[0]
+    # scale 0.3: a 3x9 image, 3 columns of padding each side, alpha padded white too
+    assert white.shape == (2, 9, 9, 4)
+    assert torch.all(white[:, :, :3] == 1.0) and torch.all(white[:, :, 3:6] == 0.0) and torch.all(white[:, :, 6:] == 1.0)
