@@ -98,7 +98,7 @@ class NodeContext:
         """Show a message on this node (a `progress_text` event) and log it: warnings a user should see."""
         import logging
         logging.getLogger("tessera.nodes").warning("node %s (%s): %s", self.node_id, self.class_type, text)
-        self.job.emit("progress_text", {"node": self.display_node_id, "text": text})
+        self.show_text(text)
 
     def graph_builder(self) -> GraphBuilder:
         """A builder for node expansion, its ids prefixed for this node and call."""

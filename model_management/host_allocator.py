@@ -29,13 +29,19 @@ def configure_host_allocator(environ=None) -> dict:
     return {"mallopt": _mallopt(), "THP_MEM_ALLOC_ENABLE": environ.get("THP_MEM_ALLOC_ENABLE", "0")}
 
 
-def _mallopt() -> bool:
+def _glibc_function(name: str):
+    """glibc's `name` (None off Linux or with another C library: musl has no mallopt or malloc_trim)."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
+def _mallopt() -> bool:
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD,
                                                                                    TRIM_THRESHOLD_BYTES))
@@ -46,11 +52,5 @@ def release_free_memory() -> bool:
     heap memory is kept for reuse; after a phase that reallocated many weight-sized blocks in a new order
     (model_management/packed_convolutions.py), the holes it left would otherwise stay resident. The next
     forward faults its activation pages in once more."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return False
-    return bool(trim(ctypes.c_size_t(0)))
+    trim = _glibc_function("malloc_trim")
+    return trim is not None and bool(trim(ctypes.c_size_t(0)))

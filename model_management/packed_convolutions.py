@@ -4,14 +4,15 @@ On a bf16 CPU (AMX or AVX512-BF16) oneDNN computes a convolution in a blocked we
 weight, reorders it into that layout on every call: for SD1.5's 1280-channel 3x3 convs the reorder costs twice the
 convolution itself (AMX, 256², batch 2: 9.1 ms reorder, 4.2 ms convolution), ~30 % of a UNet forward in all.
 `packed_convolutions(root)` reorders each Conv2d weight once as the scope starts and computes with the packed copy
-until the scope ends, when the plain weights are put back bit for bit. Both reorders cost about one forward's
-worth of per-call reorders (SD1.5: ~0.6 s in, ~0.5 s out, page faults and heap trimming included), so a sampler
-run gains from its third model call on (bench/bf16_parts.py `packed`).
+until the scope ends, when the plain weights are put back bit for bit. Packing and unpacking cost ~1.1 s per run
+for SD1.5 on an AMX CPU (page faults and heap trimming included) against 0.26 s saved per forward at 256² and
+0.47 s at 512² (batch 2, channels-last; bench/bf16_parts.py `packed`): a run gains from its fifth model call on
+at 256², its third at 512².
 
 One copy of the weights: a packed layer's parameter data is swapped for a one-element NaN placeholder of the same
 shape and dtype while the packed copy exists (the packed copy is a permutation of the same values), so memory does
 not grow; anything that reads a packed weight's values during the scope gets NaNs, loudly wrong rather than
-silently. The scope is the sampler's run (`ModelObject.patched`), inside which only forwards happen: patching,
+silently. The scope is the sampler's run (`DiffusionModel.patched`), inside which only forwards happen: patching,
 saving and merging see the plain weights. Layers with forward hooks (fp8 cast-on-forward, streaming), other
 padding modes, string paddings or weights not in bf16 on the CPU are left as they are.
 """
@@ -82,11 +83,8 @@ class _PackedLayer:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         module = self.module
         if x.device.type != "cpu" or x.dtype != module.weight.dtype or x.dim() != 4:
-            weight = self.packed.to_dense() if self.packed is not None else module.weight
-            return torch.nn.functional.conv2d(x, weight, module.bias, module.stride, module.padding,
+            return torch.nn.functional.conv2d(x, self.packed.to_dense(), module.bias, module.stride, module.padding,
                                               module.dilation, module.groups)
-        if self.packed is None:
-            self.pack(list(x.shape))
         out = torch.ops.mkldnn._convolution_pointwise(
             x, self.packed, module.bias, list(module.padding), list(module.stride), list(module.dilation),
             module.groups, "none", [], "")
@@ -119,14 +117,14 @@ def _channels_last_input(module: torch.nn.Module, args: tuple) -> tuple:
 
 
 @contextlib.contextmanager
-def packed_convolutions(root: torch.nn.Module, enabled: bool = True, channels_last: bool = False) -> Iterator[int]:
+def packed_convolutions(root: torch.nn.Module, channels_last: bool = False) -> Iterator[int]:
     """Within the scope, `root`'s bf16 CPU Conv2d layers compute with weights packed once at its start; yields how
     many layers take part. On exit (errors included) every plain weight is back, bit for bit.
 
     A packed layer returns the memory layout of its input, as the plain layer does. `channels_last` also hands
     `root` its 4-D first argument in channels-last layout, which oneDNN computes without reordering activations
     (and a UNet's transformer blocks flatten without a copy); the output is then channels-last too."""
-    if not enabled or not packing_available():
+    if not packing_available():
         yield 0
         return
     placeholders: Dict[torch.dtype, torch.Tensor] = {}
@@ -142,8 +140,6 @@ def packed_convolutions(root: torch.nn.Module, enabled: bool = True, channels_la
         layer = _PackedLayer(module, placeholders[dtype].reshape([1] * module.weight.dim()), moves)
         module.forward = layer.forward
         layers.append(layer)
-    # largest first, so that each weight's new block fits the hole the previous (larger) one left
-    layers.sort(key=lambda layer: layer.module.weight.nbytes, reverse=True)
     hook = root.register_forward_pre_hook(_channels_last_input) if channels_last and layers else None
     try:
         for layer in layers:

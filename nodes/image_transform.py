@@ -94,7 +94,9 @@ class ImageScaleToTotalPixels:
         if width < 1 or height < 1:
             raise ValueError(f"ImageScaleToTotalPixels: {megapixels} MP in steps of {resolution_steps} leaves a "
                              f"{width}x{height} image from {w}x{h}; lower resolution_steps or raise megapixels")
-        return (resize_image(image, int(width), int(height), upscale_method),)
+        # common_upscale itself, as the reference node calls it (no clamp after bicubic, unlike resize_image)
+        return (common_upscale(image.movedim(-1, 1), int(width), int(height), upscale_method,
+                               "disabled").movedim(1, -1),)
 
 
 @node(category="image/transform", display_name="Resize And Pad Image",
@@ -112,14 +114,16 @@ class ResizeAndPadImage:
         scale = min(target_width / w, target_height / h)
         width, height = int(w * scale), int(h * scale)
         resized = common_upscale(image.movedim(-1, 1), width, height, interpolation, "disabled").movedim(1, -1)
-        out = image.new_full((batch, target_height, target_width, channels), 0.0 if padding_color == "black" else 1.0)
+        fill = 0.0 if padding_color == "black" else 1.0
+        out = image.new_full((batch, target_height, target_width, channels), fill)
         top, left = (target_height - height) // 2, (target_width - width) // 2
         out[:, top:top + height, left:left + width] = resized
         return (out,)
 
 
 @node(category="image", display_name="Get Image Size",
-      outputs=[Output("INT", "width", tooltip="Width in pixels."), Output("INT", "height", tooltip="Height in pixels."),
+      outputs=[Output("INT", "width", tooltip="Width in pixels."),
+               Output("INT", "height", tooltip="Height in pixels."),
                Output("INT", "batch_size", tooltip="Number of images in the batch.")])
 class GetImageSize:
     """The width, height and batch size of images (also shown on the node)."""

@@ -81,53 +81,58 @@ def test_fp32_hooked_and_subclassed_layers_are_left_alone():
     own = OwnConv(4, 4, 3, padding=1).to(torch.bfloat16)
     with packed_convolutions(fp32) as a, packed_convolutions(hooked) as b, packed_convolutions(own) as c:
         assert (a, b, c) == (0, 4, 0)
-    with packed_convolutions(_net(), enabled=False) as d:
-        assert d == 0
 
 
-def test_a_non_bf16_input_computes_with_the_unpacked_values():
+def test_inputs_the_packed_op_cannot_take_compute_with_the_unpacked_values():
     net = torch.nn.Conv2d(4, 8, 3, padding=1).to(torch.bfloat16)
-    x = torch.randn(1, 4, 8, 8, dtype=torch.bfloat16)
+    unbatched = torch.randn(4, 8, 8, dtype=torch.bfloat16)  # 3-D: a plain Conv2d accepts it, the packed op not
     with torch.inference_mode():
-        expected = net(x.float().to(torch.bfloat16))
+        expected = net(unbatched)
         with packed_convolutions(net):
-            net(x)  # packs
-            with pytest.raises(RuntimeError):  # F.conv2d itself refuses mixed dtypes, as without packing
-                net(x.float())
-            again = net(x)
-    torch.testing.assert_close(again.float(), expected.float(), rtol=1e-2, atol=1e-2)
+            got = net(unbatched)
+            with pytest.raises(RuntimeError):  # mixed dtypes are refused, as by the plain layer
+                net(unbatched[None].float())
+    assert torch.equal(got, expected)
 
 
 CHILD = r"""
 import json, sys, torch
 sys.path.insert(0, sys.argv[1])
-from model_management.packed_convolutions import packed_convolutions
+from model_management.host_allocator import configure_host_allocator
+configure_host_allocator()  # the server's allocator settings: weight-sized blocks come from the heap
+import model_management.packed_convolutions as packing
+if sys.argv[2] == "no-trim":
+    packing.release_free_memory = lambda: False
 
-def rss():
+def status(field):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1]) * 1024
 
 torch.manual_seed(0)
-net = torch.nn.Sequential(*[torch.nn.Conv2d(640, 640, 3, padding=1) for _ in range(24)]).to(torch.bfloat16)
+net = torch.nn.Sequential(*[torch.nn.Conv2d(640, 640, 3, padding=1, dtype=torch.bfloat16) for _ in range(24)])
+pinned = [torch.ones(4 << 20, dtype=torch.uint8) for _ in range(8)]  # later blocks above the weights in the heap
 weights = sum(p.numel() * p.element_size() for p in net.parameters())
 x = torch.randn(1, 640, 8, 8, dtype=torch.bfloat16)
 with torch.inference_mode():
     net(x)
-    base = rss()
-    with packed_convolutions(net):
+    base = status("VmRSS:")
+    with packing.packed_convolutions(net):
         net(x)
-        inside = rss()
-    after = rss()
-print(json.dumps({"weights": weights, "inside": inside - base, "after": after - base}))
+    peak, after = status("VmHWM:"), status("VmRSS:")
+print(json.dumps({"weights": weights, "peak": peak - base, "after": after - base}))
 """
 
 
-def test_packing_does_not_hold_two_copies_of_the_weights():
-    out = subprocess.run([sys.executable, "-c", CHILD, ROOT], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+def _figures(mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, ROOT, mode], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
-    # 24 x 7.4 MB of weights; a second copy would add ~177 MB
-    assert figures["inside"] < 0.25 * figures["weights"], figures
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_packing_does_not_hold_two_copies_of_the_weights():
+    figures = _figures("trim")
+    # 24 x 7.4 MB of weights; a second copy would add ~177 MB. The heap is trimmed every TRIM_EVERY_BYTES:
+    # measured over 12 runs: peak 0.42-0.75x of the weights with the trims, 1.43x without; after -0.08x vs 1.43x
+    assert figures["peak"] < 1.0 * figures["weights"], figures
     assert figures["after"] < 0.25 * figures["weights"], figures

@@ -104,3 +104,13 @@ def test_resize_and_pad_fits_the_image_and_pads_centred():
     # scale 0.3: a 3x9 image, 3 columns of padding each side, alpha padded white too
     assert white.shape == (2, 9, 9, 4)
     assert torch.all(white[:, :, :3] == 1.0) and torch.all(white[:, :, 3:6] == 0.0) and torch.all(white[:, :, 6:] == 1.0)
+
+
+def test_total_pixels_resamples_as_common_upscale_does_without_clamping_bicubic():
+    from diffusion.image_ops import common_upscale
+    image = torch.zeros(1, 16, 16, 3)
+    image[:, :, 8:] = 1.0  # a hard edge: bicubic overshoots beyond 0..1 next to it
+    out = ImageScaleToTotalPixels().run(None, image, "bicubic", 0.001, 1)[0]
+    expected = common_upscale(image.movedim(-1, 1), 32, 32, "bicubic", "disabled").movedim(1, -1)
+    assert out.shape == (1, 32, 32, 3) and torch.equal(out, expected)
+    assert out.max() > 1.0 and out.min() < 0.0
