@@ -63,7 +63,7 @@ def has_prefix(state: Dict[str, torch.Tensor], prefix: str) -> bool:
 def describe_other(state: Dict[str, torch.Tensor]) -> str:
     """A guess at what a non-checkpoint file is, for error messages."""
     keys = [k[len(VAE_PREFIX):] if k.startswith(VAE_PREFIX) else k for k in state]
-    if any(k.startswith(("encoder.", "decoder.")) for k in keys) and any("quant_conv" in k for k in keys):
+    if any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.conv_in.") for k in keys):
         return "a standalone VAE (load it with Load VAE)"
     if any(k.startswith(("lora_unet_", "lora_te", "lora_")) or ".lora_up." in k or "lora_A" in k for k in keys):
         return "a LoRA (load it with Load LoRA)"
@@ -75,6 +75,20 @@ def describe_other(state: Dict[str, torch.Tensor]) -> str:
         return "a ControlNet (load it with Load ControlNet Model)"
     sample = ", ".join(keys[:4])
     return f"an unknown architecture (first keys: {sample})"
+
+
+# Diffusion transformers recognised by their block names, which this loader does not run yet: a clear error
+# instead of a failed UNet build.
+TRANSFORMER_FAMILIES = (("joint_blocks.", "SD3.x (MMDiT)"), ("double_blocks.", "Flux"),
+                        ("transformer_blocks.0.attn.add_q_proj.", "SD3.x (diffusers layout)"))
+
+
+def refuse_transformers(state: Dict[str, torch.Tensor], path: str) -> None:
+    """UnsupportedModelError naming the family when `state` (prefix already removed or not) is a DiT."""
+    for marker, family in TRANSFORMER_FAMILIES:
+        if any(k.startswith(marker) or k.startswith(UNET_PREFIX + marker) for k in state):
+            raise UnsupportedModelError(f"{path}: this is a {family} diffusion model; that model family is not "
+                                        f"supported yet (SD1.x, SD2.x and SDXL are)")
 
 
 def unet_family(unet_state: Dict[str, torch.Tensor]) -> str:
@@ -118,8 +132,10 @@ def detect_checkpoint(state: Dict[str, torch.Tensor], metadata: Optional[dict] =
     """The family of a full checkpoint (UNet + VAE + text encoders), or UnsupportedModelError."""
     metadata = metadata or {}
     if not has_prefix(state, UNET_PREFIX):
+        refuse_transformers(state, path)
         raise UnsupportedModelError(f"{path}: not a Stable Diffusion checkpoint; it looks like "
                                     f"{describe_other(state)}")
+    refuse_transformers(state, path)
     if has_prefix(state, SDXL_TEXT_G):
         name, prefixes = "sdxl", [SDXL_TEXT_L, SDXL_TEXT_G]
     elif has_prefix(state, REFINER_TEXT_G):
@@ -144,6 +160,7 @@ def detect_unet_only(state: Dict[str, torch.Tensor], metadata: Optional[dict] = 
     if has_prefix(state, UNET_PREFIX):
         state = {k[len(UNET_PREFIX):]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
     if "input_blocks.0.0.weight" not in state:
+        refuse_transformers(state, path)
         raise UnsupportedModelError(f"{path}: not a diffusion model (UNet); it looks like {describe_other(state)}")
     name = unet_family(state)
     prediction, notes = _prediction(state, metadata, name, "")

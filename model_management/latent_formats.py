@@ -14,8 +14,10 @@ from diffusion.latent_preview import RGB_FACTORS
 
 
 class LatentFormat:
-    """Raw VAE latents <-> what the diffusion model sees: `process_in` scales, `process_out` undoes it."""
+    """Raw VAE latents <-> what the diffusion model sees: `process_in` shifts and scales, `process_out` undoes
+    it. Only the 16-channel VAEs (SD3, Flux) have a shift."""
     scale_factor: float = 1.0
+    shift_factor: float = 0.0
     latent_channels: int = 4
     latent_dimensions: int = 2
     latent_rgb_factors: Optional[List[List[float]]] = None
@@ -23,9 +25,13 @@ class LatentFormat:
     taesd_decoder_name: Optional[str] = None
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.shift_factor:
+            return (latent - self.shift_factor) * self.scale_factor
         return latent * self.scale_factor
 
     def process_out(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.shift_factor:
+            return latent / self.scale_factor + self.shift_factor
         return latent / self.scale_factor
 
 
@@ -43,6 +49,20 @@ class SDXL(LatentFormat):
     latent_rgb_factors = RGB_FACTORS["sdxl"][0]
     latent_rgb_factors_bias = RGB_FACTORS["sdxl"][1]
     taesd_decoder_name = "taesdxl_decoder"
+
+
+class SD3(LatentFormat):
+    """SD3.x: the 16-channel VAE, scale 1.5305 and shift 0.0609."""
+    latent_channels = 16
+    scale_factor = 1.5305
+    shift_factor = 0.0609
+
+
+class Flux(LatentFormat):
+    """Flux.1: the 16-channel VAE, scale 0.3611 and shift 0.1159."""
+    latent_channels = 16
+    scale_factor = 0.3611
+    shift_factor = 0.1159
 
 
 def for_family(name: str) -> LatentFormat:

@@ -404,7 +404,7 @@ def _vae_keep(name: str, module: Any) -> bool:
     """VAE layers never streamed: the ones whose weights are read outside their own forward (the input layers
     whose device and dtype the VAE moves its input to, and the q/k/v/proj 1x1 convs attention blocks multiply by
     directly)."""
-    if name in ("encoder.conv_in", "post_quant_conv"):
+    if name in ("encoder.conv_in", "post_quant_conv", "decoder.conv_in"):
         return True
     parent, _, leaf = name.rpartition(".")
     return leaf in ("q", "k", "v", "proj_out") and ".attn" in "." + parent

@@ -34,6 +34,7 @@ class VAEConfig:
     z_channels: int = 4
     embed_dim: int = 4
     norm_groups: int = 32
+    quant_conv: bool = True  # the 1x1 convs around the latent; SD3's and Flux's 16-channel VAEs have none
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
@@ -139,10 +140,14 @@ def detect_vae_config(state_dict: Mapping[str, torch.Tensor], norm_groups: Optio
     if conv_out.shape[0] % 2:
         raise ValueError("VAE state dict: encoder.conv_out must output mean and log-variance (an even width)")
     z_channels = int(conv_out.shape[0]) // 2
-    embed_dim = int(_require(sd, "post_quant_conv.weight", 4).shape[1])
+    quant_conv = "quant_conv.weight" in sd or "post_quant_conv.weight" in sd
+    if quant_conv:
+        embed_dim = int(_require(sd, "post_quant_conv.weight", 4).shape[1])
+        _require(sd, "quant_conv.weight", 4)
+    else:
+        embed_dim = z_channels  # the decoder reads the latent directly
     out_channels = int(_require(sd, "decoder.conv_out.weight", 4).shape[0])
     _require(sd, "decoder.conv_in.weight", 4)
-    _require(sd, "quant_conv.weight", 4)
     _require(sd, "encoder.mid.attn_1.q.weight")
 
     up_levels = {int(m.group(1)) for m in map(_UP_BLOCK.match, sd) if m}
@@ -152,4 +157,5 @@ def detect_vae_config(state_dict: Mapping[str, torch.Tensor], norm_groups: Optio
 
     groups = norm_groups if norm_groups is not None else _default_groups(ch)
     return VAEConfig(in_channels=in_channels, out_channels=out_channels, ch=ch, ch_mult=tuple(ch_mult),
-                     num_res_blocks=num_res_blocks, z_channels=z_channels, embed_dim=embed_dim, norm_groups=groups)
+                     num_res_blocks=num_res_blocks, z_channels=z_channels, embed_dim=embed_dim, norm_groups=groups,
+                     quant_conv=quant_conv)

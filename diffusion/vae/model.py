@@ -217,8 +217,11 @@ class AutoencoderKL(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.quant_conv = nn.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+        if config.quant_conv:
+            self.quant_conv = nn.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
+            self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+        else:
+            self.quant_conv = self.post_quant_conv = None
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], norm_groups: Optional[int] = None,
@@ -245,7 +248,9 @@ class AutoencoderKL(nn.Module):
 
     def encode_moments(self, pixels: torch.Tensor) -> tuple:
         """Posterior (mean, logvar), each [B, embed_dim, H/f, W/f]; logvar clamped to [-30, 20] as in LDM."""
-        moments = self.quant_conv(self.encoder(self._prepare(pixels)))
+        moments = self.encoder(self._prepare(pixels))
+        if self.quant_conv is not None:
+            moments = self.quant_conv(moments)
         mean, logvar = moments.chunk(2, dim=1)
         return mean.contiguous(), logvar.clamp(-30.0, 20.0).contiguous()
 
@@ -262,9 +267,11 @@ class AutoencoderKL(nn.Module):
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent (unscaled) -> pixels [B, out_channels, H*f, W*f] in about -1..1 (not clamped)."""
-        w = self.post_quant_conv.weight
-        latent = _activation_layout(latent.to(device=w.device, dtype=w.dtype))
-        return self.decoder(self.post_quant_conv(latent)).contiguous()
+        first = self.post_quant_conv if self.post_quant_conv is not None else self.decoder.conv_in
+        latent = _activation_layout(latent.to(device=first.weight.device, dtype=first.weight.dtype))
+        if self.post_quant_conv is not None:
+            latent = self.post_quant_conv(latent)
+        return self.decoder(latent).contiguous()
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(pixels))

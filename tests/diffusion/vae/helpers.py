@@ -29,6 +29,8 @@ def diffusers_config(config: VAEConfig) -> dict:
         layers_per_block=config.num_res_blocks,
         latent_channels=config.z_channels,
         norm_num_groups=config.norm_groups,
+        use_quant_conv=config.quant_conv,
+        use_post_quant_conv=config.quant_conv,
     )
 
 

@@ -126,3 +126,22 @@ def test_dtype_follows_model():
         z = vae.encode(x)
         assert z.dtype == torch.bfloat16
         assert vae.decode(z.float()).dtype == torch.bfloat16
+
+
+def test_sixteen_channel_vae_without_quant_convs_matches_diffusers():
+    """SD3's and Flux's VAE layout: 16 latent channels, no quant_conv / post_quant_conv (detected from the keys)."""
+    from dataclasses import replace
+    from diffusion.vae.config import detect_vae_config
+    config = replace(tiny_vae_config(8), z_channels=16, embed_dim=16, quant_conv=False)
+    vae = random_vae(config, seed=3)
+    state = vae.state_dict()
+    assert not any("quant_conv" in k for k in state)
+    assert detect_vae_config(state, norm_groups=config.norm_groups) == config
+    ref = diffusers_twin(vae)
+    x = torch.rand(1, 3, 64, 48) * 2 - 1
+    with torch.no_grad():
+        mean = vae.encode(x)
+        assert mean.shape == (1, 16, 8, 6)
+        assert (mean - ref.encode(x).latent_dist.mean).abs().max().item() <= TOL
+        z = torch.randn_like(mean)
+        assert (vae.decode(z) - ref.decode(z).sample).abs().max().item() <= TOL
