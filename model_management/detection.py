@@ -80,6 +80,8 @@ def describe_other(state: Dict[str, torch.Tensor]) -> str:
 # Diffusion transformers recognised by their block names, which this loader does not run yet: a clear error
 # instead of a failed UNet build.
 TRANSFORMER_FAMILIES = (("joint_blocks.", "SD3.x (MMDiT)"), ("double_blocks.", "Flux"),
+                        # Flux's diffusers layout also has add_q_proj in its double-stream blocks: test it first.
+                        ("single_transformer_blocks.", "Flux (diffusers layout)"),
                         ("transformer_blocks.0.attn.add_q_proj.", "SD3.x (diffusers layout)"))
 
 
@@ -87,8 +89,8 @@ def refuse_transformers(state: Dict[str, torch.Tensor], path: str) -> None:
     """UnsupportedModelError naming the family when `state` (prefix already removed or not) is a DiT."""
     for marker, family in TRANSFORMER_FAMILIES:
         if any(k.startswith(marker) or k.startswith(UNET_PREFIX + marker) for k in state):
-            raise UnsupportedModelError(f"{path}: this is a {family} diffusion model; that model family is not "
-                                        f"supported yet (SD1.x, SD2.x and SDXL are)")
+            raise UnsupportedModelError(f"{path}: {family} diffusion model: that model family is not supported "
+                                        f"yet (SD1.x, SD2.x and SDXL are)")
 
 
 def unet_family(unet_state: Dict[str, torch.Tensor]) -> str:

@@ -25,14 +25,10 @@ class LatentFormat:
     taesd_decoder_name: Optional[str] = None
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
-        if self.shift_factor:
-            return (latent - self.shift_factor) * self.scale_factor
-        return latent * self.scale_factor
+        return (latent - self.shift_factor) * self.scale_factor
 
     def process_out(self, latent: torch.Tensor) -> torch.Tensor:
-        if self.shift_factor:
-            return latent / self.scale_factor + self.shift_factor
-        return latent / self.scale_factor
+        return latent / self.scale_factor + self.shift_factor
 
 
 class SD15(LatentFormat):

@@ -116,12 +116,12 @@ class StreamBlock(nn.Module):
         if not pre_only:
             self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=NORM_EPS)
             self.mlp = Mlp(dim, cfg.mlp_hidden)
-        chunks = 2 if pre_only else (9 if self_attention else 6)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, chunks * dim))
+        self.chunks = 2 if pre_only else (9 if self_attention else 6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.chunks * dim))
 
     def pre_attention(self, x: torch.Tensor, c: torch.Tensor) -> tuple:
         """(q, k, v) for the joint attention, and what post_attention needs."""
-        mods = self.adaLN_modulation(c).chunk(2 if self.pre_only else (9 if self.self_attention else 6), dim=1)
+        mods = self.adaLN_modulation(c).chunk(self.chunks, dim=1)
         normed = self.norm1(x)
         qkv = self.attn.split_qkv(modulate(normed, mods[0], mods[1]))
         second = None

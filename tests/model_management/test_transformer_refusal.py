@@ -18,7 +18,7 @@ def sd3_state():
 def test_sd3_checkpoint_is_named(tmp_path, sd3_state):
     path = tmp_path / "sd3.5_medium.safetensors"
     save_file({"model.diffusion_model." + k: v.contiguous() for k, v in sd3_state.items()}, str(path))
-    with pytest.raises(ModelFileError, match=r"sd3\.5_medium\.safetensors: this is a SD3\.x \(MMDiT\) diffusion model"):
+    with pytest.raises(ModelFileError, match=r"sd3\.5_medium\.safetensors: SD3\.x \(MMDiT\) diffusion model"):
         load_checkpoint(str(path))
 
 
@@ -30,7 +30,15 @@ def test_bare_sd3_and_flux_diffusion_models_are_named(tmp_path, sd3_state):
     flux = tmp_path / "flux1-dev.safetensors"
     save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(6, 2), "img_in.weight": torch.zeros(2, 4)},
               str(flux))
-    with pytest.raises(ModelFileError, match=r"flux1-dev\.safetensors: this is a Flux diffusion model"):
+    with pytest.raises(ModelFileError, match=r"flux1-dev\.safetensors: Flux diffusion model"):
+        load_unet_file(str(flux))
+
+
+def test_flux_diffusers_layout_is_not_taken_for_sd3(tmp_path):
+    flux = tmp_path / "flux1-schnell-diffusers.safetensors"
+    save_file({"transformer_blocks.0.attn.add_q_proj.weight": torch.zeros(2, 2),
+               "single_transformer_blocks.0.attn.to_q.weight": torch.zeros(2, 2)}, str(flux))
+    with pytest.raises(ModelFileError, match=r"Flux \(diffusers layout\) diffusion model"):
         load_unet_file(str(flux))
 
 
