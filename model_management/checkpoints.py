@@ -76,16 +76,24 @@ def part_dtypes(precision: PrecisionPolicy):
 
 
 def build_unet(state: Dict[str, torch.Tensor], path: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    from diffusion.unet.config import detect_unet_config
-    from diffusion.unet.model import UNetModel
+    """The diffusion network of `state` (prefix removed): a UNet, or SD3's MMDiT (diffusion/mmdit)."""
+    from diffusion.mmdit.config import is_mmdit
+    if is_mmdit(state):
+        from diffusion.mmdit.config import detect_mmdit_config as detect
+        from diffusion.mmdit.model import MMDiT as network
+        what = "MMDiT"
+    else:
+        from diffusion.unet.config import detect_unet_config as detect
+        from diffusion.unet.model import UNetModel as network
+        what = "UNet"
     try:
-        config = detect_unet_config(state)
+        config = detect(state)
     except ValueError as exc:
         raise ModelFileError(f"{os.path.basename(path)}: {exc}")
     with torch.device("meta"):
-        unet = UNetModel(config)
+        unet = network(config)
     convert_state(state, lambda key, stored: dtype)
-    _load_strict(unet, state, "UNet", path)
+    _load_strict(unet, state, what, path)
     state.clear()  # the module holds the tensors now
     return to_compute(unet, dtype).eval().requires_grad_(False)
 
@@ -118,9 +126,13 @@ def build_text_encoders(family: str, state: Dict[str, torch.Tensor], path: str,
                         embeddings=None, dtype: torch.dtype = torch.float32) -> TextEncoderModel:
     """The text encoder(s) of a checkpoint, from the family's fixed prefixes."""
     from diffusion.text import ClipTextStack
+    from diffusion.text.sd3_text import SD3TextStack
     try:
-        stack = ClipTextStack.from_checkpoint(state, family, dtype=dtype,
-                                              embeddings=embedding_library(embeddings))
+        if family == "sd3":
+            stack = SD3TextStack.from_checkpoint(state, dtype=dtype, embeddings=embedding_library(embeddings))
+        else:
+            stack = ClipTextStack.from_checkpoint(state, family, dtype=dtype,
+                                                  embeddings=embedding_library(embeddings))
     except ValueError as exc:
         raise ModelFileError(f"{os.path.basename(path)}: {exc}")
     return TextEncoderModel(stack, family, path)
@@ -171,9 +183,10 @@ def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, 
                                  f"load a VAE separately with Load VAE")
         vae = VAEModel(build_vae(vae_state, path, precision.vae), path)
     if want_clip:
-        if not family.text_prefixes:
-            raise ModelFileError(f"{name}: the checkpoint has no text encoder; load one with Load CLIP")
-        clip = build_text_encoders(family.name, state, path, embeddings, precision.text_encoder)
+        if family.text_prefixes:
+            clip = build_text_encoders(family.name, state, path, embeddings, precision.text_encoder)
+        else:  # as ComfyUI: no CLIP output; the text encode nodes say to load one with a CLIP loader
+            family.notes.append("no text encoder in the file: load one with a CLIP loader")
     return LoadedCheckpoint(model, clip, vae, family, leftovers)
 
 

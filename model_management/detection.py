@@ -19,11 +19,11 @@ import torch
 
 # where each family keeps its text encoders in a single-file checkpoint (defined with the encoders' key layouts)
 from diffusion.text.clip_keys import REFINER_TEXT_G, SD1_TEXT, SD2_TEXT, SDXL_TEXT_G, SDXL_TEXT_L  # noqa: F401
+from diffusion.text.sd3_text import SD3_TEXT_PREFIXES
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 
-LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
 
 # Keys real checkpoints carry that are not weights we use: the training schedule's buffers, EMA copies, markers.
 IGNORED_PREFIXES = ("model_ema.", "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
@@ -40,16 +40,27 @@ class UnsupportedModelError(ValueError):
 
 @dataclass
 class ModelFamily:
-    name: str  # "sd1" | "sd2" | "sdxl" | "sdxl_refiner"
-    prediction: str = "eps"  # "eps" | "v"
+    name: str  # "sd1" | "sd2" | "sdxl" | "sdxl_refiner" | "sd3"
+    prediction: str = "eps"  # "eps" | "v" | "flow" (rectified flow: SD3)
     inpainting: bool = False
     zero_terminal_snr: bool = False
     text_prefixes: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
 
     @property
+    def latent_format(self):
+        """How raw VAE latents are scaled (and shifted) for the diffusion model (latent_formats.py)."""
+        from model_management.latent_formats import for_family
+        return for_family(self.name)
+
+    @property
     def latent_scale(self) -> float:
-        return LATENT_SCALE[self.name]
+        return self.latent_format.scale_factor
+
+    @property
+    def is_transformer(self) -> bool:
+        """A diffusion transformer (SD3's MMDiT) rather than a UNet."""
+        return self.name == "sd3"
 
     @property
     def is_sdxl(self) -> bool:
@@ -79,10 +90,7 @@ def describe_other(state: Dict[str, torch.Tensor]) -> str:
 
 # Diffusion transformers recognised by their block names, which this loader does not run yet: a clear error
 # instead of a failed UNet build.
-TRANSFORMER_FAMILIES = (("joint_blocks.", "SD3.x (MMDiT)"), ("double_blocks.", "Flux"),
-                        # Flux's diffusers layout also has add_q_proj in its double-stream blocks: test it first.
-                        ("single_transformer_blocks.", "Flux (diffusers layout)"),
-                        ("transformer_blocks.0.attn.add_q_proj.", "SD3.x (diffusers layout)"))
+TRANSFORMER_FAMILIES = (("double_blocks.", "Flux"), ("single_transformer_blocks.", "Flux (diffusers layout)"))
 
 
 def refuse_transformers(state: Dict[str, torch.Tensor], path: str) -> None:
@@ -129,15 +137,27 @@ def _prediction(state: Dict[str, torch.Tensor], metadata: dict, family: str, une
     return "eps", notes
 
 
+def is_sd3_diffusers(state: Dict[str, torch.Tensor]) -> bool:
+    """SD3's transformer in diffusers' key layout (Flux's has single-stream blocks too)."""
+    from diffusion.mmdit.diffusers_keys import is_diffusers_sd3
+    return is_diffusers_sd3(state) and not any(k.startswith("single_transformer_blocks.") for k in state)
+
+
+def _sd3_family(state: Dict[str, torch.Tensor], prefixes: List[str]) -> ModelFamily:
+    return ModelFamily("sd3", "flow", False, False, prefixes, ["SD3 / SD3.5 (MMDiT), rectified flow, shift 3.0"])
+
+
 def detect_checkpoint(state: Dict[str, torch.Tensor], metadata: Optional[dict] = None,
                       path: str = "checkpoint") -> ModelFamily:
-    """The family of a full checkpoint (UNet + VAE + text encoders), or UnsupportedModelError."""
+    """The family of a full checkpoint (UNet or MMDiT + VAE + text encoders), or UnsupportedModelError."""
     metadata = metadata or {}
     if not has_prefix(state, UNET_PREFIX):
         refuse_transformers(state, path)
         raise UnsupportedModelError(f"{path}: not a Stable Diffusion checkpoint; it looks like "
                                     f"{describe_other(state)}")
     refuse_transformers(state, path)
+    if has_prefix(state, UNET_PREFIX + "joint_blocks."):
+        return _sd3_family(state, [p for p in SD3_TEXT_PREFIXES.values() if has_prefix(state, p)])
     if has_prefix(state, SDXL_TEXT_G):
         name, prefixes = "sdxl", [SDXL_TEXT_L, SDXL_TEXT_G]
     elif has_prefix(state, REFINER_TEXT_G):
@@ -161,6 +181,11 @@ def detect_unet_only(state: Dict[str, torch.Tensor], metadata: Optional[dict] = 
     metadata = metadata or {}
     if has_prefix(state, UNET_PREFIX):
         state = {k[len(UNET_PREFIX):]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
+    if is_sd3_diffusers(state):
+        from diffusion.mmdit.diffusers_keys import to_original
+        state = to_original(state)
+    if "joint_blocks.0.x_block.attn.qkv.weight" in state:
+        return _sd3_family(state, []), state
     if "input_blocks.0.0.weight" not in state:
         refuse_transformers(state, path)
         raise UnsupportedModelError(f"{path}: not a diffusion model (UNet); it looks like {describe_other(state)}")

@@ -62,5 +62,9 @@ class Flux(LatentFormat):
 
 
 def for_family(name: str) -> LatentFormat:
-    """The latent format of a model family ("sd1", "sd2", "sdxl", "sdxl_refiner")."""
+    """The latent format of a model family ("sd1", "sd2", "sdxl", "sdxl_refiner", "sd3", "flux")."""
+    if name == "sd3":
+        return SD3()
+    if name == "flux":
+        return Flux()
     return SDXL() if name.startswith("sdxl") else SD15()

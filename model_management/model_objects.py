@@ -106,20 +106,29 @@ class DiffusionModel(ModelPatcherFace):
 
     @property
     def latent_scale(self) -> float:
-        return self.family.latent_scale
+        return self.latent_format.scale_factor
+
+    @property
+    def latent_format(self):
+        """How raw VAE latents are scaled and shifted for this model (`process_in` / `process_out`), unless a
+        node replaced it (object patch `latent_format`)."""
+        return self.object_patches.get("latent_format") or self.family.latent_format
 
     @property
     def model_sampling(self):
-        """The discrete SD schedule for this model's prediction type (and zero-terminal-SNR setting), unless a
-        pack replaced it (object patch `model_sampling`)."""
+        """The family's schedule: SD's discrete one for this model's prediction type (and zero-terminal-SNR
+        setting), SD3's rectified flow with shift 3.0; unless a node or pack replaced it (object patch
+        `model_sampling`, e.g. ModelSamplingSD3)."""
         patched = self.object_patches.get("model_sampling")
         if patched is not None:
             return patched
-        from diffusion.sampling.model_sampling import DiscreteModelSampling
-        key = (self.prediction, bool(self.options.get("zsnr", self.family.zero_terminal_snr)))
+        if self.prediction == "flow":
+            key: tuple = ("flow",)
+        else:
+            key = (self.prediction, bool(self.options.get("zsnr", self.family.zero_terminal_snr)))
         cached = self.__dict__.get("_sampling")
         if cached is None or cached[0] != key:
-            cached = (key, DiscreteModelSampling(prediction=key[0], zero_terminal_snr=key[1]))
+            cached = (key, _default_sampling(key))
             self.__dict__["_sampling"] = cached
         return cached[1]
 
@@ -331,6 +340,16 @@ class _ComfyVisionCall:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._owner.encoder.model, name)
+
+
+def _default_sampling(key: tuple) -> Any:
+    """A family's own schedule: ("flow",) SD3's rectified flow (shift 3.0, timestep = 1000 sigma), else the
+    discrete SD schedule for (prediction, zero terminal SNR)."""
+    if key[0] == "flow":
+        from diffusion.sampling.model_sampling_flow import FlowModelSampling
+        return FlowModelSampling(shift=3.0, multiplier=1000.0, kind="snr")
+    from diffusion.sampling.model_sampling import DiscreteModelSampling
+    return DiscreteModelSampling(prediction=key[0], zero_terminal_snr=key[1])
 
 
 def _unet_call(net: Any) -> Callable:

@@ -225,14 +225,18 @@ class ModelResidency:
         def load() -> Dict[str, Any]:
             loaded = load_checkpoint(path, prediction=prediction, embeddings=embeddings, precision=precision)
             holder["loaded"] = loaded
-            return {"unet": loaded.model.unet, "vae": loaded.vae.vae, "clip": loaded.clip.stack}
+            parts = {"unet": loaded.model.unet, "vae": loaded.vae.vae}
+            if loaded.clip is not None:  # files without text encoders (SD3 ones) give no CLIP
+                parts["clip"] = loaded.clip.stack
+            return parts
 
         entry = self._remember(key, load)
         if "loaded" in holder:
             entry.info.update(family=holder["loaded"].family, leftovers=holder["loaded"].leftovers)
         family = entry.info["family"]
         model = DiffusionModel(ResidentModule(self, key, "unet"), family, path)
-        clip = TextEncoderModel(ResidentModule(self, key, "clip"), family.name, path)
+        clip = TextEncoderModel(ResidentModule(self, key, "clip"), family.name, path) \
+            if "clip" in entry.parts else None
         vae = VAEModel(ResidentModule(self, key, "vae"), path)
         return LoadedCheckpoint(model, clip, vae, family, entry.info.get("leftovers", []))
 

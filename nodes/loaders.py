@@ -50,7 +50,8 @@ def _read_parameterization(config_path: str):
                Output("CLIP", tooltip="The text encoder(s) that turn prompts into conditioning."),
                Output("VAE", tooltip="The autoencoder between pixels and latents.")])
 class CheckpointLoaderSimple:
-    """Load an SD1.x, SD2.x or SDXL checkpoint; its family is detected from the weights."""
+    """Load an SD1.x, SD2.x, SDXL or SD3.x checkpoint; its family is detected from the weights. An SD3 file without
+    text encoders gives no CLIP: load them with TripleCLIPLoader."""
     ckpt_name = Combo(files("checkpoints"), tooltip="The checkpoint file (models/checkpoints).")
 
     def run(self, ctx, ckpt_name):
@@ -94,9 +95,10 @@ class VAELoader:
 
 @node(category="advanced/loaders", display_name="Load CLIP", outputs=[Output("CLIP", tooltip="The text encoder.")])
 class CLIPLoader:
-    """Load a standalone text encoder (CLIP-L for SD1, OpenCLIP-H for SD2); the kind is detected."""
+    """Load a standalone text encoder. stable_diffusion: CLIP-L (SD1) or OpenCLIP-H (SD2), detected from the
+    weights; sd3: T5-XXL alone (or one of SD3's CLIPs)."""
     clip_name = Combo(files("clip"), tooltip="The text encoder file (models/clip or models/text_encoders).")
-    type = Combo(["stable_diffusion"], tooltip="The model family it is for (detected from the weights).")
+    type = Combo(["stable_diffusion", "sd3"], tooltip="The model family it is for.")
     device = Combo(["default", "cpu"], optional=True, advanced=True, tooltip="Where to run it.")
 
     def run(self, ctx, clip_name, type, device="default"):
@@ -106,20 +108,36 @@ class CLIPLoader:
 @node(category="advanced/loaders", display_name="DualCLIPLoader",
       outputs=[Output("CLIP", tooltip="The two text encoders, used together.")])
 class DualCLIPLoader:
-    """Load SDXL's two text encoders (CLIP-L and OpenCLIP-bigG) from separate files."""
+    """Load two text encoders from separate files. sdxl: CLIP-L and OpenCLIP-bigG; sd3: any two of CLIP-L, CLIP-G
+    and T5-XXL (each file's role is detected from its weights)."""
     clip_name1 = Combo(files("clip"), tooltip="The first text encoder file.")
     clip_name2 = Combo(files("clip"), tooltip="The second text encoder file.")
-    type = Combo(["sdxl"], tooltip="The model family they are for.")
+    type = Combo(["sdxl", "sd3"], tooltip="The model family they are for.")
     device = Combo(["default", "cpu"], optional=True, advanced=True, tooltip="Where to run them.")
 
     def run(self, ctx, clip_name1, clip_name2, type, device="default"):
         return (_load_text(ctx, [_path(ctx, "clip", clip_name1), _path(ctx, "clip", clip_name2)], type),)
 
 
+@node(category="advanced/loaders", display_name="TripleCLIPLoader",
+      outputs=[Output("CLIP", tooltip="The three text encoders, used together.")])
+class TripleCLIPLoader:
+    """Load SD3's three text encoders (CLIP-L, CLIP-G, T5-XXL) from separate files, in any order (each file's role
+    is detected from its weights)."""
+    clip_name1 = Combo(files("clip"), tooltip="The first text encoder file (e.g. clip_l.safetensors).")
+    clip_name2 = Combo(files("clip"), tooltip="The second text encoder file (e.g. clip_g.safetensors).")
+    clip_name3 = Combo(files("clip"), tooltip="The third text encoder file (e.g. t5xxl_fp16.safetensors).")
+
+    def run(self, ctx, clip_name1, clip_name2, clip_name3):
+        paths = [_path(ctx, "clip", name) for name in (clip_name1, clip_name2, clip_name3)]
+        return (_load_text(ctx, paths, "sd3"),)
+
+
 @node(category="advanced/loaders", display_name="Load Diffusion Model",
       outputs=[Output("MODEL", tooltip="The diffusion model.")])
 class UNETLoader:
-    """Load a bare diffusion model (UNet) file; pair it with a text encoder and a VAE."""
+    """Load a bare diffusion model file (an SD1.x/SD2.x/SDXL UNet or an SD3/SD3.5 MMDiT, original or diffusers
+    key layout); pair it with a text encoder and a VAE."""
     unet_name = Combo(files("unet"), tooltip="The UNet file (models/unet or models/diffusion_models).")
     weight_dtype = Combo(["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
                          tooltip="How the weights are kept in memory: default, the compute precision; fp8 keeps "
@@ -148,4 +166,4 @@ def _load_text(ctx, paths, kind):
     return load_text_encoder_files(paths, kind, _embeddings(ctx))
 
 
-NODES = [CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader, DualCLIPLoader, UNETLoader]
+NODES = [CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader, DualCLIPLoader, TripleCLIPLoader, UNETLoader]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from nodes.declare import MAX_RESOLUTION, Float, Int, Output, Socket, String, node
+from nodes.declare import MAX_RESOLUTION, Combo, Float, Int, Output, Socket, String, node
 
 log = logging.getLogger(__name__)
 COND = "CONDITIONING"
@@ -76,6 +76,43 @@ class CLIPTextEncodeSDXLRefiner:
         return ([[cond, {"pooled_output": pooled, "aesthetic_score": ascore, "width": width, "height": height}]],)
 
 
+@node(category="advanced/conditioning", display_name="CLIPTextEncodeSD3",
+      outputs=[Output(COND, tooltip="The encoded prompts for an SD3 model.")])
+class CLIPTextEncodeSD3:
+    """Encode a prompt for each of SD3's text encoders (CLIP-L, CLIP-G, T5-XXL). With empty_padding none, an
+    empty prompt leaves its encoder out (SD3 was trained to take missing encoders); empty_prompt encodes it as the
+    empty prompt instead."""
+    clip = Socket("CLIP", tooltip="SD3's text encoders (TripleCLIPLoader or the checkpoint's).")
+    clip_l = String("", multiline=True, dynamicPrompts=True, tooltip="Prompt for the CLIP-L encoder.")
+    clip_g = String("", multiline=True, dynamicPrompts=True, tooltip="Prompt for the CLIP-G (OpenCLIP bigG) encoder.")
+    t5xxl = String("", multiline=True, dynamicPrompts=True, tooltip="Prompt for the T5-XXL encoder.")
+    empty_padding = Combo(["none", "empty_prompt"],
+                          tooltip="none: an empty prompt leaves its encoder out; empty_prompt: encode it as \"\".")
+
+    def run(self, ctx, clip, clip_l, clip_g, t5xxl, empty_padding):
+        if clip is None:
+            raise ValueError("the clip input is empty: the checkpoint has no text encoder; load one with "
+                             "TripleCLIPLoader")
+        stack, warnings = clip.stack, []
+        no_padding = empty_padding == "none"
+        windows = dict(stack.tokenize(clip_g, warnings))
+        if not clip_g and no_padding:
+            windows["clip_g"] = []
+        windows["clip_l"] = [] if not clip_l and no_padding else stack.tokenize(clip_l, warnings).get("clip_l", [])
+        windows["t5xxl"] = [] if not t5xxl and no_padding else stack.tokenize(t5xxl, warnings).get("t5xxl", [])
+        if "clip_l" in stack.roles and "clip_g" in stack.roles and len(windows["clip_l"]) != len(windows["clip_g"]):
+            empty = stack.tokenize("")
+            while len(windows["clip_l"]) < len(windows["clip_g"]):
+                windows["clip_l"] = windows["clip_l"] + empty["clip_l"]
+            while len(windows["clip_l"]) > len(windows["clip_g"]):
+                windows["clip_g"] = windows["clip_g"] + empty["clip_g"]
+        windows = {role: w for role, w in windows.items() if role in stack.roles}
+        cond, pooled = clip.encode_windows(windows, warnings)
+        for warning in dict.fromkeys(warnings):
+            ctx.report_text(warning) if ctx is not None else log.warning(warning)
+        return ([[cond, {"pooled_output": pooled}]],)
+
+
 @node(category="conditioning", display_name="CLIP Set Last Layer",
       outputs=[Output("CLIP", tooltip="The same text encoder, stopping at the chosen layer.")])
 class CLIPSetLastLayer:
@@ -87,4 +124,4 @@ class CLIPSetLastLayer:
         return (clip.with_clip_skip(stop_at_clip_layer),)
 
 
-NODES = [CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner, CLIPSetLastLayer]
+NODES = [CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner, CLIPTextEncodeSD3, CLIPSetLastLayer]

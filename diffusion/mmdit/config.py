@@ -36,6 +36,13 @@ class MMDiTConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    @property
+    def context_dim(self) -> int:
+        """The text-token width, under the UNet config's name (what conditioning is checked against)."""
+        return self.context_in
+
+    adm_in_channels = 0  # no SDXL-style size embedding: y is the pooled text itself (pooled_in wide)
+
 
 def is_mmdit(state: Dict[str, torch.Tensor]) -> bool:
     return "joint_blocks.0.x_block.attn.qkv.weight" in state and "x_embedder.proj.weight" in state

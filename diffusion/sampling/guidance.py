@@ -154,6 +154,19 @@ def _sdxl_y(opts: dict, latent_hw: Tuple[int, int], adm: int, refiner: bool) -> 
     return y
 
 
+def _pooled_y(opts: dict, width: int) -> torch.Tensor:
+    """SD3's y: the pooled CLIP-L + CLIP-G vector itself."""
+    pooled = opts.get("pooled_output")
+    if pooled is None:
+        raise ValueError(f"this model needs a pooled text embedding ({width} wide): encode the prompt with its "
+                         f"CLIP (CLIP-L and CLIP-G)")
+    pooled = pooled.float().reshape(1, -1)
+    if pooled.shape[1] != width:
+        raise ValueError(f"the pooled text embedding is {pooled.shape[1]}-wide but this model expects {width}: "
+                         f"the prompt was encoded with a different model family's CLIP")
+    return pooled
+
+
 def _area(opts: dict, latent_hw: Tuple[int, int]) -> Optional[Tuple[int, int, int, int]]:
     area = opts.get("area")
     if area is None:
@@ -198,13 +211,16 @@ def prepare_conditioning(conditioning: list, latent_shape: torch.Size, model: An
     config = model.unet.config
     sampling = model.model_sampling
     entries = []
+    pooled_width = getattr(config, "pooled_in", 0)  # diffusion transformers take the pooled text as y directly
     for item in conditioning:
         cond, opts = item[0], item[1]
         if cond.shape[-1] != config.context_dim:
             raise ValueError(f"the prompt embedding is {cond.shape[-1]}-wide but this model expects "
                              f"{config.context_dim}: the CLIP and the MODEL come from different families")
         y = None
-        if config.adm_in_channels:
+        if pooled_width:
+            y = _pooled_y(opts, pooled_width)
+        elif config.adm_in_channels:
             y = _sdxl_y(opts, latent_hw, config.adm_in_channels, model.family.name == "sdxl_refiner")
         area = _area(opts, latent_hw)
         mask, area = _mask(opts, latent_hw, area)

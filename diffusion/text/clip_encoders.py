@@ -40,6 +40,7 @@ class RoleSettings:
     pad_id: Optional[int]
     norm_hidden: bool
     default_skip: int
+    project_pooled: bool = True  # SD3 reads CLIP-L's pooled output before its text projection
 
 
 FAMILIES: Dict[str, Tuple[RoleSettings, ...]] = {
@@ -47,6 +48,8 @@ FAMILIES: Dict[str, Tuple[RoleSettings, ...]] = {
     "sd2": (RoleSettings("clip_h", 0, True, -2),),
     "sdxl": (RoleSettings("clip_l", None, False, -2), RoleSettings("clip_g", 0, False, -2)),
     "sdxl_refiner": (RoleSettings("clip_g", 0, False, -2),),
+    # SD3 and SD3.5: CLIP-L and bigG read as SDXL reads them, but CLIP-L's pooled output is taken unprojected
+    "sd3": (RoleSettings("clip_l", None, False, -2, project_pooled=False), RoleSettings("clip_g", 0, False, -2)),
 }
 CHECKPOINT_PREFIXES: Dict[str, Dict[str, str]] = {
     "sd1": {"clip_l": SD1_TEXT},
@@ -190,7 +193,7 @@ class ClipTextEncoder(nn.Module):
             last = core.final_layer_norm(x)
             ends = torch.tensor([w.end_index for w in windows], device=x.device)
             pooled = last[torch.arange(len(windows), device=x.device), ends]
-            if self.projection is not None:
+            if self.projection is not None and self.settings.project_pooled:
                 pooled = self.projection(pooled)
         return hidden, pooled
 
@@ -311,18 +314,26 @@ class ClipTextStack(nn.Module):
         parts: List[torch.Tensor] = []
         pooled: Optional[torch.Tensor] = None
         for enc in chosen:
-            windows = by_role[enc.role]
-            batch = list(windows)
-            if weighted:
-                batch.append(empty_window(self.tokenizer.start_id, self.tokenizer.end_id, enc.pad_id, enc.window))
             need_pooled = enc is pooled_by
-            hidden, pooled_all = enc(batch, clip_skip, need_pooled)
-            hidden = hidden.float()
-            if weighted:
-                z_empty, hidden = hidden[-1:], hidden[:-1]
-                w = torch.tensor([win.weights for win in windows], dtype=hidden.dtype, device=hidden.device)
-                hidden = (hidden - z_empty) * w.unsqueeze(-1) + z_empty
-            parts.append(hidden.reshape(1, -1, hidden.shape[-1]))
+            empty = empty_window(self.tokenizer.start_id, self.tokenizer.end_id, enc.pad_id, enc.window)
+            hidden, first_pooled = encode_weighted(enc, by_role[enc.role], clip_skip, need_pooled,
+                                                   empty if weighted else None)
+            parts.append(hidden)
             if need_pooled:
-                pooled = pooled_all[0:1].float()
+                pooled = first_pooled
         return torch.cat(parts, dim=-1), pooled
+
+
+def encode_weighted(encoder: nn.Module, windows: Sequence[TokenWindow], clip_skip: Optional[int], need_pooled: bool,
+                    empty: Optional[TokenWindow] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One encoder's windows -> (hidden [1, T*windows, width], pooled of the first window or None), float32. With
+    `empty` (the empty prompt at the windows' length) the prompt's weights act ComfyUI's way against it."""
+    batch = list(windows) + ([empty] if empty is not None else [])
+    hidden, pooled_all = encoder(batch, clip_skip, need_pooled)
+    hidden = hidden.float()
+    if empty is not None:
+        z_empty, hidden = hidden[-1:], hidden[:-1]
+        w = torch.tensor([win.weights for win in windows], dtype=hidden.dtype, device=hidden.device)
+        hidden = (hidden - z_empty) * w.unsqueeze(-1) + z_empty
+    pooled = pooled_all[0:1].float() if need_pooled and pooled_all is not None else None
+    return hidden.reshape(1, -1, hidden.shape[-1]), pooled

@@ -186,3 +186,18 @@ def tokenize_weighted(text: str, tokenizer, embeddings_lookup: Optional[Embeddin
         word_ids += [0] * (window - len(word_ids))
         windows.append(TokenWindow(tokens, weights, end_index, word_ids))
     return windows
+
+
+def tokenize_unwindowed(text: str, tokenizer, embeddings_lookup: Optional[EmbeddingLookup] = None, *,
+                        min_length: int = 77, warnings: Optional[List[str]] = None) -> TokenWindow:
+    """Weighted prompt -> one window holding all of it, as T5 reads a prompt: no start token, the end token after
+    the content, then padding up to `min_length` (tokenizer.pad_id). Emphasis and embeddings as for CLIP."""
+    warnings = warnings if warnings is not None else []
+    chunk = [item for piece in _pieces(parse_prompt_weights(text), tokenizer, embeddings_lookup, warnings)
+             for item in piece]
+    tokens: List[Token] = [t for t, _, _ in chunk] + [tokenizer.end_id]
+    weights = [w for _, w, _ in chunk] + [1.0]
+    word_ids = [n for _, _, n in chunk] + [0]
+    end_index = len(tokens) - 1
+    pad = max(0, min_length - len(tokens))
+    return TokenWindow(tokens + [tokenizer.pad_id] * pad, weights + [1.0] * pad, end_index, word_ids + [0] * pad)
