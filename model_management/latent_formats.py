@@ -52,6 +52,9 @@ class SD3(LatentFormat):
     latent_channels = 16
     scale_factor = 1.5305
     shift_factor = 0.0609
+    latent_rgb_factors = RGB_FACTORS["sd3"][0]
+    latent_rgb_factors_bias = RGB_FACTORS["sd3"][1]
+    taesd_decoder_name = "taesd3_decoder"
 
 
 class Flux(LatentFormat):
@@ -59,6 +62,9 @@ class Flux(LatentFormat):
     latent_channels = 16
     scale_factor = 0.3611
     shift_factor = 0.1159
+    latent_rgb_factors = RGB_FACTORS["flux"][0]
+    latent_rgb_factors_bias = RGB_FACTORS["flux"][1]
+    taesd_decoder_name = "taef1_decoder"
 
 
 def for_family(name: str) -> LatentFormat:

@@ -63,6 +63,30 @@ class TinyModels:
             self._made[key] = write_checkpoint(path, family, **variant)
         return self._made[key]
 
+    def sd3(self, kind="checkpoint"):
+        """Tiny SD3.5-medium-shaped files (diffusion/synthetic_sd3.py), all from seed 0: "checkpoint" (text
+        encoders bundled), "checkpoint_no_text", "diffusion_model" (the MMDiT alone, original layout), "vae", and
+        the encoder files "clip_l", "clip_g", "t5xxl" (the same weights the checkpoint bundles)."""
+        from safetensors.torch import save_file
+
+        from diffusion import synthetic_sd3 as sd3
+        key = ("sd3", kind)
+        if key not in self._made:
+            if kind == "checkpoint":
+                state = sd3.make_sd3_checkpoint()
+            elif kind == "checkpoint_no_text":
+                state = sd3.make_sd3_checkpoint(text=())
+            elif kind in ("diffusion_model", "vae"):
+                prefix = "model.diffusion_model." if kind == "diffusion_model" else "first_stage_model."
+                state = {k[len(prefix):]: v for k, v in sd3.make_sd3_checkpoint(text=()).items()
+                         if k.startswith(prefix)}
+            else:
+                state = sd3.text_encoder_file_state(kind)
+            path = str(self.root / f"sd3_{kind}.safetensors")
+            save_file(state, path)
+            self._made[key] = path
+        return self._made[key]
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):

@@ -29,7 +29,7 @@ class T5Tokenizer:
     start_id = None  # T5 prompts have no start token
 
     def __init__(self, path: str = DATA_PATH):
-        from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+        from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
         from tokenizers.models import Unigram
         with gzip.open(path, "rt", encoding="utf-8") as f:
             data = json.load(f)
@@ -41,7 +41,7 @@ class T5Tokenizer:
             normalizers.Replace(Regex(" {2,}"), "\u2581"),
         ])
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
-        from tokenizers import AddedToken
+        tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
         specials = [piece for piece, _ in vocab[:3]]
         specials += [f"<extra_id_{i}>" for i in range(SENTINELS - 1, -1, -1)]  # 32000 is <extra_id_99>
         tokenizer.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
