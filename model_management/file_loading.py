@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from model_management import scaled_fp8
+
 # `dtype_for(key, stored dtype)`: the dtype to keep a tensor in (its own to keep it as stored), or SKIP to not read it
 DtypeFor = Callable[[str, torch.dtype], Any]
 SKIP = "skip"
@@ -231,10 +233,18 @@ def load_state_dict(path: str, device: str = "cpu", with_metadata: bool = False,
     if lower.endswith(SAFETENSORS_EXTENSIONS):
         header = read_safetensors_header(path)
         _check_safetensors_complete(path, header)
+        scales: Dict[str, str] = {}
+        read_as = dtype_for
+        if scaled_fp8.is_scaled(header):  # ComfyUI's fp8 scaled files: dequantized as read
+            read_as, scales = scaled_fp8.reading_plan(set(header) - {"__metadata__"}, dtype_for, SKIP)
         try:
-            state = _read_safetensors(path, header, dtype_for)
+            state = _read_safetensors(path, header, read_as)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{_name(path)}: not a valid safetensors file: {exc}")
+        try:
+            scaled_fp8.dequantize(state, scales, dtype_for, SKIP)
+        except ValueError as exc:
+            raise ModelFileError(f"{_name(path)}: {exc}")
         if str(device) != "cpu":
             state = {k: v.to(device) for k, v in state.items()}
         metadata = header.get("__metadata__") or {}
