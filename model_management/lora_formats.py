@@ -18,7 +18,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 
 from model_management.diffusers_folder import ldm_unet_key_to_diffusers, unet_layout
-from model_management.weight_patches import DiffPatch, LohaPatch, LokrPatch, LoraPatch, Patch, PatchSpec
+from model_management.weight_patches import (DiffPatch, LohaPatch, LokrPatch, LoraPatch, Patch, PatchSpec,
+                                             SlicedPatch)
 
 UNET, TEXT = "unet", "text"
 
@@ -104,9 +105,28 @@ def _modules(param_names: Iterable[str]) -> Tuple[List[str], set]:
     return sorted({n[:-len(".weight")] for n in names if n.endswith(".weight")}), names
 
 
+def mmdit_aliases(modules: List[str]) -> Dict[str, List[str]]:
+    """Every file-side spelling of each MMDiT (SD3) module: the original names (kohya `lora_unet_joint_blocks_*`,
+    dotted under `diffusion_model.`) and diffusers' (`transformer.transformer_blocks.*`, PEFT and kohya-flattened).
+    diffusers' q/k/v layers name thirds of our fused qkv: those are spelled `module#part`."""
+    from diffusion.mmdit.diffusers_keys import diffusers_module_names
+    depth = 1 + max((int(m.split(".")[1]) for m in modules if m.startswith("joint_blocks.")), default=-1)
+    out: Dict[str, List[str]] = {m: ["lora_unet_" + _flat(m), "diffusion_model." + m, "model.diffusion_model." + m]
+                                 for m in modules}
+    known = set(modules)
+    for diffusers, (module, part) in diffusers_module_names(depth).items():
+        if module not in known:
+            continue
+        name = module if part is None else f"{module}#{part}"
+        out.setdefault(name, []).extend(["transformer." + diffusers, diffusers, "lora_transformer_" + _flat(diffusers)])
+    return out
+
+
 def unet_aliases(unet_param_names: Iterable[str]) -> Dict[str, List[str]]:
     """Every file-side spelling of each UNet module (kohya LDM / kohya diffusers / dotted diffusers / dotted LDM)."""
     modules, names = _modules(unet_param_names)
+    if any(m.startswith("joint_blocks.") for m in modules):
+        return mmdit_aliases(modules)
     per_level, up_attn = unet_layout(names)
     out: Dict[str, List[str]] = {}
     for module in modules:
@@ -120,21 +140,57 @@ def unet_aliases(unet_param_names: Iterable[str]) -> Dict[str, List[str]]:
 
 
 def _hf_text_name(rest: str) -> str:
-    """Our encoder-relative name as transformers' CLIPTextModel(WithProjection) spells it."""
+    """Our encoder-relative name as transformers spells it (CLIPTextModel(WithProjection), T5EncoderModel)."""
+    if rest.startswith(("encoder.block.", "encoder.final_layer_norm.", "shared.")):  # T5
+        return rest
     return rest if rest.split(".")[0] in ("text_model", "text_projection") else "text_model." + rest
+
+
+# SD3's encoders by role (a stack holds any of them, so indices do not say which): kohya te1/te2/te3, diffusers
+# text_encoder / _2 / _3
+_SD3_TEXT_PREFIXES = {"clip_l": (("lora_te1_",), ("text_encoder.",)), "clip_g": (("lora_te2_",), ("text_encoder_2.",)),
+                      "t5xxl": (("lora_te3_",), ("text_encoder_3.",))}
+
+
+def _sd3_roles(modules: List[str]) -> Dict[int, str]:
+    """Encoder index -> role for an SD3 stack's parameter names: T5 by its blocks; of two CLIPs the first is
+    CLIP-L (the stack's order); a lone CLIP is bigG when it is 32 layers deep."""
+    layers: Dict[int, int] = {}
+    t5 = set()
+    for module in modules:
+        m = _TEXT_PARAM.match(module)
+        if not m:
+            continue
+        index, rest = int(m.group(1)), m.group(2)
+        if rest.startswith(("encoder.block.", "shared")):
+            t5.add(index)
+        layer = re.search(r"encoder\.layers\.(\d+)\.", rest)
+        layers[index] = max(layers.get(index, 0), int(layer.group(1)) + 1 if layer else 0)
+    clips = sorted(i for i in layers if i not in t5)
+    roles = {i: "t5xxl" for i in t5}
+    if len(clips) == 2:
+        roles.update({clips[0]: "clip_l", clips[1]: "clip_g"})
+    elif clips:
+        roles[clips[0]] = "clip_g" if layers[clips[0]] >= 32 else "clip_l"
+    return roles
 
 
 def text_aliases(text_param_names: Iterable[str], family: str) -> Dict[str, List[str]]:
     """Every file-side spelling of each text-encoder module (kohya lora_te*/, diffusers text_encoder*/)."""
-    if family not in _TEXT_PREFIXES:
-        raise ValueError(f"unknown model family {family!r} (expected one of {', '.join(_TEXT_PREFIXES)})")
+    if family not in _TEXT_PREFIXES and family != "sd3":
+        raise ValueError(f"unknown model family {family!r} (expected one of {', '.join(_TEXT_PREFIXES)}, sd3)")
     modules, _ = _modules(n for n in text_param_names if not n.startswith("pooled_encoder."))
+    if family == "sd3":
+        roles = _sd3_roles(modules)
+        prefixes = {i: _SD3_TEXT_PREFIXES[role] for i, role in roles.items()}
+    else:
+        prefixes = dict(enumerate(_TEXT_PREFIXES[family]))
     out: Dict[str, List[str]] = {}
     for module in modules:
         m = _TEXT_PARAM.match(module)
-        if not m or int(m.group(1)) >= len(_TEXT_PREFIXES[family]):
+        if not m or int(m.group(1)) not in prefixes:
             continue
-        kohya, dotted = _TEXT_PREFIXES[family][int(m.group(1))]
+        kohya, dotted = prefixes[int(m.group(1))]
         hf = _hf_text_name(m.group(2))
         out[module] = [k + _flat(hf) for k in kohya] + [d + hf for d in dotted]
     return out
@@ -205,7 +261,7 @@ def _build(parts: Dict[str, torch.Tensor]) -> Dict[str, Patch]:
 def parse_lora(state_dict: Dict[str, torch.Tensor], unet_param_names: Iterable[str],
                text_param_names: Iterable[str], family: str) -> LoraSet:
     """Patches keyed by our parameter names from a LoRA-style state dict, for a model of `family` ("sd1", "sd2",
-    "sdxl", "sdxl_refiner") whose UNet and text stack have the given parameter names."""
+    "sdxl", "sdxl_refiner", "sd3") whose UNet and text stack have the given parameter names."""
     unet_names, text_names = set(unet_param_names), set(text_param_names)
     table = _Table()
     for target, aliases in ((UNET, unet_aliases(unet_names)), (TEXT, text_aliases(text_names, family))):
@@ -238,8 +294,18 @@ def parse_lora(state_dict: Dict[str, torch.Tensor], unet_param_names: Iterable[s
             continue
         names = unet_names if target == UNET else text_names
         into = result.unet if target == UNET else result.text
+        module, _, part = module.partition("#")
         for slot, patch in built.items():
             name = f"{module}.{slot}"
+            if part and slot == "weight":  # a third of a fused qkv weight (diffusers' to_q / to_k / to_v)
+                sliced = into.get(name)
+                sliced = sliced if isinstance(sliced, SlicedPatch) else SlicedPatch({})
+                sliced.parts[int(part)] = patch
+                patch = sliced
+            elif part:
+                result.unmatched.extend(k for k in keys if k.endswith(".diff_b"))
+                result.problems.append(f"{module}: a bias patch on one third of a fused qkv layer")
+                continue
             if name not in names:
                 result.unmatched.extend(k for k in keys if k.endswith(".diff_b") == (slot == "bias"))
                 result.problems.append(f"{module}: the model has no {name}")

@@ -196,6 +196,28 @@ class DiffPatch:
 
 
 @dataclass(eq=False)
+class SlicedPatch:
+    """Patches of equal row blocks of one fused weight: `parts[i]` changes rows [i*n, (i+1)*n) of a weight with
+    `count * n` rows (a diffusers LoRA on to_q / to_k / to_v of a model that fuses them into one qkv layer)."""
+    parts: Dict[int, "Patch"]
+    count: int = 3
+    kind = "lora"
+
+    def delta(self, weight_shape: Shape, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+        shape = tuple(weight_shape)
+        if shape[0] % self.count:
+            raise PatchError(f"sliced patch: {shape[0]} rows do not split into {self.count} equal parts")
+        rows = shape[0] // self.count
+        out = torch.zeros(shape, dtype=torch.float32, device=device)
+        for index, patch in self.parts.items():
+            out[index * rows:(index + 1) * rows] = patch.delta((rows, *shape[1:]), torch.float32, device)
+        return out.to(dtype)
+
+    def tensors(self) -> List[torch.Tensor]:
+        return [t for patch in self.parts.values() for t in patch.tensors()]
+
+
+@dataclass(eq=False)
 class MergePatch:
     """Another model's weight as a patch: dW = weight_factor * W + other_factor * O.
 
@@ -280,7 +302,7 @@ class PatchedWeights:
         return patched_weight(param, items, name) if items else param.detach()
 
 
-Patch = Union[LoraPatch, LohaPatch, LokrPatch, DiffPatch, MergePatch, ScalePatch]
+Patch = Union[LoraPatch, LohaPatch, LokrPatch, DiffPatch, SlicedPatch, MergePatch, ScalePatch]
 PatchSpec = Tuple[str, Patch, float]  # (parameter name, patch, strength)
 
 

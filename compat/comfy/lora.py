@@ -23,6 +23,8 @@ def model_lora_keys_unet(model: Any, key_map: Dict[str, str] = None) -> Dict[str
     names = [n for n, _ in unet.named_parameters()] if unet is not None else \
         [k[len(UNET_PREFIX):] for k in model.model_state_dict()]
     for module, spellings in unet_aliases(names).items():
+        if "#" in module:  # a third of a fused qkv (SD3's diffusers names): ComfyUI maps those with offsets
+            continue
         for spelling in spellings:
             key_map[spelling] = f"{UNET_PREFIX}{module}.weight"
     return key_map

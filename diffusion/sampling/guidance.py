@@ -98,12 +98,13 @@ def unet_in_channels(model: Any) -> Optional[int]:
 
 def extra_channels(in_channels: Optional[int], latent_channels: int) -> int:
     """How many channels the UNet takes beyond the latent's: 0 for plain models, 5 for inpainting ones."""
-    if in_channels is None or in_channels <= latent_channels:
+    if in_channels is None or in_channels == latent_channels:
         return 0
     extra = in_channels - int(latent_channels)
     if extra != CONCAT_CHANNELS:
-        raise ValueError(f"this UNet takes {in_channels} input channels; only plain models ({latent_channels}) and "
-                         f"inpainting models ({latent_channels + CONCAT_CHANNELS}) can be sampled")
+        raise ValueError(f"the latent has {latent_channels} channels but this model takes {in_channels}: make the "
+                         f"latent for the model's family (EmptySD3LatentImage for SD3's 16 channels, "
+                         f"EmptyLatentImage for SD1/SDXL's 4) or encode the image with the model's VAE")
     return extra
 
 
