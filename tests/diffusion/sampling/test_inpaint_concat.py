@@ -104,7 +104,7 @@ def test_plain_models_ignore_inpaint_conditioning_and_odd_channel_counts_fail_cl
     assert plain.unet.inputs[0][0].shape[1] == 4
     odd = RecordingUNet(in_channels=8)
     g = Guidance(odd, prepare_conditioning([cond(1)], latent.shape, odd), None, cfg=1.0)
-    with pytest.raises(ValueError, match="8 input channels"):
+    with pytest.raises(ValueError, match="the latent has 4 channels but this model takes 8"):
         g(latent, torch.tensor([1.0]))
 
 
