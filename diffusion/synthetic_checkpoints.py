@@ -6,6 +6,9 @@ bigG in OpenCLIP's layout, schedule buffers included), filled with seeded random
 them exactly as on a downloaded checkpoint. Tiny sizes build in well under a second; `--full` gives real sizes.
 
     python -m diffusion.synthetic_checkpoints sd1 out.safetensors [--full] [--fp16] [--inpainting] [--v]
+    python -m diffusion.synthetic_checkpoints sd3 out.safetensors [--full] [--fp16] [--no-t5]
+
+SD3 files come from diffusion/synthetic_sd3.py (SD3.5-medium's shape; its text encoders bundled).
 """
 from __future__ import annotations
 
@@ -162,12 +165,13 @@ EXAMPLE_NAMES = {("sd1", False): "v1-5-pruned-emaonly.safetensors", ("sd1", True
                  ("sd2", False): "v2-1_768-ema-pruned.safetensors", ("sd2", True): "512-inpainting-ema.safetensors",
                  ("sdxl", False): "sd_xl_base_1.0.safetensors", ("sdxl", True): "sd_xl_base_1.0_inpainting.safetensors",
                  ("sdxl_refiner", False): "sd_xl_refiner_1.0.safetensors",
-                 ("sdxl_refiner", True): "sd_xl_refiner_1.0_inpainting.safetensors"}
+                 ("sdxl_refiner", True): "sd_xl_refiner_1.0_inpainting.safetensors",
+                 ("sd3", False): "sd3.5_medium_incl_clips.safetensors"}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("family", choices=FAMILIES)
+    parser.add_argument("family", choices=FAMILIES + ("sd3",))
     parser.add_argument("output", nargs="?",
                         help="the .safetensors file to write (default: models/checkpoints/ under the name the "
                              "example workflows load for that family, e.g. v1-5-pruned-emaonly.safetensors)")
@@ -176,6 +180,7 @@ def main(argv=None) -> int:
     parser.add_argument("--inpainting", action="store_true", help="the 9-channel inpainting variant")
     parser.add_argument("--v", action="store_true", help="mark the model as v-prediction")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-t5", action="store_true", help="sd3: leave T5-XXL out (4.7 B parameters at full size)")
     parser.add_argument("--every-block", action="store_true",
                         help="tiny SD1 with attention on every level but the last, as released files (what the "
                              "test suite uses; about 30x slower per step at 512x512 than the default)")
@@ -184,6 +189,16 @@ def main(argv=None) -> int:
         name = EXAMPLE_NAMES[(args.family, bool(args.inpainting))]
         args.output = os.path.join("models", "checkpoints", name)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    if args.family == "sd3":
+        from safetensors.torch import save_file
+
+        from diffusion.synthetic_sd3 import ALL_TEXT, make_sd3_checkpoint
+        text = tuple(r for r in ALL_TEXT if not (args.no_t5 and r == "t5xxl"))
+        save_file(make_sd3_checkpoint(full=args.full, seed=args.seed, text=text,
+                                      dtype=torch.float16 if args.fp16 else torch.float32), args.output,
+                  metadata={"format": "pt", "tessera.synthetic": "sd3"})
+        print(args.output)
+        return 0
     write_checkpoint(args.output, args.family, full=args.full, seed=args.seed, inpainting=args.inpainting,
                      v_prediction=args.v, dtype=torch.float16 if args.fp16 else torch.float32,
                      fast=not args.every_block)

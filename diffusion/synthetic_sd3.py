@@ -47,13 +47,14 @@ def vae16_config(full: bool):
     return replace(base, z_channels=16, embed_dim=16, quant_conv=False)
 
 
-def mmdit_state(config: MMDiTConfig, seed: int) -> Dict[str, torch.Tensor]:
-    """A randomly initialised MMDiT in the original layout (the position grid random too)."""
+def mmdit_state(config: MMDiTConfig, seed: int, dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
+    """A randomly initialised MMDiT in the original layout (the position grid random too), in `dtype`."""
     from diffusion.mmdit.model import MMDiT
     torch.manual_seed(seed)
     model = MMDiT(config)
     with torch.no_grad():
         model.pos_embed.normal_(0.0, 0.5)
+    model.to(dtype)  # tensor by tensor: a full-size model is never held twice
     return {k: v.detach() for k, v in model.state_dict().items()}
 
 
@@ -94,16 +95,21 @@ def make_sd3_checkpoint(full: bool = False, seed: int = 0, text: Sequence[str] =
                         dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
     """A single-file SD3.5-medium-shaped checkpoint with the encoders named in `text` bundled."""
     from diffusion.vae.model import AutoencoderKL
-    state = {"model.diffusion_model." + k: v for k, v in mmdit_state(mmdit_config(full), seed).items()}
+    state = {"model.diffusion_model." + k: v for k, v in mmdit_state(mmdit_config(full), seed, dtype).items()}
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(vae16_config(full))
-    state.update({"first_stage_model." + k: v.detach() for k, v in vae.state_dict().items()})
+    state.update({"first_stage_model." + k: _cast(v.detach(), dtype) for k, v in vae.state_dict().items()})
     del vae
     for offset, role in enumerate(ALL_TEXT):
         if role in text:
             part = t5_state(full, seed + 4, dtype) if role == "t5xxl" else sd3_clip_state(role, full, seed + 2 + offset)
-            state.update({TEXT_PREFIX.format(role) + k: v for k, v in part.items()})
-    return {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+            state.update({TEXT_PREFIX.format(role) + k: _cast(v, dtype) for k, v in part.items()})
+            del part
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
 def text_encoder_file_state(role: str, full: bool = False, seed: int = 0,
@@ -112,4 +118,4 @@ def text_encoder_file_state(role: str, full: bool = False, seed: int = 0,
     the same seed bundles."""
     offset = ALL_TEXT.index(role)
     part = t5_state(full, seed + 4, dtype) if role == "t5xxl" else sd3_clip_state(role, full, seed + 2 + offset)
-    return {k: v.to(dtype).contiguous() for k, v in part.items()}
+    return {k: _cast(v, dtype).contiguous() for k, v in part.items()}
