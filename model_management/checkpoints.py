@@ -69,19 +69,25 @@ def part_dtypes(precision: PrecisionPolicy):
             return SKIP
         if key.startswith(detection.UNET_PREFIX):
             return unet
-        if key.startswith(detection.VAE_PREFIX):
+        if key.startswith((detection.VAE_PREFIX, detection.FLUX_VAE_PREFIX)):
             return vae
         return text  # the text encoders (their prefixes depend on the family) and small schedule buffers
     return dtype_for
 
 
 def build_unet(state: Dict[str, torch.Tensor], path: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The diffusion network of `state` (prefix removed): a UNet, or SD3's MMDiT (diffusion/mmdit)."""
+    """The diffusion network of `state` (prefix removed): a UNet, SD3's MMDiT (diffusion/mmdit) or Flux
+    (diffusion/flux)."""
+    from diffusion.flux.config import is_flux
     from diffusion.mmdit.config import is_mmdit
     if is_mmdit(state):
         from diffusion.mmdit.config import detect_mmdit_config as detect
         from diffusion.mmdit.model import MMDiT as network
         what = "MMDiT"
+    elif is_flux(state):
+        from diffusion.flux.config import detect_flux_config as detect
+        from diffusion.flux.model import Flux as network
+        what = "Flux transformer"
     else:
         from diffusion.unet.config import detect_unet_config as detect
         from diffusion.unet.model import UNetModel as network
@@ -126,10 +132,12 @@ def build_text_encoders(family: str, state: Dict[str, torch.Tensor], path: str,
                         embeddings=None, dtype: torch.dtype = torch.float32) -> TextEncoderModel:
     """The text encoder(s) of a checkpoint, from the family's fixed prefixes."""
     from diffusion.text import ClipTextStack
+    from diffusion.text.flux_text import FluxTextStack
     from diffusion.text.sd3_text import SD3TextStack
     try:
-        if family == "sd3":
-            stack = SD3TextStack.from_checkpoint(state, dtype=dtype, embeddings=embedding_library(embeddings))
+        if family in ("sd3", "flux"):
+            kind = SD3TextStack if family == "sd3" else FluxTextStack
+            stack = kind.from_checkpoint(state, dtype=dtype, embeddings=embedding_library(embeddings))
         else:
             stack = ClipTextStack.from_checkpoint(state, family, dtype=dtype,
                                                   embeddings=embedding_library(embeddings))
@@ -170,16 +178,16 @@ def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, 
     if prediction is not None:
         family.prediction = prediction
         family.notes.append(f"prediction type {prediction} set by configuration")
-    consumed_prefixes = [detection.UNET_PREFIX, detection.VAE_PREFIX] + family.text_prefixes
+    consumed_prefixes = [detection.UNET_PREFIX, family.vae_prefix] + family.text_prefixes
     leftovers = [k for k in state if not k.startswith(tuple(consumed_prefixes)) and not _ignored(k)]
     model = clip = vae = None
     if want_model:
         model = DiffusionModel(build_unet(pop_prefix(state, detection.UNET_PREFIX), path, precision.unet), family,
                                path)
     if want_vae:
-        vae_state = pop_prefix(state, detection.VAE_PREFIX)
+        vae_state = pop_prefix(state, family.vae_prefix)
         if not vae_state:
-            raise ModelFileError(f"{name}: the checkpoint has no VAE weights (first_stage_model.*); "
+            raise ModelFileError(f"{name}: the checkpoint has no VAE weights ({family.vae_prefix}*); "
                                  f"load a VAE separately with Load VAE")
         vae = VAEModel(build_vae(vae_state, path, precision.vae), path)
     if want_clip:
@@ -192,8 +200,10 @@ def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, 
 
 def load_vae_file(path: str, dtype: torch.dtype = torch.float32) -> VAEModel:
     state = load_state_dict(path, dtype_for=lambda key, stored: dtype)
-    if detection.has_prefix(state, detection.VAE_PREFIX):
-        state = split_prefix(state, detection.VAE_PREFIX)
+    for prefix in (detection.VAE_PREFIX, detection.FLUX_VAE_PREFIX):
+        if detection.has_prefix(state, prefix):
+            state = split_prefix(state, prefix)
+            break
     if "decoder.conv_in.weight" not in state:
         raise ModelFileError(f"{os.path.basename(path)}: not a VAE; it looks like {detection.describe_other(state)}")
     return VAEModel(build_vae(state, path, dtype), path)

@@ -19,10 +19,11 @@ import torch
 
 # where each family keeps its text encoders in a single-file checkpoint (defined with the encoders' key layouts)
 from diffusion.text.clip_keys import REFINER_TEXT_G, SD1_TEXT, SD2_TEXT, SDXL_TEXT_G, SDXL_TEXT_L  # noqa: F401
-from diffusion.text.sd3_text import SD3_TEXT_PREFIXES
+from diffusion.text.encoder_stack import TEXT_PREFIXES as DIT_TEXT_PREFIXES
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
+FLUX_VAE_PREFIX = "vae."  # Flux single-file checkpoints keep their VAE here
 
 
 # Keys real checkpoints carry that are not weights we use: the training schedule's buffers, EMA copies, markers.
@@ -40,12 +41,13 @@ class UnsupportedModelError(ValueError):
 
 @dataclass
 class ModelFamily:
-    name: str  # "sd1" | "sd2" | "sdxl" | "sdxl_refiner" | "sd3"
-    prediction: str = "eps"  # "eps" | "v" | "flow" (rectified flow: SD3)
+    name: str  # "sd1" | "sd2" | "sdxl" | "sdxl_refiner" | "sd3" | "flux"
+    prediction: str = "eps"  # "eps" | "v" | "flow" (rectified flow: SD3, Flux)
     inpainting: bool = False
     zero_terminal_snr: bool = False
     text_prefixes: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    variant: str = ""  # Flux: "dev" (guidance-distilled) or "schnell"
 
     @property
     def latent_format(self):
@@ -59,8 +61,12 @@ class ModelFamily:
 
     @property
     def is_transformer(self) -> bool:
-        """A diffusion transformer (SD3's MMDiT) rather than a UNet."""
-        return self.name == "sd3"
+        """A diffusion transformer (SD3's MMDiT, Flux) rather than a UNet."""
+        return self.name in ("sd3", "flux")
+
+    @property
+    def vae_prefix(self) -> str:
+        return FLUX_VAE_PREFIX if self.name == "flux" else VAE_PREFIX
 
     @property
     def is_sdxl(self) -> bool:
@@ -88,9 +94,13 @@ def describe_other(state: Dict[str, torch.Tensor]) -> str:
     return f"an unknown architecture (first keys: {sample})"
 
 
-# Diffusion transformers recognised by their block names, which this loader does not run yet: a clear error
-# instead of a failed UNet build.
-TRANSFORMER_FAMILIES = (("double_blocks.", "Flux"), ("single_transformer_blocks.", "Flux (diffusers layout)"))
+# Other diffusion transformers, recognised by block names Flux.1 and SD3 do not have (Chroma and Flux.2 share
+# Flux.1's double blocks: tested first), which this loader does not run: a clear error instead of a failed build.
+TRANSFORMER_FAMILIES = (("distilled_guidance_layer.", "Chroma"), ("double_stream_modulation_img.", "Flux.2"),
+                        ("double_layers.", "AuraFlow"), ("double_stream_blocks.", "HiDream"),
+                        ("transformer_blocks.0.img_mod.", "Qwen-Image"), ("cap_embedder.", "Lumina 2"),
+                        ("adaln_single.", "PixArt or LTX-Video"), ("patchify_proj.", "LTX-Video"),
+                        ("blocks.0.cross_attn.", "Wan (video)"), ("preprocess_conv.", "Stable Audio"))
 
 
 def refuse_transformers(state: Dict[str, torch.Tensor], path: str) -> None:
@@ -98,7 +108,7 @@ def refuse_transformers(state: Dict[str, torch.Tensor], path: str) -> None:
     for marker, family in TRANSFORMER_FAMILIES:
         if any(k.startswith(marker) or k.startswith(UNET_PREFIX + marker) for k in state):
             raise UnsupportedModelError(f"{path}: {family} diffusion model: that model family is not supported "
-                                        f"yet (SD1.x, SD2.x and SDXL are)")
+                                        f"(SD1.x, SD2.x, SDXL, SD3.x and Flux.1 are)")
 
 
 def unet_family(unet_state: Dict[str, torch.Tensor]) -> str:
@@ -147,6 +157,15 @@ def _sd3_family(state: Dict[str, torch.Tensor], prefixes: List[str]) -> ModelFam
     return ModelFamily("sd3", "flow", False, False, prefixes, ["SD3 / SD3.5 (MMDiT), rectified flow, shift 3.0"])
 
 
+def _flux_family(transformer_keys, prefixes: List[str]) -> ModelFamily:
+    """Flux dev (a guidance embedding: distilled guidance) or schnell (none)."""
+    dev = any(k.startswith(("guidance_in.", UNET_PREFIX + "guidance_in.")) for k in transformer_keys)
+    variant = "dev" if dev else "schnell"
+    note = ("Flux.1 dev: rectified flow, exponential shift 1.15, distilled guidance" if dev else
+            "Flux.1 schnell: rectified flow, no shift, no guidance")
+    return ModelFamily("flux", "flow", False, False, prefixes, [note], variant)
+
+
 def detect_checkpoint(state: Dict[str, torch.Tensor], metadata: Optional[dict] = None,
                       path: str = "checkpoint") -> ModelFamily:
     """The family of a full checkpoint (UNet or MMDiT + VAE + text encoders), or UnsupportedModelError."""
@@ -157,7 +176,10 @@ def detect_checkpoint(state: Dict[str, torch.Tensor], metadata: Optional[dict] =
                                     f"{describe_other(state)}")
     refuse_transformers(state, path)
     if has_prefix(state, UNET_PREFIX + "joint_blocks."):
-        return _sd3_family(state, [p for p in SD3_TEXT_PREFIXES.values() if has_prefix(state, p)])
+        return _sd3_family(state, [p for p in DIT_TEXT_PREFIXES.values() if has_prefix(state, p)])
+    if has_prefix(state, UNET_PREFIX + "double_blocks."):
+        return _flux_family(state, [DIT_TEXT_PREFIXES[r] for r in ("clip_l", "t5xxl")
+                                    if has_prefix(state, DIT_TEXT_PREFIXES[r])])
     if has_prefix(state, SDXL_TEXT_G):
         name, prefixes = "sdxl", [SDXL_TEXT_L, SDXL_TEXT_G]
     elif has_prefix(state, REFINER_TEXT_G):
@@ -181,14 +203,22 @@ def detect_unet_only(state: Dict[str, torch.Tensor], metadata: Optional[dict] = 
     metadata = metadata or {}
     if has_prefix(state, UNET_PREFIX):
         state = {k[len(UNET_PREFIX):]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
+    refuse_transformers(state, path)
     if is_sd3_diffusers(state):
         from diffusion.mmdit.diffusers_keys import to_original
         state = to_original(state)
+    from diffusion.flux.diffusers_keys import is_diffusers_flux
+    if is_diffusers_flux(state):
+        from diffusion.flux.diffusers_keys import to_original as flux_to_original
+        state = flux_to_original(state)
     if "joint_blocks.0.x_block.attn.qkv.weight" in state:
         return _sd3_family(state, []), state
+    if "double_blocks.0.img_attn.qkv.weight" in state:
+        return _flux_family(state, []), state
     if "input_blocks.0.0.weight" not in state:
         refuse_transformers(state, path)
-        raise UnsupportedModelError(f"{path}: not a diffusion model (UNet); it looks like {describe_other(state)}")
+        raise UnsupportedModelError(f"{path}: not a diffusion model (UNet, MMDiT or Flux); it looks like "
+                                    f"{describe_other(state)}")
     name = unet_family(state)
     prediction, notes = _prediction(state, metadata, name, "")
     inpainting = state["input_blocks.0.0.weight"].shape[1] == 9

@@ -123,7 +123,7 @@ class DiffusionModel(ModelPatcherFace):
         if patched is not None:
             return patched
         if self.prediction == "flow":
-            key: tuple = ("flow",)
+            key: tuple = ("flow", self.family.name, self.family.variant)
         else:
             key = (self.prediction, bool(self.options.get("zsnr", self.family.zero_terminal_snr)))
         cached = self.__dict__.get("_sampling")
@@ -134,9 +134,10 @@ class DiffusionModel(ModelPatcherFace):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 y: Optional[torch.Tensor] = None, control: Optional[dict] = None,
-                transformer_options: Optional[dict] = None) -> torch.Tensor:
+                transformer_options: Optional[dict] = None, **extra: Any) -> torch.Tensor:
         """One UNet evaluation on the compute device in its dtype; the output on the caller's device and dtype.
-        DIFFUSION_MODEL wrappers in `transformer_options` run around the UNet call."""
+        DIFFUSION_MODEL wrappers in `transformer_options` run around the UNet call. `extra`: conditioning only
+        some networks take (Flux dev's `guidance`)."""
         device, dtype = self.device, self.dtype
         if control is not None and device != x.device:  # ControlNet residuals come from where the sampler runs
             control = {k: _to_device(v, device) for k, v in control.items()}
@@ -144,11 +145,12 @@ class DiffusionModel(ModelPatcherFace):
             net = self.object_patches.get("diffusion_model") or unet
             args = (x.to(device, dtype), timesteps.to(device, dtype), context.to(device, dtype),
                     None if y is None else y.to(device, dtype), control, transformer_options)
+            extra = {k: v.to(device) if torch.is_tensor(v) else v for k, v in extra.items() if v is not None}
             wrappers = get_all_wrappers(WrappersMP.DIFFUSION_MODEL, transformer_options)
             if wrappers:
-                out = WrapperExecutor.new_class_executor(_unet_call(net), net, wrappers).execute(*args)
+                out = WrapperExecutor.new_class_executor(_unet_call(net), net, wrappers).execute(*args, **extra)
             else:
-                out = _unet_call(net)(*args)
+                out = _unet_call(net)(*args, **extra)
         return out.to(x.device, x.dtype)
 
     def run_outer_sample(self, guidance: Any, inner: Callable, *args: Any) -> Any:
@@ -164,7 +166,8 @@ class DiffusionModel(ModelPatcherFace):
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                     y: Optional[torch.Tensor] = None, control: Optional[dict] = None,
-                    concat: Optional[torch.Tensor] = None, transformer_options: Optional[dict] = None) -> torch.Tensor:
+                    concat: Optional[torch.Tensor] = None, transformer_options: Optional[dict] = None,
+                    **extra: Any) -> torch.Tensor:
         """The denoised x0 for noisy latents `x` at noise levels `sigma` (one per batch item): input scaling,
         the inpainting channels `concat`, the UNet, and the prediction type's output conversion. APPLY_MODEL
         wrappers run around it (ComfyUI's BaseModel.apply_model, whose `t` is this sigma)."""
@@ -174,13 +177,13 @@ class DiffusionModel(ModelPatcherFace):
             if c_concat is not None:
                 x_in = torch.cat([x_in, c_concat.to(x_in)], dim=1)
             out = self.forward(x_in, sampling.timestep(t).float(), c_crossattn, y=kwargs.get("y"), control=control,
-                               transformer_options=transformer_options)
+                               transformer_options=transformer_options, guidance=kwargs.get("guidance"))
             return sampling.calculate_denoised(t, out, x)
 
         wrappers = get_all_wrappers(WrappersMP.APPLY_MODEL, transformer_options)
         call = WrapperExecutor.new_class_executor(run, self.model, wrappers) if wrappers else run
         return call(x, sigma, c_concat=concat, c_crossattn=context, control=control,
-                    transformer_options=transformer_options, y=y)
+                    transformer_options=transformer_options, y=y, **extra)
 
 
 class TextEncoderModel(CLIPFace):
@@ -343,10 +346,15 @@ class _ComfyVisionCall:
 
 
 def _default_sampling(key: tuple) -> Any:
-    """A family's own schedule: ("flow",) SD3's rectified flow (shift 3.0, timestep = 1000 sigma), else the
-    discrete SD schedule for (prediction, zero terminal SNR)."""
+    """A family's own schedule: ("flow", family, variant) a rectified flow -- SD3's (shift 3.0, timestep =
+    1000 sigma), Flux dev's (exponential shift 1.15 over 10000 steps, timestep = sigma), Flux schnell's (no shift,
+    timestep = sigma) --, else the discrete SD schedule for (prediction, zero terminal SNR)."""
     if key[0] == "flow":
         from diffusion.sampling.model_sampling_flow import FlowModelSampling
+        if key[1] == "flux" and key[2] == "dev":
+            return FlowModelSampling(shift=1.15, multiplier=1.0, kind="exponential", timesteps=10000)
+        if key[1] == "flux":
+            return FlowModelSampling(shift=1.0, multiplier=1.0, kind="snr")
         return FlowModelSampling(shift=3.0, multiplier=1000.0, kind="snr")
     from diffusion.sampling.model_sampling import DiscreteModelSampling
     return DiscreteModelSampling(prediction=key[0], zero_terminal_snr=key[1])
@@ -355,9 +363,10 @@ def _default_sampling(key: tuple) -> Any:
 def _unet_call(net: Any) -> Callable:
     """net(x, t, context, y, control, transformer_options) for our UNet (or a pack's replacement module)."""
     def call(x, t, context, y=None, control=None, transformer_options=None, **kwargs):
+        extra = {"guidance": kwargs["guidance"]} if kwargs.get("guidance") is not None else {}
         if transformer_options is None:
-            return net(x, t, context, y=y, control=control)
-        return net(x, t, context, y=y, control=control, transformer_options=transformer_options)
+            return net(x, t, context, y=y, control=control, **extra)
+        return net(x, t, context, y=y, control=control, transformer_options=transformer_options, **extra)
     return call
 
 

@@ -509,8 +509,9 @@ class BaseModelView:
                     c_crossattn: Optional[torch.Tensor] = None, control: Optional[dict] = None,
                     transformer_options: Optional[dict] = None, **kwargs: Any) -> torch.Tensor:
         """Denoised x0 for noisy `x` at sigmas `t` (ComfyUI's contract: the timestep argument is sigma)."""
+        extra = {"guidance": kwargs["guidance"]} if kwargs.get("guidance") is not None else {}
         return self._owner.apply_model(x, t, c_crossattn, y=kwargs.get("y"), control=control, concat=c_concat,
-                                       transformer_options=transformer_options)
+                                       transformer_options=transformer_options, **extra)
 
 
 class SDXLModelView(BaseModelView):

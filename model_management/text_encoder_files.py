@@ -2,7 +2,8 @@
 
 A file is recognised by its layout and width: OpenCLIP layout (`transformer.resblocks.*`) or a 1024-wide model is
 SD2's OpenCLIP-H; a transformers-layout model is CLIP-L. For SDXL's pair, the wider (projected) one is bigG. For
-SD3 (type `sd3`: TripleCLIPLoader, DualCLIPLoader, CLIPLoader) T5 is recognised by its blocks, and of two CLIPs the
+SD3 (type `sd3`: TripleCLIPLoader, DualCLIPLoader, CLIPLoader) and Flux (DualCLIPLoader type `flux`: CLIP-L and
+T5-XXL) T5 is recognised by its blocks, and of two CLIPs the
 wider (then deeper) one is bigG; a lone CLIP is bigG when it has bigG's size (32 layers or 1280 wide).
 """
 from __future__ import annotations
@@ -46,8 +47,8 @@ def load_text_encoder_files(paths: List[str], kind: str, embeddings=None,
     """`dtype`: what the encoders compute in (each tensor converted as it is read)."""
     from diffusion.text import ClipTextStack
     states = [_strip(load_state_dict(p, dtype_for=lambda key, stored: dtype)) for p in paths]
-    if kind == "sd3":
-        return _sd3_stack(states, paths, embeddings, dtype)
+    if kind in ("sd3", "flux"):
+        return _dit_stack(states, paths, embeddings, dtype, kind)
     widths = [_width(s, p) for s, p in zip(states, paths)]
     if kind == "sdxl":
         if len(states) != 2:
@@ -76,13 +77,17 @@ def _layers(state: dict) -> int:
     return sum(1 for k in state if k.endswith(("layer_norm1.weight", "ln_1.weight")))
 
 
-def _sd3_stack(states: List[dict], paths: List[str], embeddings, dtype: torch.dtype) -> TextEncoderModel:
-    """SD3's encoders from up to three files, each placed in its role by what it holds."""
+def _dit_stack(states: List[dict], paths: List[str], embeddings, dtype: torch.dtype, kind: str) -> TextEncoderModel:
+    """SD3's encoders (up to three files) or Flux's (CLIP-L and T5-XXL), each placed in its role by what it
+    holds."""
+    from diffusion.text.flux_text import FluxTextStack
     from diffusion.text.sd3_text import SD3TextStack
     from diffusion.text.t5_encoder import is_t5_state
     names = ", ".join(os.path.basename(p) for p in paths)
     t5 = [s for s in states if is_t5_state(s)]
     clips = [(s, p) for s, p in zip(states, paths) if not is_t5_state(s)]
+    if kind == "flux" and (len(t5) != 1 or len(clips) > 1):
+        raise ModelFileError(f"{names}: Flux takes one T5-XXL and one CLIP-L")
     if len(t5) > 1 or len(clips) > 2:
         raise ModelFileError(f"{names}: SD3 takes at most one T5-XXL and two CLIPs (CLIP-L and CLIP-G)")
     sizes = [(_width(s, p), _layers(s)) for s, p in clips]
@@ -92,9 +97,11 @@ def _sd3_stack(states: List[dict], paths: List[str], embeddings, dtype: torch.dt
         roles["clip_l"], roles["clip_g"] = clips[small][0], clips[big][0]
     elif clips:
         width, layers = sizes[0]
-        roles["clip_g" if layers >= 32 or width >= 1280 else "clip_l"] = clips[0][0]
+        big = kind == "sd3" and (layers >= 32 or width >= 1280)
+        roles["clip_g" if big else "clip_l"] = clips[0][0]
+    stack_kind = SD3TextStack if kind == "sd3" else FluxTextStack
     try:
-        stack = SD3TextStack.from_role_weights(roles, dtype=dtype, embeddings=embedding_library(embeddings))
+        stack = stack_kind.from_role_weights(roles, dtype=dtype, embeddings=embedding_library(embeddings))
     except ValueError as exc:
         raise ModelFileError(f"{names}: {exc}")
-    return TextEncoderModel(stack, "sd3", ";".join(paths))
+    return TextEncoderModel(stack, kind, ";".join(paths))

@@ -50,8 +50,8 @@ def _read_parameterization(config_path: str):
                Output("CLIP", tooltip="The text encoder(s) that turn prompts into conditioning."),
                Output("VAE", tooltip="The autoencoder between pixels and latents.")])
 class CheckpointLoaderSimple:
-    """Load an SD1.x, SD2.x, SDXL or SD3.x checkpoint; its family is detected from the weights. An SD3 file without
-    text encoders gives no CLIP: load them with TripleCLIPLoader."""
+    """Load an SD1.x, SD2.x, SDXL, SD3.x or Flux.1 checkpoint; its family is detected from the weights. A file
+    without text encoders gives no CLIP: load them with TripleCLIPLoader (SD3) or DualCLIPLoader (Flux)."""
     ckpt_name = Combo(files("checkpoints"), tooltip="The checkpoint file (models/checkpoints).")
 
     def run(self, ctx, ckpt_name):
@@ -109,10 +109,10 @@ class CLIPLoader:
       outputs=[Output("CLIP", tooltip="The two text encoders, used together.")])
 class DualCLIPLoader:
     """Load two text encoders from separate files. sdxl: CLIP-L and OpenCLIP-bigG; sd3: any two of CLIP-L, CLIP-G
-    and T5-XXL (each file's role is detected from its weights)."""
+    and T5-XXL; flux: CLIP-L and T5-XXL (each file's role is detected from its weights)."""
     clip_name1 = Combo(files("clip"), tooltip="The first text encoder file.")
     clip_name2 = Combo(files("clip"), tooltip="The second text encoder file.")
-    type = Combo(["sdxl", "sd3"], tooltip="The model family they are for.")
+    type = Combo(["sdxl", "sd3", "flux"], tooltip="The model family they are for.")
     device = Combo(["default", "cpu"], optional=True, advanced=True, tooltip="Where to run them.")
 
     def run(self, ctx, clip_name1, clip_name2, type, device="default"):
@@ -136,8 +136,8 @@ class TripleCLIPLoader:
 @node(category="advanced/loaders", display_name="Load Diffusion Model",
       outputs=[Output("MODEL", tooltip="The diffusion model.")])
 class UNETLoader:
-    """Load a bare diffusion model file (an SD1.x/SD2.x/SDXL UNet or an SD3/SD3.5 MMDiT, original or diffusers
-    key layout); pair it with a text encoder and a VAE."""
+    """Load a bare diffusion model file (an SD1.x/SD2.x/SDXL UNet, an SD3/SD3.5 MMDiT or a Flux.1 transformer,
+    original or diffusers key layout); pair it with a text encoder and a VAE."""
     unet_name = Combo(files("unet"), tooltip="The UNet file (models/unet or models/diffusion_models).")
     weight_dtype = Combo(["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
                          tooltip="How the weights are kept in memory: default, the compute precision; fp8 keeps "

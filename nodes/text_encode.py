@@ -113,6 +113,30 @@ class CLIPTextEncodeSD3:
         return ([[cond, {"pooled_output": pooled}]],)
 
 
+@node(category="advanced/conditioning/flux", display_name="CLIPTextEncodeFlux",
+      outputs=[Output(COND, tooltip="The encoded prompts with the distilled guidance.")])
+class CLIPTextEncodeFlux:
+    """Encode a prompt for each of Flux's text encoders: CLIP-L gives the pooled vector, T5-XXL the tokens the
+    model attends to; with the distilled guidance a Flux-dev model is conditioned on."""
+    clip = Socket("CLIP", tooltip="Flux's text encoders (DualCLIPLoader type flux, or the checkpoint's).")
+    clip_l = String("", multiline=True, dynamicPrompts=True, tooltip="Prompt for the CLIP-L encoder.")
+    t5xxl = String("", multiline=True, dynamicPrompts=True, tooltip="Prompt for the T5-XXL encoder.")
+    guidance = Float(3.5, min=0.0, max=100.0, step=0.1, tooltip="The distilled guidance (Flux-dev: 3.5 typical).")
+
+    def run(self, ctx, clip, clip_l, t5xxl, guidance):
+        if clip is None:
+            raise ValueError("the clip input is empty: the checkpoint has no text encoder; load one with "
+                             "DualCLIPLoader (type flux)")
+        stack, warnings = clip.stack, []
+        windows = {"clip_l": stack.tokenize(clip_l, warnings).get("clip_l", []),
+                   "t5xxl": stack.tokenize(t5xxl, warnings).get("t5xxl", [])}
+        windows = {role: w for role, w in windows.items() if role in stack.roles}
+        cond, pooled = clip.encode_windows(windows, warnings)
+        for warning in dict.fromkeys(warnings):
+            ctx.report_text(warning) if ctx is not None else log.warning(warning)
+        return ([[cond, {"pooled_output": pooled, "guidance": guidance}]],)
+
+
 @node(category="conditioning", display_name="CLIP Set Last Layer",
       outputs=[Output("CLIP", tooltip="The same text encoder, stopping at the chosen layer.")])
 class CLIPSetLastLayer:
@@ -124,4 +148,5 @@ class CLIPSetLastLayer:
         return (clip.with_clip_skip(stop_at_clip_layer),)
 
 
-NODES = [CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner, CLIPTextEncodeSD3, CLIPSetLastLayer]
+NODES = [CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner, CLIPTextEncodeSD3, CLIPTextEncodeFlux,
+         CLIPSetLastLayer]

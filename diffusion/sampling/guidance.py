@@ -44,6 +44,7 @@ class CondEntry:
     control: Any = None
     concat: Optional[torch.Tensor] = None  # [b, 5, H, W] over the whole latent: mask, scaled masked latent
     control_to_uncond: bool = False  # ComfyUI's control_apply_to_uncond: lend the control to the negative
+    guidance: Optional[float] = None  # Flux dev's distilled guidance scale (FluxGuidance; 3.5 when unset)
 
     # ComfyUI's processed conds are dicts; packs' wrappers read a few keys of them (`"control" in cond`).
     _COMFY_KEYS = {"control": "control", "area": "area", "mask": "mask", "strength": "strength"}
@@ -92,7 +93,9 @@ def concat_mask(mask: torch.Tensor, latent_hw: Tuple[int, int]) -> torch.Tensor:
 
 
 def unet_in_channels(model: Any) -> Optional[int]:
-    value = getattr(getattr(getattr(model, "unet", None), "config", None), "in_channels", None)
+    """The latent channels the network takes (Flux's config counts its 2 x 2 patches: it says latent_channels)."""
+    config = getattr(getattr(model, "unet", None), "config", None)
+    value = getattr(config, "latent_channels", None) or getattr(config, "in_channels", None)
     return None if value is None else int(value)
 
 
@@ -155,8 +158,11 @@ def _sdxl_y(opts: dict, latent_hw: Tuple[int, int], adm: int, refiner: bool) -> 
     return y
 
 
+DEFAULT_FLUX_GUIDANCE = 3.5  # what a guidance-distilled model gets without FluxGuidance (ComfyUI's default)
+
+
 def _pooled_y(opts: dict, width: int) -> torch.Tensor:
-    """SD3's y: the pooled CLIP-L + CLIP-G vector itself."""
+    """A diffusion transformer's y: the pooled text vector itself (SD3: CLIP-L + CLIP-G, Flux: CLIP-L)."""
     pooled = opts.get("pooled_output")
     if pooled is None:
         raise ValueError(f"this model needs a pooled text embedding ({width} wide): encode the prompt with its "
@@ -227,9 +233,11 @@ def prepare_conditioning(conditioning: list, latent_shape: torch.Size, model: An
         mask, area = _mask(opts, latent_hw, area)
         start = sampling.percent_to_sigma(float(opts.get("start_percent", 0.0)))
         end = sampling.percent_to_sigma(float(opts.get("end_percent", 1.0)))
+        guidance = float(opts.get("guidance", DEFAULT_FLUX_GUIDANCE)) if getattr(config, "guidance_embed", False) \
+            else None
         entries.append(CondEntry(cond.float(), y, area, mask, float(opts.get("strength", 1.0)), start, end,
                                  opts.get("control"), _concat(opts, latent_shape, model),
-                                 bool(opts.get("control_apply_to_uncond", False))))
+                                 bool(opts.get("control_apply_to_uncond", False)), guidance))
     return entries
 
 
@@ -409,6 +417,9 @@ class Guidance:
         if group[0][1].y is not None:
             y = torch.cat([job[1].y.expand(batch, -1) for job in group]).to(x)
         concat = self._concat_for(group, batch) if extra_channels(self.in_channels, x.shape[1]) else None
+        guidance = None
+        if group[0][1].guidance is not None:
+            guidance = torch.tensor([job[1].guidance for job in group], device=x.device).repeat_interleave(batch)
         cond_or_uncond = [job[0] for job in group]
         transformer_options = self._transformer_options(cond_or_uncond, batch_sigma)
         control = None
@@ -419,7 +430,7 @@ class Guidance:
                                batched_number=len(group), transformer_options=transformer_options,
                                model=self.model, num_input_blocks=self.model.unet.config.num_input_blocks)
             control = _control_residuals(top, call, [job[1] for job in group])
-        denoised = self._apply(x, sig, context, y, control, concat, cond_or_uncond, transformer_options)
+        denoised = self._apply(x, sig, context, y, control, concat, cond_or_uncond, transformer_options, guidance)
         return list(denoised.split(batch))
 
     def _transformer_options(self, cond_or_uncond: List[int], batch_sigma: torch.Tensor) -> dict:
@@ -442,16 +453,19 @@ class Guidance:
 
     def _apply(self, x: torch.Tensor, sig: torch.Tensor, context: torch.Tensor, y: Optional[torch.Tensor],
                control: Optional[dict], concat: Optional[torch.Tensor], cond_or_uncond: List[int],
-               transformer_options: dict) -> torch.Tensor:
+               transformer_options: dict, guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
         """model.apply_model with this call's transformer_options, through the model's `model_function_wrapper`
         when it has one."""
         options = self.model_options()
         c = {"c_crossattn": context, "c_concat": concat, "y": y, "control": control,
              "transformer_options": transformer_options}
+        extra = {}
+        if guidance is not None:
+            c["guidance"] = extra["guidance"] = guidance
         wrapper = options.get("model_function_wrapper")
         if wrapper is None:
             return self.model.apply_model(x, sig, context, y=y, control=control, concat=concat,
-                                          transformer_options=transformer_options)
+                                          transformer_options=transformer_options, **extra)
         base = self.model.model
         return wrapper(base.apply_model, {"input": x, "timestep": sig, "c": c, "cond_or_uncond": list(cond_or_uncond)})
 
@@ -473,7 +487,7 @@ def _groups(jobs: list) -> list:
     groups: Dict[tuple, list] = {}
     for job in jobs:
         entry, crop = job[1], job[2]
-        key = (tuple(crop.shape), entry.context.shape[1], id(entry.control), entry.y is None)
+        key = (tuple(crop.shape), entry.context.shape[1], id(entry.control), entry.y is None, entry.guidance is None)
         groups.setdefault(key, []).append(job)
     return list(groups.values())
 

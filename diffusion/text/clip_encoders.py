@@ -50,6 +50,8 @@ FAMILIES: Dict[str, Tuple[RoleSettings, ...]] = {
     "sdxl_refiner": (RoleSettings("clip_g", 0, False, -2),),
     # SD3 and SD3.5: CLIP-L and bigG read as SDXL reads them, but CLIP-L's pooled output is taken unprojected
     "sd3": (RoleSettings("clip_l", None, False, -2, project_pooled=False), RoleSettings("clip_g", 0, False, -2)),
+    # Flux: only CLIP-L's pooled output is used, unprojected (its hidden states, read as SD1 reads them, are not)
+    "flux": (RoleSettings("clip_l", None, True, -1, project_pooled=False),),
 }
 CHECKPOINT_PREFIXES: Dict[str, Dict[str, str]] = {
     "sd1": {"clip_l": SD1_TEXT},
