@@ -87,6 +87,28 @@ class TinyModels:
             self._made[key] = path
         return self._made[key]
 
+    def flux(self, kind="checkpoint"):
+        """Tiny Flux.1 files (diffusion/synthetic_flux.py), seed 0: "checkpoint" (dev, encoders bundled),
+        "schnell" (checkpoint without guidance embedding), "diffusion_model" (dev transformer alone), "vae" (ae);
+        the encoder files are the SD3 ones (`sd3("clip_l")`, `sd3("t5xxl")`)."""
+        from safetensors.torch import save_file
+
+        from diffusion import synthetic_flux as flux
+        key = ("flux", kind)
+        if key not in self._made:
+            if kind == "checkpoint":
+                state = flux.make_flux_checkpoint()
+            elif kind == "schnell":
+                state = flux.make_flux_checkpoint(dev=False)
+            else:
+                prefix = "model.diffusion_model." if kind == "diffusion_model" else "vae."
+                state = {k[len(prefix):]: v for k, v in flux.make_flux_checkpoint(text=()).items()
+                         if k.startswith(prefix)}
+            path = str(self.root / f"flux_{kind}.safetensors")
+            save_file(state, path)
+            self._made[key] = path
+        return self._made[key]
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):

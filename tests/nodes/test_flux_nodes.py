@@ -1,0 +1,101 @@
+"""Flux workflows end to end on tiny random models: the checkpoint workflow, the same model from separate files
+(UNETLoader + DualCLIPLoader + VAELoader), CLIPTextEncodeFlux and FluxGuidance, and one sampling step in closed
+form (the distilled guidance reaching the transformer)."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tests.nodes.test_model_nodes import ModelEngine
+from tests.nodes.test_sd3_nodes import image
+
+
+@pytest.fixture
+def engine(tmp_path, tiny_models):
+    eng = ModelEngine(tmp_path)
+    links = {"checkpoints": [("flux1-dev-fp8.safetensors", tiny_models.flux("checkpoint")),
+                             ("flux1-schnell-fp8.safetensors", tiny_models.flux("schnell"))],
+             "diffusion_models": [("flux1-dev.safetensors", tiny_models.flux("diffusion_model"))],
+             "vae": [("ae.safetensors", tiny_models.flux("vae"))],
+             "text_encoders": [("clip_l.safetensors", tiny_models.sd3("clip_l")),
+                               ("t5xxl_fp16.safetensors", tiny_models.sd3("t5xxl"))]}
+    for folder, names in links.items():
+        target = eng.models(folder)
+        os.makedirs(target, exist_ok=True)
+        for name, source in names:
+            os.symlink(source, os.path.join(target, name))
+    return eng
+
+
+def flux_prompt(model, clip, vae, guidance=3.5, steps=3, seed=11):
+    return {
+        "pos": {"class_type": "CLIPTextEncodeFlux", "inputs": {"clip": clip, "clip_l": "a lighthouse",
+                                                               "t5xxl": "a lighthouse at dusk", "guidance": 3.5}},
+        "fg": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["pos", 0], "guidance": guidance}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
+        "latent": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": model, "seed": seed, "steps": steps, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+            "positive": ["fg", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 1.0}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": vae}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "flux"}},
+    }
+
+
+def checkpoint_prompt(name="flux1-dev-fp8.safetensors", **kwargs):
+    prompt = flux_prompt(["ckpt", 0], ["ckpt", 1], ["ckpt", 2], **kwargs)
+    prompt["ckpt"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}}
+    return prompt
+
+
+def test_checkpoint_workflow_is_deterministic_and_guidance_matters(engine):
+    first, _ = engine.run(checkpoint_prompt())
+    assert first.status == "success", first.error
+    pixels = image(engine, first)
+    assert pixels.shape == (48, 64, 3) and pixels.std() > 0
+    again, _ = engine.run(checkpoint_prompt())
+    assert np.array_equal(image(engine, again), pixels)
+    other, _ = engine.run(checkpoint_prompt(guidance=1.5))
+    assert not np.array_equal(image(engine, other), pixels)
+
+
+def test_separate_files_give_the_checkpoints_image(engine):
+    bundled, _ = engine.run(checkpoint_prompt())
+    prompt = flux_prompt(["unet", 0], ["clips", 0], ["vae", 0])
+    prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
+                                                            "weight_dtype": "default"}}
+    prompt["clips"] = {"class_type": "DualCLIPLoader", "inputs": {
+        "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}
+    prompt["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}
+    separate, _ = engine.run(prompt)
+    assert separate.status == "success", separate.error
+    assert np.array_equal(image(engine, separate), image(engine, bundled))
+
+
+def test_schnell_runs_without_guidance(engine):
+    outcome, _ = engine.run(checkpoint_prompt("flux1-schnell-fp8.safetensors", steps=2))
+    assert outcome.status == "success", outcome.error
+    other, _ = engine.run(checkpoint_prompt("flux1-schnell-fp8.safetensors", steps=2, guidance=1.0))
+    assert np.array_equal(image(engine, other), image(engine, outcome))  # no guidance embedding to change
+
+
+def test_one_euler_step_is_the_flow_formula_with_the_guidance(engine):
+    from diffusion.sampling.ksampler import prepare_noise
+    from model_management.checkpoints import load_checkpoint
+    from safetensors.torch import load_file
+    prompt = checkpoint_prompt(steps=1, guidance=2.5)
+    prompt["show"] = {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": "l"}}
+    del prompt["decode"], prompt["save"]
+    outcome, _ = engine.run(prompt)
+    assert outcome.status == "success", outcome.error
+    got = load_file(os.path.join(engine.services.paths.output_dir,
+                                 outcome.outputs["show"]["latents"][0]["filename"]))["latent_tensor"]
+    loaded = load_checkpoint(os.path.join(engine.models("checkpoints"), "flux1-dev-fp8.safetensors"))
+    stack = loaded.clip.stack
+    windows = {"clip_l": stack.tokenize("a lighthouse")["clip_l"], "t5xxl": stack.tokenize("a lighthouse at dusk")["t5xxl"]}
+    cond, pooled = loaded.clip.encode_windows(windows)
+    noise = prepare_noise(torch.zeros(1, 16, 6, 8), 11)
+    with torch.no_grad():  # sigma_max of the dev schedule is 1: x = noise, t = 1
+        v = loaded.model.unet(noise, torch.tensor([1.0]), cond, y=pooled, guidance=torch.tensor([2.5]))
+    torch.testing.assert_close(got, (noise - v) / 0.3611 + 0.1159, rtol=1e-4, atol=1e-4)
