@@ -71,6 +71,8 @@ def file_family(name: str, default: str) -> str:
     lower = name.lower()
     if "flux" in lower or lower in ("ae.safetensors",):
         return "flux"
+    if lower.startswith(("clip_l", "clip_g", "t5")) and default in ("SD3.x", "Flux.1"):
+        return "sd3" if default == "SD3.x" else "flux"
     if "sd3" in lower:
         return "sd3"
     if "refiner" in lower:
@@ -93,10 +95,21 @@ def text_role(name: str) -> str:
 
 def tiny_state(folder: str, name: str, family: str) -> Dict:
     """A tiny random-weight state dict for the file `name` of `folder`, or Unavailable."""
-    if family == "flux":
-        raise Unavailable("Flux.1 models are not supported yet")
     if family == "lotus":
         raise Unavailable("Lotus depth (an SD2-based UNet with its own conditioning) has no tiny generator")
+    if family == "flux":
+        from diffusion.synthetic_flux import make_flux_checkpoint
+        dev = "schnell" not in name.lower()
+        extra = 80 if "fill" in name.lower() else (16 if ("canny" in name.lower() or "depth" in name.lower()) else 0)
+        if folder == "checkpoints":
+            return make_flux_checkpoint(dev=dev, extra_channels=extra)
+        if folder in ("diffusion_models", "vae"):
+            prefix = "model.diffusion_model." if folder == "diffusion_models" else "vae."
+            return {k[len(prefix):]: v for k, v in make_flux_checkpoint(dev=dev, text=(), extra_channels=extra).items()
+                    if k.startswith(prefix)}
+    if folder == "text_encoders" and family in ("sd3", "flux"):
+        from diffusion.synthetic_sd3 import text_encoder_file_state
+        return text_encoder_file_state(text_role(name))
     if folder == "checkpoints":
         if family == "sd3":
             from diffusion.synthetic_sd3 import make_sd3_checkpoint
@@ -107,9 +120,6 @@ def tiny_state(folder: str, name: str, family: str) -> Dict:
         from diffusion.synthetic_sd3 import make_sd3_checkpoint
         prefix = "model.diffusion_model."
         return {k[len(prefix):]: v for k, v in make_sd3_checkpoint(text=()).items() if k.startswith(prefix)}
-    if folder == "text_encoders" and family == "sd3":
-        from diffusion.synthetic_sd3 import text_encoder_file_state
-        return text_encoder_file_state(text_role(name))
     if folder == "vae":
         if family == "sd3":
             from diffusion.synthetic_sd3 import make_sd3_checkpoint

@@ -21,13 +21,15 @@ from diffusion.synthetic_sd3 import SD3_CLIP_SIZES, T5_SIZES, sd3_clip_state, t5
 ALL_TEXT = ("clip_l", "t5xxl")
 
 
-def flux_config(full: bool, dev: bool = True, depth: Optional[int] = None,
-                depth_single: Optional[int] = None) -> FluxConfig:
+def flux_config(full: bool, dev: bool = True, depth: Optional[int] = None, depth_single: Optional[int] = None,
+                extra_channels: int = 0) -> FluxConfig:
+    """`extra_channels`: 80 for a Fill model (masked image latent + 8x8 mask), 16 for Canny / Depth."""
+    in_channels = (16 + extra_channels) * 4
     if full:
-        return FluxConfig(guidance_embed=dev, depth=depth or 19, depth_single=depth_single or 38)
-    return FluxConfig(hidden_size=128, num_heads=2, depth=depth or 2, depth_single=depth_single or 2, mlp_hidden=512,
-                      context_in=T5_SIZES["tiny"][0], vec_in=SD3_CLIP_SIZES["clip_l"]["tiny"][0],
-                      guidance_embed=dev, axes_dim=(8, 28, 28))
+        return FluxConfig(in_channels=in_channels, guidance_embed=dev, depth=depth or 19, depth_single=depth_single or 38)
+    return FluxConfig(in_channels=in_channels, hidden_size=128, num_heads=2, depth=depth or 2,
+                      depth_single=depth_single or 2, mlp_hidden=512, context_in=T5_SIZES["tiny"][0],
+                      vec_in=SD3_CLIP_SIZES["clip_l"]["tiny"][0], guidance_embed=dev, axes_dim=(8, 28, 28))
 
 
 def flux_state(config: FluxConfig, seed: int, dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
@@ -44,10 +46,11 @@ def flux_state(config: FluxConfig, seed: int, dtype: torch.dtype = torch.float32
 
 
 def make_flux_checkpoint(full: bool = False, seed: int = 0, dev: bool = True, text: Sequence[str] = ALL_TEXT,
-                         dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
+                         dtype: torch.dtype = torch.float32, extra_channels: int = 0) -> Dict[str, torch.Tensor]:
     """A single-file Flux checkpoint: transformer, VAE (`vae.`), the encoders named in `text`."""
     from diffusion.vae.model import AutoencoderKL
-    state = {"model.diffusion_model." + k: v for k, v in flux_state(flux_config(full, dev), seed, dtype).items()}
+    config = flux_config(full, dev, extra_channels=extra_channels)
+    state = {"model.diffusion_model." + k: v for k, v in flux_state(config, seed, dtype).items()}
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(vae16_config(full))
     state.update({"vae." + k: v.detach().to(dtype) for k, v in vae.state_dict().items()})

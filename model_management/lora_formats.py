@@ -122,11 +122,32 @@ def mmdit_aliases(modules: List[str]) -> Dict[str, List[str]]:
     return out
 
 
+def flux_aliases(modules: List[str]) -> Dict[str, List[str]]:
+    """Every file-side spelling of each Flux module: the original names (kohya `lora_unet_double_blocks_*`, dotted
+    under `diffusion_model.` / `transformer.`) and diffusers' (`transformer.single_transformer_blocks.N.attn.to_q`,
+    PEFT and kohya-flattened). Blocks of fused layers are spelled `module#part#shares`."""
+    from diffusion.flux.diffusers_keys import diffusers_module_names
+    count = lambda prefix: 1 + max((int(m.split(".")[1]) for m in modules if m.startswith(prefix)), default=-1)  # noqa
+    ratio = 4  # every Flux.1's MLP is 4x its width: linear1's rows are q, k, v, then 4 widths of MLP input
+    out: Dict[str, List[str]] = {m: ["lora_unet_" + _flat(m), "diffusion_model." + m, "model.diffusion_model." + m,
+                                     "transformer." + m] for m in modules}
+    known = set(modules)
+    for diffusers, (module, part, shares) in diffusers_module_names(count("double_blocks."),
+                                                                    count("single_blocks."), ratio).items():
+        if module not in known:
+            continue
+        name = module if part is None else f"{module}#{part}#{','.join(map(str, shares))}"
+        out.setdefault(name, []).extend(["transformer." + diffusers, diffusers, "lora_transformer_" + _flat(diffusers)])
+    return out
+
+
 def unet_aliases(unet_param_names: Iterable[str]) -> Dict[str, List[str]]:
     """Every file-side spelling of each UNet module (kohya LDM / kohya diffusers / dotted diffusers / dotted LDM)."""
     modules, names = _modules(unet_param_names)
     if any(m.startswith("joint_blocks.") for m in modules):
         return mmdit_aliases(modules)
+    if any(m.startswith("double_blocks.") for m in modules):
+        return flux_aliases(modules)
     per_level, up_attn = unet_layout(names)
     out: Dict[str, List[str]] = {}
     for module in modules:
@@ -148,12 +169,16 @@ def _hf_text_name(rest: str) -> str:
 
 # SD3's encoders by role (a stack holds any of them, so indices do not say which): kohya te1/te2/te3, diffusers
 # text_encoder / _2 / _3
-_SD3_TEXT_PREFIXES = {"clip_l": (("lora_te1_",), ("text_encoder.",)), "clip_g": (("lora_te2_",), ("text_encoder_2.",)),
-                      "t5xxl": (("lora_te3_",), ("text_encoder_3.",))}
+_ROLE_TEXT_PREFIXES = {
+    "sd3": {"clip_l": (("lora_te1_",), ("text_encoder.",)), "clip_g": (("lora_te2_",), ("text_encoder_2.",)),
+            "t5xxl": (("lora_te3_",), ("text_encoder_3.",))},
+    # Flux: kohya's te1 (CLIP-L) / te3 (T5), diffusers' text_encoder (CLIP-L) / text_encoder_2 (T5)
+    "flux": {"clip_l": (("lora_te1_", "lora_te_"), ("text_encoder.",)), "t5xxl": (("lora_te3_",), ("text_encoder_2.",))},
+}
 
 
 def _sd3_roles(modules: List[str]) -> Dict[int, str]:
-    """Encoder index -> role for an SD3 stack's parameter names: T5 by its blocks; of two CLIPs the first is
+    """Encoder index -> role for an SD3 or Flux stack's parameter names: T5 by its blocks; of two CLIPs the first is
     CLIP-L (the stack's order); a lone CLIP is bigG when it is 32 layers deep."""
     layers: Dict[int, int] = {}
     t5 = set()
@@ -177,12 +202,13 @@ def _sd3_roles(modules: List[str]) -> Dict[int, str]:
 
 def text_aliases(text_param_names: Iterable[str], family: str) -> Dict[str, List[str]]:
     """Every file-side spelling of each text-encoder module (kohya lora_te*/, diffusers text_encoder*/)."""
-    if family not in _TEXT_PREFIXES and family != "sd3":
-        raise ValueError(f"unknown model family {family!r} (expected one of {', '.join(_TEXT_PREFIXES)}, sd3)")
+    if family not in _TEXT_PREFIXES and family not in _ROLE_TEXT_PREFIXES:
+        raise ValueError(f"unknown model family {family!r} (expected one of "
+                         f"{', '.join(list(_TEXT_PREFIXES) + list(_ROLE_TEXT_PREFIXES))})")
     modules, _ = _modules(n for n in text_param_names if not n.startswith("pooled_encoder."))
-    if family == "sd3":
-        roles = _sd3_roles(modules)
-        prefixes = {i: _SD3_TEXT_PREFIXES[role] for i, role in roles.items()}
+    if family in _ROLE_TEXT_PREFIXES:
+        table = _ROLE_TEXT_PREFIXES[family]
+        prefixes = {i: table[role] for i, role in _sd3_roles(modules).items() if role in table}
     else:
         prefixes = dict(enumerate(_TEXT_PREFIXES[family]))
     out: Dict[str, List[str]] = {}
@@ -295,16 +321,18 @@ def parse_lora(state_dict: Dict[str, torch.Tensor], unet_param_names: Iterable[s
         names = unet_names if target == UNET else text_names
         into = result.unet if target == UNET else result.text
         module, _, part = module.partition("#")
+        part, _, shares = part.partition("#")
         for slot, patch in built.items():
             name = f"{module}.{slot}"
-            if part and slot == "weight":  # a third of a fused qkv weight (diffusers' to_q / to_k / to_v)
+            if part and slot == "weight":  # a block of a fused weight (diffusers' to_q / to_k / to_v, Flux's MLP)
                 sliced = into.get(name)
-                sliced = sliced if isinstance(sliced, SlicedPatch) else SlicedPatch({})
+                if not isinstance(sliced, SlicedPatch):
+                    sliced = SlicedPatch({}, tuple(int(n) for n in shares.split(","))) if shares else SlicedPatch({})
                 sliced.parts[int(part)] = patch
                 patch = sliced
             elif part:
                 result.unmatched.extend(k for k in keys if k.endswith(".diff_b"))
-                result.problems.append(f"{module}: a bias patch on one third of a fused qkv layer")
+                result.problems.append(f"{module}: a bias patch on one block of a fused layer")
                 continue
             if name not in names:
                 result.unmatched.extend(k for k in keys if k.endswith(".diff_b") == (slot == "bias"))

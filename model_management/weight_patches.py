@@ -197,20 +197,24 @@ class DiffPatch:
 
 @dataclass(eq=False)
 class SlicedPatch:
-    """Patches of equal row blocks of one fused weight: `parts[i]` changes rows [i*n, (i+1)*n) of a weight with
-    `count * n` rows (a diffusers LoRA on to_q / to_k / to_v of a model that fuses them into one qkv layer)."""
+    """Patches of row blocks of one fused weight: the weight's rows split in proportion to `shares` and `parts[i]`
+    changes block i -- a diffusers LoRA on to_q / to_k / to_v of a model that fuses them into one qkv layer
+    (shares 1, 1, 1), or on q / k / v / the MLP input of Flux's single blocks (1, 1, 1, 4)."""
     parts: Dict[int, "Patch"]
-    count: int = 3
+    shares: Tuple[int, ...] = (1, 1, 1)
     kind = "lora"
 
     def delta(self, weight_shape: Shape, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
         shape = tuple(weight_shape)
-        if shape[0] % self.count:
-            raise PatchError(f"sliced patch: {shape[0]} rows do not split into {self.count} equal parts")
-        rows = shape[0] // self.count
+        total = sum(self.shares)
+        if shape[0] % total:
+            raise PatchError(f"sliced patch: {shape[0]} rows do not split in the proportions {self.shares}")
+        unit = shape[0] // total
+        starts = [unit * sum(self.shares[:i]) for i in range(len(self.shares))]
         out = torch.zeros(shape, dtype=torch.float32, device=device)
         for index, patch in self.parts.items():
-            out[index * rows:(index + 1) * rows] = patch.delta((rows, *shape[1:]), torch.float32, device)
+            rows = unit * self.shares[index]
+            out[starts[index]:starts[index] + rows] = patch.delta((rows, *shape[1:]), torch.float32, device)
         return out.to(dtype)
 
     def tensors(self) -> List[torch.Tensor]:

@@ -17,7 +17,8 @@ import torch
 
 @dataclass
 class FluxConfig:
-    in_channels: int = 64  # 16 latent channels x 2 x 2 patch
+    in_channels: int = 64  # 16 latent channels x 2 x 2 patch (Fill: 96 x 4, Canny/Depth: 32 x 4)
+    out_channels: int = 16  # the velocity's latent channels
     hidden_size: int = 3072
     num_heads: int = 24
     depth: int = 19  # double-stream blocks
@@ -73,7 +74,8 @@ def detect_flux_config(state: Dict[str, torch.Tensor]) -> FluxConfig:
         raise ValueError(f"Flux width {hidden} is not a multiple of its head size {head_dim}")
     count = lambda prefix: 1 + max((int(k.split(".")[1]) for k in state if k.startswith(prefix)), default=-1)  # noqa
     return FluxConfig(
-        in_channels=int(img_in.shape[1]), hidden_size=hidden, num_heads=hidden // head_dim,
+        in_channels=int(img_in.shape[1]), out_channels=int(state["final_layer.linear.weight"].shape[0]) // 4,
+        hidden_size=hidden, num_heads=hidden // head_dim,
         depth=count("double_blocks."), depth_single=count("single_blocks."),
         mlp_hidden=int(state["double_blocks.0.img_mlp.0.weight"].shape[0]),
         context_in=int(state["txt_in.weight"].shape[1]), vec_in=int(state["vector_in.in_layer.weight"].shape[1]),

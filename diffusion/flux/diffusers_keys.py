@@ -86,3 +86,30 @@ def to_original(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     if state:
         raise ValueError(f"diffusers Flux transformer keys with no original counterpart: {sorted(state)[:4]}")
     return out
+
+
+def diffusers_module_names(depth: int, depth_single: int, mlp_ratio: int = 4) -> Dict[str, tuple]:
+    """diffusers module name -> (original module, part, shares) for a Flux transformer's linear layers, where
+    part is None for a whole layer, else the block of a fused layer it is (shares: the blocks' row proportions:
+    q, k, v of a qkv; q, k, v, MLP input of a single block's linear1). The final adaLN (halves swapped) is left
+    out: a low-rank change to it is not one of the same shape in the original."""
+    out: Dict[str, tuple] = {}
+    for old, new in FIXED.items():
+        if old != "norm_out.linear.":
+            out[old[:-1]] = (new[:-1], None, None)
+    for i in range(depth):
+        for old, new in DOUBLE.items():
+            if old.endswith("."):
+                out[f"transformer_blocks.{i}.{old[:-1]}"] = (f"double_blocks.{i}.{new[:-1]}", None, None)
+        for parts, new in DOUBLE_FUSED.items():
+            for index, part in enumerate(parts):
+                out[f"transformer_blocks.{i}.{part[:-1]}"] = (f"double_blocks.{i}.{new[:-1]}", index, (1, 1, 1))
+    for i in range(depth_single):
+        for old, new in SINGLE.items():
+            if old.endswith("."):
+                out[f"single_transformer_blocks.{i}.{old[:-1]}"] = (f"single_blocks.{i}.{new[:-1]}", None, None)
+        for parts, new in SINGLE_FUSED.items():
+            for index, part in enumerate(parts):
+                out[f"single_transformer_blocks.{i}.{part[:-1]}"] = (f"single_blocks.{i}.{new[:-1]}", index,
+                                                                    (1, 1, 1, mlp_ratio))
+    return out

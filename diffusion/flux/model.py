@@ -177,7 +177,7 @@ class LastLayer(nn.Module):
         super().__init__()
         dim = cfg.hidden_size
         self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=NORM_EPS)
-        self.linear = nn.Linear(dim, cfg.in_channels)
+        self.linear = nn.Linear(dim, cfg.out_channels * cfg.patch_size * cfg.patch_size)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
@@ -220,8 +220,8 @@ class Flux(nn.Module):
                 y: Optional[torch.Tensor] = None, control: Optional[Mapping[str, Any]] = None,
                 transformer_options: Optional[Mapping[str, Any]] = None,
                 guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x [B, 16, H, W] latents, timesteps [B] (sigma), context [B, T, 4096] (T5), y [B, 768] (CLIP-L pooled),
-        guidance [B] (dev models)."""
+        """x [B, 16, H, W] latents (Fill / Canny / Depth models: with their extra channels concatenated),
+        timesteps [B] (sigma), context [B, T, 4096] (T5), y [B, 768] (CLIP-L pooled), guidance [B] (dev)."""
         cfg, dtype, out_dtype = self.config, self.dtype, x.dtype
         if control is not None:
             raise ValueError("ControlNets for Flux are not supported yet")
@@ -254,6 +254,6 @@ class Flux(nn.Module):
         for block in self.single_blocks:
             joint = block(joint, vec, table)
         img = self.final_layer(joint[:, txt.shape[1]:], vec)  # [B, rows * cols, C * p * p]
-        out = img.view(batch, rows, cols, channels, p, p).permute(0, 3, 1, 4, 2, 5)
-        out = out.reshape(batch, channels, rows * p, cols * p)
+        out = img.view(batch, rows, cols, cfg.out_channels, p, p).permute(0, 3, 1, 4, 2, 5)
+        out = out.reshape(batch, cfg.out_channels, rows * p, cols * p)
         return out[:, :, :height, :width].to(out_dtype)

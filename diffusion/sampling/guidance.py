@@ -99,22 +99,54 @@ def unet_in_channels(model: Any) -> Optional[int]:
     return None if value is None else int(value)
 
 
+FLUX_IMAGE_EXTRA, FLUX_FILL_EXTRA = 16, 80  # Flux Canny/Depth: + the control image's latent; Fill: + 8x8 mask
+
+
 def extra_channels(in_channels: Optional[int], latent_channels: int) -> int:
-    """How many channels the UNet takes beyond the latent's: 0 for plain models, 5 for inpainting ones."""
+    """How many channels the network takes beyond the latent's: 0 for plain models, 5 for SD inpainting ones, 16
+    or 80 for Flux's Canny/Depth and Fill models (16-channel latents)."""
     if in_channels is None or in_channels == latent_channels:
         return 0
     extra = in_channels - int(latent_channels)
-    if extra != CONCAT_CHANNELS:
+    allowed = (FLUX_IMAGE_EXTRA, FLUX_FILL_EXTRA) if latent_channels == 16 else (CONCAT_CHANNELS,)
+    if extra not in allowed:
         raise ValueError(f"the latent has {latent_channels} channels but this model takes {in_channels}: make the "
                          f"latent for the model's family (EmptySD3LatentImage for SD3's 16 channels, "
                          f"EmptyLatentImage for SD1/SDXL's 4) or encode the image with the model's VAE")
     return extra
 
 
+def _flux_concat(opts: dict, latent_shape: torch.Size, model: Any, extra: int) -> torch.Tensor:
+    """Flux's extra input channels: the conditioning image's latent (zeros without one) in the model's latent
+    format, and for Fill models the mask at pixel resolution folded into 64 channels (8 x 8 pixels per latent cell;
+    ones without a mask) after it."""
+    b, c, h, w = (int(n) for n in latent_shape)
+    image = opts.get("concat_latent_image")
+    image = torch.zeros(1, c, h, w) if image is None else _resize(image.float(), (h, w))
+    image = model.latent_format.process_in(image)
+    if extra == FLUX_IMAGE_EXTRA:
+        return image
+    mask = opts.get("concat_mask")
+    if mask is None:
+        mask = torch.ones(1, 1, h * 8, w * 8)
+    else:
+        mask = mask.float()
+        mask = mask[None, None] if mask.ndim == 2 else (mask[:, None] if mask.ndim == 3 else mask.mean(1, True))
+        mask = _resize(mask, (h * 8, w * 8))
+    mask = F.pixel_unshuffle(mask, 8)  # [B, 64, h, w]: channel 8i + j is pixel (i, j) of each cell
+    if mask.shape[0] != image.shape[0]:
+        batch = max(mask.shape[0], image.shape[0])
+        mask, image = _to_batch(mask, batch), _to_batch(image, batch)
+    return torch.cat([image, mask], dim=1)
+
+
 def _concat(opts: dict, latent_shape: torch.Size, model: Any) -> Optional[torch.Tensor]:
     """The inpainting channels an entry names (InpaintModelConditioning), or None to use the sampler's source."""
     image = opts.get("concat_latent_image")
-    if image is None or not extra_channels(unet_in_channels(model), int(latent_shape[1])):
+    extra = extra_channels(unet_in_channels(model), int(latent_shape[1]))
+    if extra in (FLUX_IMAGE_EXTRA, FLUX_FILL_EXTRA) and int(latent_shape[1]) == 16:
+        return _flux_concat(opts, latent_shape, model, extra)
+    if image is None or not extra:
         return None
     latent_hw = (int(latent_shape[2]), int(latent_shape[3]))
     image = image.float()

@@ -396,4 +396,4 @@ def test_refiner_accepts_bigg_under_either_text_prefix(tiny_models):
     result = parse_lora(state, model.unet_params, model.text_params, "sdxl_refiner")
     assert result.unmatched == [] and len(result.text) == 2
     with pytest.raises(ValueError, match="family"):
-        parse_lora(state, model.unet_params, model.text_params, "flux")
+        parse_lora(state, model.unet_params, model.text_params, "sd9")

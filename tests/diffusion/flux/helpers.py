@@ -2,12 +2,14 @@
 import torch
 
 
-def diffusers_flux(layers=2, single_layers=2, heads=2, guidance=True, context_dim=48, pooled_dim=40, seed=0):
+def diffusers_flux(layers=2, single_layers=2, heads=2, guidance=True, context_dim=48, pooled_dim=40, seed=0,
+                   in_channels=64):
     """diffusers' FluxTransformer2DModel with every parameter random (norm scales included), head size 64 split
     8 / 28 / 28 over the rotary axes (the released proportions)."""
     from diffusers import FluxTransformer2DModel
     torch.manual_seed(seed)
-    model = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=layers, num_single_layers=single_layers,
+    model = FluxTransformer2DModel(patch_size=1, in_channels=in_channels, out_channels=64, num_layers=layers,
+                                   num_single_layers=single_layers,
                                    attention_head_dim=64, num_attention_heads=heads, joint_attention_dim=context_dim,
                                    pooled_projection_dim=pooled_dim, guidance_embeds=guidance, axes_dims_rope=(8, 28, 28))
     with torch.no_grad():

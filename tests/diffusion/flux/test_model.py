@@ -53,3 +53,41 @@ def test_odd_sizes_are_padded_and_guidance_is_required_by_dev():
     assert out.shape == x.shape and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="guidance-distilled"):
         model(x, torch.tensor([0.5]), torch.randn(1, 5, 48), y=torch.randn(1, 40))
+
+
+def test_fill_model_takes_its_extra_channels_as_diffusers_does():
+    """Flux Fill: 16 latent + 16 masked-image + 64 mask channels in, 16 out."""
+    ref = diffusers_flux(in_channels=384)
+    model = ours(ref)
+    assert (model.config.in_channels, model.config.out_channels, model.config.latent_channels) == (384, 16, 96)
+    torch.manual_seed(4)
+    x = torch.randn(1, 96, 8, 8)
+    context, pooled, t, g = torch.randn(1, 5, 48), torch.randn(1, 40), torch.tensor([0.8]), torch.tensor([30.0])
+    with torch.no_grad():
+        expected = ref(hidden_states=pack(x), encoder_hidden_states=context, pooled_projections=pooled, timestep=t,
+                       img_ids=image_ids(8, 8), txt_ids=torch.zeros(5, 3), guidance=g).sample
+        got = model(x, t, context, y=pooled, guidance=g)
+    assert got.shape == (1, 16, 8, 8)
+    torch.testing.assert_close(got, unpack(expected, 16, 8, 8), atol=1e-4, rtol=1e-4)
+
+
+def test_fill_conditioning_channels():
+    """The masked image's latent in the model's format, then the pixel mask folded 8 x 8 into 64 channels."""
+    from diffusion.sampling.guidance import _flux_concat
+    from model_management.latent_formats import Flux as FluxFormat
+
+    class Model:
+        latent_format = FluxFormat()
+    image = torch.randn(1, 16, 4, 6)
+    mask = torch.zeros(32, 48)
+    mask[:8, :8] = 1.0  # the first latent cell's pixels
+    mask[9, 10] = 1.0  # one pixel of cell (1, 1): row 1, column 2 inside it
+    out = _flux_concat({"concat_latent_image": image, "concat_mask": mask}, torch.Size([1, 16, 4, 6]), Model(), 80)
+    assert out.shape == (1, 80, 4, 6)  # the latent itself is put in front when sampling
+    torch.testing.assert_close(out[:, :16], (image - 0.1159) * 0.3611)
+    folded = out[:, 16:]
+    assert torch.equal(folded[0, :, 0, 0], torch.ones(64)) and folded[0, 8 * 1 + 2, 1, 1] == 1.0
+    assert folded.sum() == 65
+    empty = _flux_concat({}, torch.Size([1, 16, 4, 6]), Model(), 80)
+    torch.testing.assert_close(empty[:, :16], torch.full((1, 16, 4, 6), -0.1159 * 0.3611))
+    assert torch.equal(empty[:, 16:], torch.ones(1, 64, 4, 6))
