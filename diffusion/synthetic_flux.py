@@ -46,10 +46,11 @@ def flux_state(config: FluxConfig, seed: int, dtype: torch.dtype = torch.float32
 
 
 def make_flux_checkpoint(full: bool = False, seed: int = 0, dev: bool = True, text: Sequence[str] = ALL_TEXT,
-                         dtype: torch.dtype = torch.float32, extra_channels: int = 0) -> Dict[str, torch.Tensor]:
+                         dtype: torch.dtype = torch.float32, extra_channels: int = 0, depth: Optional[int] = None,
+                         depth_single: Optional[int] = None) -> Dict[str, torch.Tensor]:
     """A single-file Flux checkpoint: transformer, VAE (`vae.`), the encoders named in `text`."""
     from diffusion.vae.model import AutoencoderKL
-    config = flux_config(full, dev, extra_channels=extra_channels)
+    config = flux_config(full, dev, depth, depth_single, extra_channels=extra_channels)
     state = {"model.diffusion_model." + k: v for k, v in flux_state(config, seed, dtype).items()}
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL(vae16_config(full))

@@ -24,7 +24,7 @@ from torch import nn
 from .clip_keys import REFINER_TEXT_G, SD1_TEXT, SD2_TEXT, SDXL_TEXT_G, SDXL_TEXT_L
 
 from .clip_keys import ConvertedWeights, convert_text_encoder, derive_text_config
-from .prompt_weights import TokenWindow, empty_window, tokenize_weighted
+from .prompt_weights import TokenWindow, embed_windows, empty_window, tokenize_weighted
 from .tokenizer import ClipTokenizer, default_tokenizer
 
 # OpenAI's CLIP-L was trained with quick_gelu, LAION's OpenCLIP towers (ViT-H, bigG) with exact gelu. The
@@ -159,16 +159,7 @@ class ClipTextEncoder(nn.Module):
     # -- forward ---------------------------------------------------------------------------------------------------
     def input_embeddings(self, windows: Sequence[TokenWindow]) -> torch.Tensor:
         """Token embeddings [n, T, width], with textual-inversion vectors put in their slots."""
-        table = self.core.embeddings.token_embedding
-        ids = torch.tensor([w.ids() for w in windows], dtype=torch.long, device=table.weight.device)
-        x = table(ids)
-        for b, w in enumerate(windows):
-            for pos, vector in w.embedding_slots():
-                if vector.shape[-1] != self.width:
-                    raise ValueError(f"embedding vector of width {vector.shape[-1]} given to the {self.role} text "
-                                     f"encoder ({self.width} wide)")
-                x[b, pos] = vector.to(device=x.device, dtype=x.dtype)
-        return x
+        return embed_windows(self.core.embeddings.token_embedding, windows, self.role)
 
     def forward(self, windows: Sequence[TokenWindow], clip_skip: Optional[int] = None,
                 need_pooled: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

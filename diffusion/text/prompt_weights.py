@@ -107,6 +107,21 @@ class TokenWindow:
         return any(w != 1.0 for w in self.weights)
 
 
+def embed_windows(table: torch.nn.Embedding, windows: Sequence[TokenWindow], role: str) -> torch.Tensor:
+    """Token embeddings [n, T, width] of windows through an encoder's embedding `table`, with textual-inversion
+    vectors put in their slots."""
+    width = table.weight.shape[1]
+    ids = torch.tensor([w.ids() for w in windows], dtype=torch.long, device=table.weight.device)
+    x = table(ids)
+    for b, w in enumerate(windows):
+        for pos, vector in w.embedding_slots():
+            if vector.shape[-1] != width:
+                raise ValueError(f"embedding vector of width {vector.shape[-1]} given to the {role} text encoder "
+                                 f"({width} wide)")
+            x[b, pos] = vector.to(device=x.device, dtype=x.dtype)
+    return x
+
+
 def empty_window(start_id: int, end_id: int, pad_id: int, length: int = 77) -> TokenWindow:
     """The empty prompt: start, end, padding -- the reference point that weights scale against."""
     return TokenWindow([start_id, end_id] + [pad_id] * (length - 2), [1.0] * length, 1)

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .prompt_weights import TokenWindow
+from .prompt_weights import TokenWindow, embed_windows
 from .t5_tokenizer import END_ID, PAD_ID
 
 T5_PREFIXES = ("encoder.", "shared.")
@@ -113,15 +113,7 @@ class T5TextEncoder(nn.Module):
                 need_pooled: bool = False) -> Tuple[torch.Tensor, None]:
         """(hidden [n, T, width], None): T5 has no pooled output."""
         skip = self.check_skip(clip_skip)
-        table = self.model.shared
-        ids = torch.tensor([w.ids() for w in windows], dtype=torch.long, device=table.weight.device)
-        x = table(ids)
-        for b, w in enumerate(windows):
-            for pos, vector in w.embedding_slots():
-                if vector.shape[-1] != self.width:
-                    raise ValueError(f"embedding vector of width {vector.shape[-1]} given to the t5xxl text "
-                                     f"encoder ({self.width} wide)")
-                x[b, pos] = vector.to(device=x.device, dtype=x.dtype)
+        x = embed_windows(self.model.shared, windows, self.role)
         take = self.num_layers + 1 + skip
         out = self.model.encoder(inputs_embeds=x, output_hidden_states=take != self.num_layers, return_dict=True)
         if take == self.num_layers:

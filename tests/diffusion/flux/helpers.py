@@ -1,6 +1,8 @@
 """Random-weight diffusers Flux transformers (the independent reference) and the same weights in our layout."""
 import torch
 
+from tests.diffusion.random_weights import randomize
+
 
 def diffusers_flux(layers=2, single_layers=2, heads=2, guidance=True, context_dim=48, pooled_dim=40, seed=0,
                    in_channels=64):
@@ -12,13 +14,7 @@ def diffusers_flux(layers=2, single_layers=2, heads=2, guidance=True, context_di
                                    num_single_layers=single_layers,
                                    attention_head_dim=64, num_attention_heads=heads, joint_attention_dim=context_dim,
                                    pooled_projection_dim=pooled_dim, guidance_embeds=guidance, axes_dims_rope=(8, 28, 28))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm_q" in name or "norm_k" in name or "norm_added" in name:
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.05))
-    return model.eval()
+    return randomize(model)
 
 
 def original_state(model):

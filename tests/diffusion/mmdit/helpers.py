@@ -1,6 +1,8 @@
 """Random-weight diffusers SD3 transformers (the independent reference) and the same weights in our layout."""
 import torch
 
+from tests.diffusion.random_weights import randomize
+
 
 def diffusers_sd3(layers=3, heads=2, dual_attention_layers=(), qk_norm=None, pos_embed_max_size=16,
                   context_dim=48, pooled_dim=40, seed=0):
@@ -12,13 +14,7 @@ def diffusers_sd3(layers=3, heads=2, dual_attention_layers=(), qk_norm=None, pos
         num_attention_heads=heads, joint_attention_dim=context_dim, caption_projection_dim=64 * heads,
         pooled_projection_dim=pooled_dim, out_channels=16, pos_embed_max_size=pos_embed_max_size,
         dual_attention_layers=tuple(dual_attention_layers), qk_norm=qk_norm)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm_q" in name or "norm_k" in name or "norm_added" in name:
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.05))
-    return model.eval()
+    return randomize(model)
 
 
 def original_state(model):
