@@ -143,10 +143,11 @@ def _flux_concat(opts: dict, latent_shape: torch.Size, model: Any, extra: int) -
 def _concat(opts: dict, latent_shape: torch.Size, model: Any) -> Optional[torch.Tensor]:
     """The inpainting channels an entry names (InpaintModelConditioning), or None to use the sampler's source."""
     image = opts.get("concat_latent_image")
-    extra = extra_channels(unet_in_channels(model), int(latent_shape[1]))
-    if extra in (FLUX_IMAGE_EXTRA, FLUX_FILL_EXTRA) and int(latent_shape[1]) == 16:
-        return _flux_concat(opts, latent_shape, model, extra)
-    if image is None or not extra:
+    in_channels, latent_channels = unet_in_channels(model), int(latent_shape[1])
+    if latent_channels == 16 and in_channels is not None and \
+            in_channels - latent_channels in (FLUX_IMAGE_EXTRA, FLUX_FILL_EXTRA):
+        return _flux_concat(opts, latent_shape, model, in_channels - latent_channels)
+    if image is None or not extra_channels(in_channels, latent_channels):
         return None
     latent_hw = (int(latent_shape[2]), int(latent_shape[3]))
     image = image.float()
