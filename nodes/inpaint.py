@@ -7,7 +7,7 @@ mid-grey (0.5) before encoding: that is "unknown" to the VAE, and what inpaintin
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -97,14 +97,15 @@ class VAEEncodeForInpaint:
         return ({"samples": samples, "noise_mask": grow_mask(mask, grow_mask_by)},)
 
 
-def _with_concat(conditioning, concat_latent: torch.Tensor, mask: torch.Tensor, name: str) -> list:
+def _with_concat(conditioning, concat_latent: torch.Tensor, mask: Optional[torch.Tensor], name: str) -> list:
     if not isinstance(conditioning, list):
         raise ValueError(f"{name} is not CONDITIONING (a list of [tensor, options])")
     out = []
     for item in conditioning:
         options = dict(item[1])
         options["concat_latent_image"] = concat_latent
-        options["concat_mask"] = mask
+        if mask is not None:
+            options["concat_mask"] = mask
         out.append([item[0], options])
     return out
 
@@ -138,4 +139,23 @@ class InpaintModelConditioning:
                 latent)
 
 
-NODES = [VAEEncodeForInpaint, InpaintModelConditioning]
+@node(category="conditioning/instructpix2pix", display_name="InstructPixToPixConditioning",
+      outputs=[Output("CONDITIONING", "positive", tooltip="The positive conditioning with the image's latent."),
+               Output("CONDITIONING", "negative", tooltip="The negative conditioning with the image's latent."),
+               Output("LATENT", "latent", tooltip="An empty latent of the image's size to sample from.")])
+class InstructPixToPixConditioning:
+    """Give an image-conditioned model the image it works from: both conditionings carry its latent, which such
+    models (InstructPix2Pix; Flux Canny and Depth, fed a control image) take as extra input channels."""
+    positive = Socket("CONDITIONING", tooltip="The positive conditioning.")
+    negative = Socket("CONDITIONING", tooltip="The negative conditioning.")
+    vae = Socket("VAE", tooltip="The VAE to encode with (the model's).")
+    pixels = Socket("IMAGE", tooltip="The image (for Flux Canny / Depth: the edge or depth map).")
+
+    def run(self, ctx, positive, negative, vae, pixels):
+        interrupt = ctx.check_interrupt if ctx is not None else None
+        latent = vae.encode(pixels, interrupt=interrupt)  # centre-cropped to a multiple of the VAE's factor
+        return (_with_concat(positive, latent, None, "positive"), _with_concat(negative, latent, None, "negative"),
+                {"samples": torch.zeros_like(latent)})
+
+
+NODES = [VAEEncodeForInpaint, InpaintModelConditioning, InstructPixToPixConditioning]

@@ -99,3 +99,34 @@ def test_one_euler_step_is_the_flow_formula_with_the_guidance(engine):
     with torch.no_grad():  # sigma_max of the dev schedule is 1: x = noise, t = 1
         v = loaded.model.unet(noise, torch.tensor([1.0]), cond, y=pooled, guidance=torch.tensor([2.5]))
     torch.testing.assert_close(got, (noise - v) / 0.3611 + 0.1159, rtol=1e-4, atol=1e-4)
+
+
+def test_instruct_pix_to_pix_conditioning_feeds_a_canny_model(engine, tmp_path):
+    """Flux Canny / Depth take the control image's latent as 16 extra channels (InstructPixToPixConditioning)."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from diffusion.synthetic_flux import make_flux_checkpoint
+    from model_management.checkpoints import load_checkpoint
+    from nodes.inpaint import InstructPixToPixConditioning
+    path = os.path.join(engine.models("checkpoints"), "flux1-canny-dev.safetensors")
+    save_file(make_flux_checkpoint(extra_channels=16), path)
+    vae = load_checkpoint(path, want_model=False, want_clip=False).vae
+    pixels = torch.rand(1, 52, 70, 3)
+    cond = [[torch.zeros(1, 4, 256), {"pooled_output": torch.zeros(1, 64)}]]
+    positive, negative, latent = InstructPixToPixConditioning().run(None, cond, cond, vae, pixels)
+    encoded = vae.encode(pixels)
+    assert encoded.shape == (1, 16, 6, 8)  # centre-cropped to 48 x 64 first
+    assert torch.equal(positive[0][1]["concat_latent_image"], encoded)
+    assert torch.equal(negative[0][1]["concat_latent_image"], encoded) and "concat_mask" not in positive[0][1]
+    assert torch.equal(latent["samples"], torch.zeros_like(encoded))
+    Image.fromarray((pixels[0].numpy() * 255).astype("uint8")).save(os.path.join(engine.services.paths.input_dir,
+                                                                                 "edges.png"))
+    prompt = checkpoint_prompt("flux1-canny-dev.safetensors", steps=2)
+    prompt["img"] = {"class_type": "LoadImage", "inputs": {"image": "edges.png"}}
+    prompt["ip2p"] = {"class_type": "InstructPixToPixConditioning", "inputs": {
+        "positive": ["fg", 0], "negative": ["neg", 0], "vae": ["ckpt", 2], "pixels": ["img", 0]}}
+    prompt["sample"]["inputs"].update(positive=["ip2p", 0], negative=["ip2p", 1], latent_image=["ip2p", 2])
+    outcome, _ = engine.run(prompt)
+    assert outcome.status == "success", outcome.error
+    assert image(engine, outcome).shape == (48, 64, 3)
