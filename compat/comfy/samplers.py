@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional
 import torch
 
 from comfy.k_diffusion import sampling as k_diffusion_sampling  # noqa: F401 - packs import it from here
-from diffusion.sampling.guidance import Guidance, prepare_conditioning
+from diffusion.sampling.guidance import CondEntry, Guidance, prepare_conditioning
 from diffusion.sampling.ksampler import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, InpaintWrapper, SamplerChoice, slice_sigmas
 from diffusion.sampling.ksampler import calculate_sigmas as _calculate
 from diffusion.sampling.registry import SAMPLERS, SCHEDULERS, get_scheduler
@@ -57,7 +57,14 @@ def _owner(model: Any) -> Any:
 
 
 def _prepared(conds: Any, shape: Any, model: Any) -> Optional[list]:
-    return None if conds is None else prepare_conditioning(list(conds), shape, model)
+    """Entries for the Guidance: CONDITIONING prepared for `shape`; already prepared entries (the `cond` a
+    post-cfg function is given) as they are."""
+    if conds is None:
+        return None
+    conds = list(conds)
+    if conds and all(isinstance(c, CondEntry) for c in conds):
+        return conds
+    return prepare_conditioning(conds, shape, model)
 
 
 def calc_cond_batch(model: Any, conds: List[Any], x_in: torch.Tensor, timestep: torch.Tensor,
@@ -66,6 +73,7 @@ def calc_cond_batch(model: Any, conds: List[Any], x_in: torch.Tensor, timestep: 
     owner = _owner(model)
     lists = [_prepared(c, x_in.shape, owner) for c in conds]
     guidance = Guidance(owner, [], None, 1.0)
+    guidance.options_override = model_options
     present = [c for c in lists if c is not None]
     preds = iter(guidance.predict(x_in, timestep, present)) if present else iter(())
     return [next(preds) if c is not None else torch.zeros_like(x_in) for c in lists]

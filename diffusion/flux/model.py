@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion.attention_kernel import scaled_dot_product_attention
+from diffusion.mmdit.model import block_replacements
 from diffusion.unet.embeddings import timestep_embedding
 
 from .config import FluxConfig
@@ -248,11 +249,28 @@ class Flux(nn.Module):
         vec = vec + self.vector_in(y.to(dtype))
         txt = self.txt_in(context.to(dtype))
         table = rope_table(self.positions(batch, txt.shape[1], rows, cols, x.device), cfg.axes_dim, cfg.theta)
-        for block in self.double_blocks:
-            img, txt = block(img, txt, vec, table)
+        replace = block_replacements(transformer_options)
+        for index, block in enumerate(self.double_blocks):
+            patch = replace.get(("double_block", index))
+            if patch is None:
+                img, txt = block(img, txt, vec, table)
+                continue
+
+            def original(args, block=block):
+                out_img, out_txt = block(args["img"], args["txt"], args["vec"], args["pe"])
+                return {"img": out_img, "txt": out_txt}
+            out = patch({"img": img, "txt": txt, "vec": vec, "pe": table}, {"original_block": original})
+            img, txt = out["img"], out["txt"]
         joint = torch.cat([txt, img], dim=1)
-        for block in self.single_blocks:
-            joint = block(joint, vec, table)
+        for index, block in enumerate(self.single_blocks):
+            patch = replace.get(("single_block", index))
+            if patch is None:
+                joint = block(joint, vec, table)
+                continue
+            out = patch({"img": joint, "vec": vec, "pe": table},
+                        {"original_block": lambda args, block=block: {"img": block(args["img"], args["vec"],
+                                                                                   args["pe"])}})
+            joint = out["img"]
         img = self.final_layer(joint[:, txt.shape[1]:], vec)  # [B, rows * cols, C * p * p]
         out = img.view(batch, rows, cols, cfg.out_channels, p, p).permute(0, 3, 1, 4, 2, 5)
         out = out.reshape(batch, cfg.out_channels, rows * p, cols * p)

@@ -29,6 +29,13 @@ from .config import MMDiTConfig
 NORM_EPS = 1e-6
 
 
+def block_replacements(transformer_options: Optional[Mapping[str, Any]]) -> Mapping[tuple, Any]:
+    """ComfyUI's block replacements for diffusion transformers: `transformer_options["patches_replace"]["dit"]`
+    maps ("double_block", i) (and Flux's ("single_block", i)) to `patch(args, {"original_block": fn})`, which
+    returns the block's outputs -- or its inputs unchanged, to skip it (SkipLayerGuidance)."""
+    return ((transformer_options or {}).get("patches_replace") or {}).get("dit") or {}
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1))
 
@@ -221,8 +228,18 @@ class MMDiT(nn.Module):
         if context is None:
             raise ValueError("an MMDiT needs text tokens (context)")
         ctx = self.context_embedder(context.to(dtype))
-        for block in self.joint_blocks:
-            ctx, tokens = block(ctx, tokens, c)
+        replace = block_replacements(transformer_options)
+        for index, block in enumerate(self.joint_blocks):
+            patch = replace.get(("double_block", index))
+            if patch is None:
+                ctx, tokens = block(ctx, tokens, c)
+                continue
+
+            def original(args, block=block):
+                txt, img = block(args["txt"], args["img"], args["vec"])
+                return {"txt": txt, "img": img}
+            out = patch({"img": tokens, "txt": ctx, "vec": c}, {"original_block": original})
+            ctx, tokens = out["txt"], out["img"]
         out = self.final_layer(tokens, c)  # [B, gh*gw, p*p*C]
         out = out.view(batch, gh, gw, p, p, cfg.out_channels).permute(0, 5, 1, 3, 2, 4)
         out = out.reshape(batch, cfg.out_channels, gh * p, gw * p)

@@ -327,6 +327,7 @@ class Guidance:
         self.full_shape: Optional[tuple] = None
         self.in_channels = unet_in_channels(model)
         self.sample_sigmas: Optional[torch.Tensor] = None  # the whole schedule, when the sampler run sets it
+        self.options_override: Optional[dict] = None  # model_options for these calls instead of the MODEL's
 
     def set_inpaint_source(self, latent: torch.Tensor, mask: Optional[torch.Tensor]) -> None:
         """The sampler's input latent (scaled) and noise mask ([B, 1|C, H, W] at latent size, or None): what an
@@ -352,7 +353,10 @@ class Guidance:
         return self._default_concat
 
     def model_options(self) -> dict:
-        """The MODEL's ComfyUI-style hooks (model_management/patcher_face.py); {} for models without them."""
+        """The MODEL's ComfyUI-style hooks (model_management/patcher_face.py), or `options_override` (a pack's
+        calc_cond_batch with its own model_options); {} for models without them."""
+        if self.options_override is not None:
+            return self.options_override
         return getattr(self.model, "model_options", None) or {}
 
     def uses_uncond(self) -> bool:
