@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from diffusion.sampling.noise import ancestral_noise_sampler
+from diffusion.sampling.samplers_rf import is_rectified_flow, sample_euler_ancestral_rf
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -86,7 +87,9 @@ def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, 
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None,
                            eta=1.0, s_noise=1.0):
     """Ancestral Euler: an Euler step to σ_down then fresh noise σ_up·s_noise·z (`get_ancestral_step`; with η = 1
-    each step samples the DDPM posterior, Ho et al. 2020, in σ form)."""
+    each step samples the DDPM posterior, Ho et al. 2020, in σ form). Rectified-flow models: samplers_rf.py."""
+    if is_rectified_flow(model):
+        return sample_euler_ancestral_rf(model, x, sigmas, extra_args, callback, disable, noise_sampler, eta, s_noise)
     extra_args, s_in = _setup(x, extra_args)
     noise = ancestral_noise_sampler(x, extra_args, noise_sampler)
     for i in range(len(sigmas) - 1):

@@ -31,6 +31,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from diffusion.sampling.noise import ancestral_noise_sampler, sde_noise_sampler
+from diffusion.sampling.samplers_rf import is_rectified_flow, sample_dpmpp_2s_ancestral_rf
 from diffusion.sampling.step_loop import StepLoop, denoise
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -93,7 +94,10 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
     Each step σ → σ_next is split (`ancestral_split`) into a deterministic move to σ_down and σ_up of new noise.  The
     move uses the midpoint λ_m = λ_s + h/2 (σ_m = sqrt(σ·σ_down)): u = (σ_m/σ)·x − (e^{−h/2} − 1)·D(x, σ), then
     x ← (σ_down/σ)·x − (e^{−h} − 1)·D(u, σ_m).  A step to σ_down = 0 returns D(x, σ).  Two model calls per step
-    except the last."""
+    except the last. Rectified-flow models: samplers_rf.py."""
+    if is_rectified_flow(model):
+        return sample_dpmpp_2s_ancestral_rf(model, x, sigmas, extra_args, callback, disable, noise_sampler, eta,
+                                            s_noise)
     extra_args = extra_args or {}
     noise_sampler = ancestral_noise_sampler(x, extra_args, noise_sampler)
     loop = StepLoop(model, sigmas, extra_args, callback, end_on_zero=False, skip_repeated=False)
