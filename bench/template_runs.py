@@ -110,6 +110,8 @@ def tiny_state(folder: str, name: str, family: str) -> Dict:
     if folder == "text_encoders" and family in ("sd3", "flux"):
         from diffusion.synthetic_sd3 import text_encoder_file_state
         return text_encoder_file_state(text_role(name))
+    if folder == "loras" and family in ("sd1", "sdxl", "sd3", "flux"):
+        return tiny_lora(family)
     if folder == "checkpoints":
         if family == "sd3":
             from diffusion.synthetic_sd3 import make_sd3_checkpoint
@@ -133,6 +135,31 @@ def tiny_state(folder: str, name: str, family: str) -> Dict:
         from model_management.synthetic_controlnets import make_controlnet
         return make_controlnet(family)
     raise Unavailable(f"no tiny generator for a {family} file in models/{folder} ({name})")
+
+
+def tiny_lora(family: str) -> Dict:
+    """A kohya-named LoRA (rank 2) on the first two linear layers inside the blocks of the family's tiny diffusion
+    model (so it fits the family's Fill / inpainting variants too)."""
+    import torch
+    if family == "flux":
+        from diffusion.synthetic_flux import make_flux_checkpoint
+        source = make_flux_checkpoint(text=())
+    elif family == "sd3":
+        from diffusion.synthetic_sd3 import make_sd3_checkpoint
+        source = make_sd3_checkpoint(text=())
+    else:
+        from diffusion.synthetic_checkpoints import make_checkpoint
+        source = make_checkpoint(family)
+    prefix = "model.diffusion_model."
+    linears = [(k[len(prefix):-len(".weight")], v) for k, v in source.items()  # inside blocks: the same in
+               if k.startswith(prefix) and k.endswith(".weight") and v.ndim == 2 and "blocks." in k][:2]  # variants
+    state = {}
+    for module, weight in linears:
+        name = "lora_unet_" + module.replace(".", "_")
+        state[name + ".lora_up.weight"] = torch.randn(weight.shape[0], 2) * 0.01
+        state[name + ".lora_down.weight"] = torch.randn(2, weight.shape[1]) * 0.01
+        state[name + ".alpha"] = torch.tensor(2.0)
+    return state
 
 
 def shrink(prompt: dict) -> None:

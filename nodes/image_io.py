@@ -106,11 +106,27 @@ class SaveImage:
         return save_images(ctx, images, filename_prefix, "output", 4, prompt, extra_pnginfo)
 
 
-def save_preview(ctx, images, compress_level: int, prompt=None, extra_pnginfo=None) -> dict:
+def save_preview(ctx, images, compress_level: int, prompt=None, extra_pnginfo=None, prefix: str = "ComfyUI") -> dict:
     """Images into the temp folder under a random prefix, so previews of concurrent or repeated runs never
     overwrite each other."""
     suffix = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
-    return save_images(ctx, images, "ComfyUI_temp_" + suffix, "temp", compress_level, prompt, extra_pnginfo)
+    return save_images(ctx, images, prefix + "_temp_" + suffix, "temp", compress_level, prompt, extra_pnginfo)
+
+
+@node(category="image", display_name="Image Compare", output_node=True, experimental=True)
+class ImageCompare:
+    """Compare two images side by side with a slider (in the official frontend's compare widget): both are kept
+    as previews, listed as `a_images` and `b_images`."""
+    image_a = Socket("IMAGE", optional=True, tooltip="The first image (left of the slider).")
+    image_b = Socket("IMAGE", optional=True, tooltip="The second image (right of the slider).")
+    compare_view = Socket("IMAGECOMPARE", optional=True, tooltip="The comparison view (a widget; nothing to connect).")
+
+    def run(self, ctx, image_a=None, image_b=None, compare_view=None):
+        result = {"a_images": [], "b_images": []}
+        for key, images, prefix in (("a_images", image_a, "comfy.compare.a"), ("b_images", image_b, "comfy.compare.b")):
+            if images is not None and len(images) > 0:
+                result[key] = save_preview(ctx, images, 1, prefix=prefix)["ui"]["images"]
+        return {"ui": result, "result": ()}
 
 
 @node(category="image", display_name="Preview Image", output_node=True)
@@ -291,4 +307,4 @@ class LoadImageMask:
         return _check_image_name(services, image)
 
 
-NODES = [SaveImage, PreviewImage, MaskPreview, SaveImageWebsocket, LoadImage, LoadImageMask]
+NODES = [SaveImage, PreviewImage, MaskPreview, ImageCompare, SaveImageWebsocket, LoadImage, LoadImageMask]

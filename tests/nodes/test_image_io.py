@@ -382,3 +382,19 @@ def test_validate_hook_never_raises(env):
         assert spec.validate("l", {"image": bad}, {}, env.services) == f"Invalid image file: {bad}"
     env.write_input("ok.png", Image.new("RGB", (1, 1)))
     assert spec.validate("l", {"image": "ok.png"}, {}, env.services) is True
+
+
+def test_image_compare_keeps_both_images_as_previews(tmp_path):
+    from tests.nodes.test_model_nodes import ModelEngine
+    engine = ModelEngine(tmp_path)
+    prompt = {"a": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 6, "batch_size": 2, "color": 0}},
+              "b": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 6, "batch_size": 1, "color": 255}},
+              "cmp": {"class_type": "ImageCompare", "inputs": {"image_a": ["a", 0], "image_b": ["b", 0]}}}
+    outcome, _ = engine.run(prompt)
+    assert outcome.status == "success", outcome.error
+    ui = outcome.outputs["cmp"]
+    assert len(ui["a_images"]) == 2 and len(ui["b_images"]) == 1
+    assert all(i["type"] == "temp" and i["filename"].startswith("comfy.compare.a_temp_") for i in ui["a_images"])
+    assert os.path.isfile(os.path.join(engine.services.paths.temp_dir, ui["b_images"][0]["filename"]))
+    outcome, _ = engine.run({"b": prompt["b"], "cmp": {"class_type": "ImageCompare", "inputs": {"image_b": ["b", 0]}}})
+    assert outcome.status == "success" and outcome.outputs["cmp"]["a_images"] == []
