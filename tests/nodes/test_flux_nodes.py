@@ -130,3 +130,22 @@ def test_instruct_pix_to_pix_conditioning_feeds_a_canny_model(engine, tmp_path):
     outcome, _ = engine.run(prompt)
     assert outcome.status == "success", outcome.error
     assert image(engine, outcome).shape == (48, 64, 3)
+
+
+def test_fp8_weight_storage_stays_close_to_the_default(engine):
+    """UNETLoader weight_dtype fp8_e4m3fn on a Flux transformer: weights kept in fp8, each layer cast as it runs."""
+    images = {}
+    for weight_dtype in ("default", "fp8_e4m3fn"):
+        prompt = flux_prompt(["unet", 0], ["clips", 0], ["vae", 0])
+        prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
+                                                                "weight_dtype": weight_dtype}}
+        prompt["clips"] = {"class_type": "DualCLIPLoader", "inputs": {
+            "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}
+        prompt["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}
+        outcome, _ = engine.run(prompt)
+        assert outcome.status == "success", outcome.error
+        images[weight_dtype] = image(engine, outcome).astype(np.float64)
+    mse = ((images["default"] - images["fp8_e4m3fn"]) ** 2).mean()
+    psnr = 10 * np.log10(255 ** 2 / mse)
+    print(f"fp8 storage vs default: {psnr:.1f} dB")
+    assert 0 < mse and psnr > 35
