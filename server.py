@@ -159,9 +159,11 @@ def load_catalogue(args: argparse.Namespace, services: Services) -> tuple:
     catalogue = builtin_catalogue()
     packs: list = []
     try:
+        from compat.core_v3_nodes import add_core_v3_nodes
         from compat.packs import load_packs
     except ImportError:  # pack loading is optional in stripped-down installs
         return catalogue, packs
+    add_core_v3_nodes(catalogue, services)  # core nodes only the V3 schema can declare (dynamic inputs)
     packs = load_packs(services.paths.custom_node_dirs, catalogue, services,
                        disabled=args.disable_all_custom_nodes)
     for pack in packs:

@@ -108,8 +108,13 @@ def main(argv: list) -> int:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    import tempfile
+
+    from compat.core_v3_nodes import add_core_v3_nodes
+    from model_management.services import Services
     from nodes import builtin_catalogue
     catalogue = builtin_catalogue()
+    add_core_v3_nodes(catalogue, Services.for_directory(tempfile.mkdtemp()))  # as the server does
     cloud = {spec.name for spec in catalogue if str(getattr(spec, "category", "")).startswith("api node")}
     result = census(set(catalogue.names()) - cloud, cloud)
     if args.json:

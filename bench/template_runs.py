@@ -249,10 +249,13 @@ def run_template(name: str, family: str, workflow: dict, catalogue, base: str) -
 
 
 def run_all(families: Optional[List[str]] = None) -> List[dict]:
+    from compat.core_v3_nodes import add_core_v3_nodes
+    from model_management.services import Services
     from nodes import builtin_catalogue
     catalogue = builtin_catalogue()
     rows = []
     with tempfile.TemporaryDirectory() as base:
+        add_core_v3_nodes(catalogue, Services.for_directory(os.path.join(base, "_core")))  # as the server does
         for name, family, workflow in templates(families):
             status, why = run_template(name, family, workflow, catalogue, base)
             rows.append({"template": name, "family": family, "status": status, "reason": why})

@@ -36,15 +36,22 @@ class ImageBatch:
     image2 = Socket("IMAGE", tooltip="The images appended after image1's, resized to image1's size if needed.")
 
     def run(self, ctx, image1, image2):
-        check_image(image1, "image1")
-        check_image(image2, "image2")
-        channels = max(image1.shape[-1], image2.shape[-1])
-        image1, image2 = match_channels(image1, channels), match_channels(image2, channels)
-        height, width = image1.shape[1], image1.shape[2]
-        if image2.shape[1:3] != image1.shape[1:3]:
-            resized = common_upscale(image2.movedim(-1, 1), width, height, "bilinear", "center")
-            image2 = resized.movedim(1, -1)
-        return (torch.cat([image1, image2.to(image1.dtype)], dim=0),)
+        return (batch_images([check_image(image1, "image1"), check_image(image2, "image2")]),)
+
+
+def batch_images(images: list) -> torch.Tensor:
+    """Image batches joined in order at the first's size (centre-cropped to its aspect ratio, rescaled
+    bilinearly), with an opaque alpha channel added where RGB meets RGBA."""
+    channels = max(image.shape[-1] for image in images)
+    first = match_channels(images[0], channels)
+    height, width = first.shape[1], first.shape[2]
+    parts = [first]
+    for image in images[1:]:
+        image = match_channels(image, channels)
+        if image.shape[1:3] != first.shape[1:3]:
+            image = common_upscale(image.movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)
+        parts.append(image.to(first.dtype))
+    return torch.cat(parts, dim=0)
 
 
 @node(category="image/batch", outputs=[Output("IMAGE", tooltip="The input batch repeated `amount` times.")])

@@ -1,0 +1,95 @@
+"""ComfyUI core nodes with V3 dynamic inputs, compiled into the built-in catalogue at start: ComfyMathExpression
+(Autogrow a, b, c, ... of FLOAT or INT; a safe evaluator) and BatchImagesNode (Autogrow image0, image1, ...)."""
+import uuid
+
+import pytest
+
+from execution.events import RecordingSink
+from execution.scheduler import Executor, Job
+from graph.validation import validate_prompt
+from model_management.services import Services
+from nodes import builtin_catalogue
+from nodes.math_expression import evaluate
+
+
+@pytest.fixture
+def engine(tmp_path):
+    from compat.core_v3_nodes import add_core_v3_nodes
+    services = Services.for_directory(str(tmp_path))
+    catalogue = builtin_catalogue()
+    add_core_v3_nodes(catalogue, services)
+    executor = Executor(catalogue, services=services)
+
+    def run(prompt):
+        checked = validate_prompt(prompt, catalogue, None, services)
+        if not checked.ok:
+            return None, checked
+        outcome = executor.execute_sync(Job(str(uuid.uuid4()), checked.prompt, checked.outputs, {}, checked.order),
+                                        RecordingSink())
+        return outcome, checked
+    run.executor = executor
+    return run
+
+
+def math_prompt(expression, **values):
+    prompt = {"m": {"class_type": "ComfyMathExpression", "inputs": {"expression": expression}},
+              "f": {"class_type": "PreviewAny", "inputs": {"source": ["m", 0]}},
+              "i": {"class_type": "PreviewAny", "inputs": {"source": ["m", 1]}}}
+    for name, value in values.items():
+        kind = "PrimitiveInt" if isinstance(value, int) else "PrimitiveFloat"
+        prompt[f"v_{name}"] = {"class_type": kind, "inputs": {"value": value}}
+        prompt["m"]["inputs"][f"values.{name}"] = [f"v_{name}", 0]
+    return prompt
+
+
+def test_expressions_over_named_inputs(engine):
+    outcome, _ = engine(math_prompt("round(a / 8) * 8 + b ** 2 - values[0]", a=100.0, b=3))
+    assert outcome.status == "success", outcome.error
+    assert outcome.outputs["f"]["text"] == ["5.0"] and outcome.outputs["i"]["text"] == ["5"]  # round(12.5) = 12
+    outcome, _ = engine(math_prompt("a / 2 if a > 10 else -a", a=7.5))
+    assert outcome.outputs["f"]["text"] == ["-7.5"] and outcome.outputs["i"]["text"] == ["-7"]
+
+
+@pytest.mark.parametrize("expression,message", [
+    ("a.__class__", "not allowed in an expression"),
+    ("__import__('os').system('true')", "not allowed in an expression"),
+    ("__import__('os')", "unknown function '__import__'"),
+    ("open('/etc/passwd')", "unknown function 'open'"),
+    ("[x for x in values]", "not allowed"),
+    ("2 ** 99999999", "exponent 99999999 exceeds"),
+    ("a / 0", "division by zero"),
+    ("z + 1", "unknown name 'z'"),
+    ("a > 1", "must evaluate to a numeric result"),
+    ("", "Expression cannot be empty"),
+])
+def test_anything_else_is_a_clear_node_error(engine, expression, message):
+    outcome, _ = engine(math_prompt(expression, a=4.0))
+    assert outcome.status == "error" and message in outcome.error["exception_message"]
+
+
+def test_the_evaluator_alone():
+    assert evaluate("sum(a, b, 1) + max(values)", {"a": 1, "b": 2, "values": [1, 2]}) == 6
+    assert evaluate("floor(sqrt(a)) % 3", {"a": 50}) == 1
+    with pytest.raises(ValueError, match="invalid expression"):
+        evaluate("a +", {"a": 1})
+
+
+def test_batch_images_joins_any_number_at_the_first_size(engine):
+    prompt = {"show": {"class_type": "PreviewImage", "inputs": {"images": ["batch", 0]}},
+              "batch": {"class_type": "BatchImagesNode", "inputs": {}}}
+    for index, (w, h, n) in enumerate([(16, 8, 2), (8, 8, 1), (32, 16, 3)]):
+        prompt[f"img{index}"] = {"class_type": "EmptyImage", "inputs": {"width": w, "height": h, "batch_size": n,
+                                                                        "color": 40 * index}}
+        prompt["batch"]["inputs"][f"images.image{index}"] = [f"img{index}", 0]
+    outcome, _ = engine(prompt)
+    assert outcome.status == "success", outcome.error
+    assert len(outcome.outputs["show"]["images"]) == 6
+
+
+def test_the_catalogue_entry_is_the_v3_autogrow_form(engine):
+    spec = engine.executor.catalogue.get("ComfyMathExpression")
+    entry = spec.to_catalogue()
+    assert entry["python_module"] == "comfy_extras.nodes_math" and entry["category"] == "logic"
+    values = entry["input"]["required"]["values"]
+    assert values[0] == "COMFY_AUTOGROW_V3" and values[1]["template"]["names"][:3] == ["a", "b", "c"]
+    assert entry["output"] == ["FLOAT", "INT"]
