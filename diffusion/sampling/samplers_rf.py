@@ -6,7 +6,7 @@ step σ → σ' goes deterministically to σ_down = σ'·(1 + (σ'/σ − 1)·η
 x ← (α'/α_down)·x + c·z, with α = 1 − σ and c² = σ'² − σ_down²·α'²/α_down² (the noise that makes the marginal at
 σ' exact). η = 1 steps to σ_down = σ'²/σ; η = 0 is the deterministic sampler. The deterministic parts: an Euler
 step along the straight line, x ← (σ_down/σ)·x + (1 − σ_down/σ)·D, and for DPM-Solver++(2S) the same move from a
-midpoint σ_s taken halfway in λ = log((1 − σ)/σ).
+midpoint σ_s taken halfway in λ = log((1 − σ)/σ). A step to σ = 0 ends on the denoised value (step_loop.py).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Tuple
 import torch
 
 from diffusion.sampling.noise import ancestral_noise_sampler
-from diffusion.sampling.step_loop import denoise, report
+from diffusion.sampling.step_loop import StepLoop, denoise
 
 
 def is_rectified_flow(model) -> bool:
@@ -47,18 +47,13 @@ def sample_euler_ancestral_rf(model, x, sigmas, extra_args=None, callback=None, 
                               eta=1.0, s_noise=1.0):
     extra_args = extra_args or {}
     noise = ancestral_noise_sampler(x, extra_args, noise_sampler)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
-        if sigma_next == 0.0:
-            x = denoised
-            continue
+    loop = StepLoop(model, sigmas, extra_args, callback, skip_repeated=False)
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         sigma_down, lift, renoise = rf_ancestral_step(sigma, sigma_next, eta)
         x = _line(x, denoised, sigma, sigma_down)
         if eta > 0:
             x = lift * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
-    return x
+    return loop.result(x)
 
 
 @torch.no_grad()
@@ -66,21 +61,16 @@ def sample_dpmpp_2s_ancestral_rf(model, x, sigmas, extra_args=None, callback=Non
                                  eta=1.0, s_noise=1.0):
     extra_args = extra_args or {}
     noise = ancestral_noise_sampler(x, extra_args, noise_sampler)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoise(model, x, sigma, extra_args)
-        report(callback, x, i, sigmas[i], denoised)
+    loop = StepLoop(model, sigmas, extra_args, callback, skip_repeated=False)
+    for i, sigma, sigma_next, denoised in loop.steps(lambda: x):
         sigma_down, lift, renoise = rf_ancestral_step(sigma, sigma_next, eta)
-        if sigma_next == 0.0:
-            x = _line(x, denoised, sigma, sigma_down)  # Euler to σ_down (0 at η = 1)
+        if sigma == 1.0:
+            sigma_mid = 0.9999  # λ is infinite at σ = 1
         else:
-            if sigma == 1.0:
-                sigma_mid = 0.9999  # λ is infinite at σ = 1
-            else:
-                lam, lam_down = math.log((1 - sigma) / sigma), math.log((1 - sigma_down) / sigma_down)
-                sigma_mid = 1.0 / (math.exp(lam + 0.5 * (lam_down - lam)) + 1.0)
-            u = _line(x, denoised, sigma, sigma_mid)
-            x = _line(x, denoise(model, u, sigma_mid, extra_args), sigma, sigma_down)
-        if sigma_next > 0 and eta > 0:
+            lam, lam_down = math.log((1 - sigma) / sigma), math.log((1 - sigma_down) / sigma_down)
+            sigma_mid = 1.0 / (math.exp(lam + 0.5 * (lam_down - lam)) + 1.0)
+        u = _line(x, denoised, sigma, sigma_mid)
+        x = _line(x, denoise(model, u, sigma_mid, extra_args), sigma, sigma_down)
+        if eta > 0:
             x = lift * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
-    return x
+    return loop.result(x)
