@@ -10,6 +10,9 @@ from comfy_api.latest import io
 
 from nodes.image_batch import batch_images, check_image
 from nodes.math_expression import evaluate
+from nodes.resize_modes import CROP_METHODS, RESIZE_TYPES, SCALE_METHODS, resize
+
+MAX_RESOLUTION = 16384
 
 
 class MathExpressionNode(io.ComfyNode):
@@ -64,3 +67,54 @@ class BatchImagesNode(io.ComfyNode):
         if not batches:
             raise ValueError("BatchImagesNode needs at least one image input")
         return io.NodeOutput(batch_images(batches))
+
+
+class ResizeImageMaskNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        template = io.MatchType.Template("input_type", [io.Image, io.Mask])
+
+        def crop() -> Any:
+            return io.Combo.Input("crop", options=CROP_METHODS, default="center",
+                                  tooltip="disabled stretches to the new shape; center crops to its aspect ratio first.")
+
+        def side(name: str, tip: str) -> Any:
+            return io.Int.Input(name, default=512, min=0, max=MAX_RESOLUTION, step=1, tooltip=tip)
+        options = {
+            "scale dimensions": [side("width", "Target width (0: from the height, aspect kept)."),
+                                 side("height", "Target height (0: from the width, aspect kept)."), crop()],
+            "scale by multiplier": [io.Float.Input("multiplier", default=1.0, min=0.01, max=8.0, step=0.01,
+                                                   tooltip="Scale factor (2 doubles, 0.5 halves).")],
+            "scale longer dimension": [side("longer_size", "The longer side's new length; aspect kept.")],
+            "scale shorter dimension": [side("shorter_size", "The shorter side's new length; aspect kept.")],
+            "scale width": [side("width", "Target width; the height follows the aspect ratio.")],
+            "scale height": [side("height", "Target height; the width follows the aspect ratio.")],
+            "scale total pixels": [io.Float.Input("megapixels", default=1.0, min=0.01, max=16.0, step=0.01,
+                                                  tooltip="Target size in megapixels (1.0 is about 1024x1024).")],
+            "match size": [io.MultiType.Input("match", [io.Image, io.Mask], tooltip="Take this image's or mask's "
+                                              "size."), crop()],
+            "scale to multiple": [io.Int.Input("multiple", default=8, min=1, max=MAX_RESOLUTION, step=1,
+                                               tooltip="Make both sides divisible by this (scaled to cover, then "
+                                                       "centre-cropped).")],
+        }
+        return io.Schema(
+            node_id="ResizeImageMaskNode", display_name="Resize Image/Mask", category="transform",
+            description="Resize an image or a mask: to given dimensions, by a factor, by one side, to a number of "
+                        "pixels, to another image's size, or to a multiple.",
+            search_aliases=["resize", "resize image", "resize mask", "scale", "scale image", "scale mask",
+                            "image resize", "change size", "dimensions", "shrink", "enlarge"],
+            inputs=[io.MatchType.Input("input", template=template, tooltip="The image or mask to resize."),
+                    io.DynamicCombo.Input("resize_type", options=[io.DynamicCombo.Option(key, options[key])
+                                                                  for key in RESIZE_TYPES],
+                                          tooltip="How to choose the new size."),
+                    io.Combo.Input("scale_method", options=SCALE_METHODS, default="area",
+                                   tooltip="Resampling: area for shrinking, lanczos for enlarging, nearest-exact "
+                                           "for pixel art.")],
+            outputs=[io.MatchType.Output(template=template, display_name="resized", tooltip="The resized input.")],
+        )
+
+    @classmethod
+    def execute(cls, input: Any, scale_method: str, resize_type: dict) -> io.NodeOutput:
+        options = dict(resize_type)
+        kind = options.pop("resize_type")
+        return io.NodeOutput(resize(input, kind, options, scale_method, options.get("match")))

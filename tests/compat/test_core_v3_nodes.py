@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+import torch
 
 from execution.events import RecordingSink
 from execution.scheduler import Executor, Job
@@ -93,3 +94,47 @@ def test_the_catalogue_entry_is_the_v3_autogrow_form(engine):
     values = entry["input"]["required"]["values"]
     assert values[0] == "COMFY_AUTOGROW_V3" and values[1]["template"]["names"][:3] == ["a", "b", "c"]
     assert entry["output"] == ["FLOAT", "INT"]
+
+
+def _resize_prompt(resize_type, image=("EmptyImage", {"width": 40, "height": 20, "batch_size": 1, "color": 0}),
+                   **options):
+    prompt = {"src": {"class_type": image[0], "inputs": dict(image[1])},
+              "r": {"class_type": "ResizeImageMaskNode",
+                    "inputs": {"input": ["src", 0], "resize_type": resize_type, "scale_method": "area",
+                               **{f"resize_type.{k}": v for k, v in options.items()}}},
+              "size": {"class_type": "GetImageSize", "inputs": {"image": ["r", 0]}},
+              "w": {"class_type": "PreviewAny", "inputs": {"source": ["size", 0]}},
+              "h": {"class_type": "PreviewAny", "inputs": {"source": ["size", 1]}}}
+    return prompt
+
+
+@pytest.mark.parametrize("resize_type,options,size", [
+    ("scale dimensions", {"width": 16, "height": 0, "crop": "center"}, (16, 8)),
+    ("scale dimensions", {"width": 30, "height": 30, "crop": "center"}, (30, 30)),
+    ("scale by multiplier", {"multiplier": 0.55}, (22, 11)),
+    ("scale longer dimension", {"longer_size": 10}, (10, 5)),
+    ("scale shorter dimension", {"shorter_size": 10}, (20, 10)),
+    ("scale width", {"width": 20}, (20, 10)),
+    ("scale height", {"height": 5}, (10, 5)),
+    ("scale total pixels", {"megapixels": 0.01}, (145, 72)),  # 10485 pixels at 2:1
+    ("scale to multiple", {"multiple": 16}, (32, 16)),
+])
+def test_resize_modes_give_the_sizes(engine, resize_type, options, size):
+    outcome, checked = engine(_resize_prompt(resize_type, **options))
+    assert outcome is not None, checked.node_errors
+    assert outcome.status == "success", outcome.error
+    assert (int(outcome.outputs["w"]["text"][0]), int(outcome.outputs["h"]["text"][0])) == size
+
+
+def test_resize_matches_another_input_and_takes_masks(engine):
+    prompt = _resize_prompt("match size", crop="disabled")
+    prompt["ref"] = {"class_type": "EmptyImage", "inputs": {"width": 12, "height": 9, "batch_size": 1, "color": 0}}
+    prompt["r"]["inputs"]["resize_type.match"] = ["ref", 0]
+    outcome, checked = engine(prompt)
+    assert outcome is not None, checked.node_errors
+    assert (outcome.outputs["w"]["text"][0], outcome.outputs["h"]["text"][0]) == ("12", "9")
+    from nodes.resize_modes import resize
+    mask = torch.ones(2, 20, 40)
+    assert resize(mask, "scale longer dimension", {"longer_size": 8}, "bilinear").shape == (2, 4, 8)
+    with pytest.raises(ValueError, match="unknown resize_type"):
+        resize(mask, "sideways", {}, "area")
