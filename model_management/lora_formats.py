@@ -30,6 +30,7 @@ _SUFFIXES: Tuple[Tuple[str, str], ...] = (
     (".lora_linear_layer.up.weight", "up"), (".lora_linear_layer.down.weight", "down"),
     (".lora_layer.up.weight", "up"), (".lora_layer.down.weight", "down"),
     (".lora.up.weight", "up"), (".lora.down.weight", "down"),
+    (".up.weight", "up"), (".down.weight", "down"),  # XLabs' Flux LoRAs (`processor.qkv_lora1.up.weight`)
     (".hada_w1_a", "hada_w1_a"), (".hada_w1_b", "hada_w1_b"), (".hada_w2_a", "hada_w2_a"),
     (".hada_w2_b", "hada_w2_b"), (".hada_t1", "hada_t1"), (".hada_t2", "hada_t2"),
     (".lokr_w1_a", "lokr_w1_a"), (".lokr_w1_b", "lokr_w1_b"), (".lokr_w1", "lokr_w1"),
@@ -124,14 +125,21 @@ def mmdit_aliases(modules: List[str]) -> Dict[str, List[str]]:
 
 def flux_aliases(modules: List[str]) -> Dict[str, List[str]]:
     """Every file-side spelling of each Flux module: the original names (kohya `lora_unet_double_blocks_*`, dotted
-    under `diffusion_model.` / `transformer.`) and diffusers' (`transformer.single_transformer_blocks.N.attn.to_q`,
-    PEFT and kohya-flattened). Blocks of fused layers are spelled `module#part#shares`."""
+    under `diffusion_model.` / `transformer.`), diffusers' (`transformer.single_transformer_blocks.N.attn.to_q`,
+    PEFT and kohya-flattened) and XLabs' (`double_blocks.N.processor.qkv_lora1`). Blocks of fused layers are
+    spelled `module#part#shares`."""
     from diffusion.flux.diffusers_keys import diffusers_module_names
     count = lambda prefix: 1 + max((int(m.split(".")[1]) for m in modules if m.startswith(prefix)), default=-1)  # noqa
     ratio = 4  # every Flux.1's MLP is 4x its width: linear1's rows are q, k, v, then 4 widths of MLP input
     out: Dict[str, List[str]] = {m: ["lora_unet_" + _flat(m), "diffusion_model." + m, "model.diffusion_model." + m,
                                      "transformer." + m] for m in modules}
     known = set(modules)
+    for i in range(count("double_blocks.")):  # XLabs: lora1 is the image stream, lora2 the text stream
+        for stream, side in (("1", "img"), ("2", "txt")):
+            for kind, layer in (("qkv", "qkv"), ("proj", "proj")):
+                module = f"double_blocks.{i}.{side}_attn.{layer}"
+                if module in known:
+                    out[module].append(f"double_blocks.{i}.processor.{kind}_lora{stream}")
     for diffusers, (module, part, shares) in diffusers_module_names(count("double_blocks."),
                                                                     count("single_blocks."), ratio).items():
         if module not in known:

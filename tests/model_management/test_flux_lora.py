@@ -94,3 +94,19 @@ def test_text_encoder_keys_by_role(tiny_models):
     assert sorted(parsed.text) == ["encoders.0.model.text_model.encoder.layers.0.self_attn.q_proj.weight",
                                    "encoders.1.model.encoder.block.0.layer.0.SelfAttention.q.weight",
                                    "encoders.1.model.encoder.block.1.layer.1.DenseReluDense.wo.weight"]
+
+
+def test_xlabs_layout():
+    """XLabs' Flux LoRAs name the double blocks' attention by stream: lora1 image, lora2 text."""
+    ours = _model(diffusers_flux())
+    params = dict(ours.named_parameters())
+    lora = {}
+    for stream, module in (("1", "img_attn.qkv"), ("2", "txt_attn.proj")):
+        weight = params[f"double_blocks.1.{module}.weight"]
+        up, down = _factors(weight.shape[0], weight.shape[1])
+        kind = module.split(".")[1]
+        lora[f"double_blocks.1.processor.{kind}_lora{stream}.up.weight"] = up
+        lora[f"double_blocks.1.processor.{kind}_lora{stream}.down.weight"] = down
+    parsed = parse_lora(lora, list(params), [], "flux")
+    assert not parsed.unmatched
+    assert sorted(parsed.unet) == ["double_blocks.1.img_attn.qkv.weight", "double_blocks.1.txt_attn.proj.weight"]
