@@ -9,6 +9,7 @@ from typing import Any
 from comfy_api.latest import io
 
 from nodes.image_batch import batch_images, check_image
+from nodes.image_io import save_images
 from nodes.math_expression import evaluate
 from nodes.resize_modes import CROP_METHODS, RESIZE_TYPES, SCALE_METHODS, resize
 
@@ -118,3 +119,47 @@ class ResizeImageMaskNode(io.ComfyNode):
         options = dict(resize_type)
         kind = options.pop("resize_type")
         return io.NodeOutput(resize(input, kind, options, scale_method, options.get("match")))
+
+
+class SaveImageAdvanced(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        png = io.DynamicCombo.Option("png", [
+            io.Combo.Input("bit_depth", options=["8-bit", "16-bit"], default="8-bit", advanced=True,
+                           tooltip="8 or 16 bits a sample (16-bit keeps smooth gradients for editing)."),
+            io.Combo.Input("input_color_space", options=["sRGB"], default="sRGB", advanced=True,
+                           tooltip="The images' colour space (written as is)."),
+        ])
+        return io.Schema(
+            node_id="SaveImageAdvanced", display_name="Save Image (Advanced)", category="image",
+            search_aliases=["save", "save image", "export image", "output image", "write image"],
+            description="Save images in the output folder with a choice of format and bit depth (PNG 8 or 16 bits, "
+                        "the workflow embedded). EXR and AVIF are not written by Tessera.",
+            inputs=[io.Image.Input("images", tooltip="The images to save."),
+                    io.String.Input("filename_prefix", default="ComfyUI",
+                                    tooltip="File name prefix; may contain subfolders and %width%, %date%-style "
+                                            "tokens."),
+                    io.DynamicCombo.Input("format", options=[png], tooltip="The file format.")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+            outputs=[io.Image.Output(display_name="images", tooltip="The images, passed on.")],
+        )
+
+    @classmethod
+    def execute(cls, images: Any, filename_prefix: str, format: dict) -> io.NodeOutput:
+        from compat import _runtime
+        depth = 16 if format.get("bit_depth") == "16-bit" else 8
+        ctx = _SaveContext(_runtime.state.services)
+        saved = save_images(ctx, images, filename_prefix, "output", 4, cls.hidden.prompt, cls.hidden.extra_pnginfo,
+                            bit_depth=depth)
+        return io.NodeOutput(images, ui=saved["ui"])
+
+
+class _SaveContext:
+    """What save_images needs of a node context: the services (folders, settings); no interrupt between files."""
+
+    def __init__(self, services: Any):
+        self.services = services
+
+    def check_interrupt(self) -> None:
+        return None

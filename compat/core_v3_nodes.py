@@ -6,6 +6,8 @@ module names (`comfy_extras.nodes_math`, `comfy_extras.nodes_post_processing`), 
   an INT), evaluated safely (nodes/math_expression.py), returned as a FLOAT and an INT.
 - BatchImagesNode: any number of image batches joined into one at the first's size (nodes/image_batch.py).
 - ResizeImageMaskNode: an image or a mask resized by one of nine modes (a DynamicCombo; nodes/resize_modes.py).
+- SaveImageAdvanced: PNG at 8 or 16 bits (nodes/png16.py); ComfyUI's EXR and AVIF options are not offered, so a
+  workflow asking for them is refused at validation, naming the input.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from typing import Any
 # (class name in core_v3_classes.py, ComfyUI's module of it)
 CORE_V3_NODES = (("MathExpressionNode", "comfy_extras.nodes_math"),
                  ("BatchImagesNode", "comfy_extras.nodes_post_processing"),
-                 ("ResizeImageMaskNode", "comfy_extras.nodes_post_processing"))
+                 ("ResizeImageMaskNode", "comfy_extras.nodes_post_processing"),
+                 ("SaveImageAdvanced", "comfy_extras.nodes_images"))
 
 
 def add_core_v3_nodes(catalogue: Any, services: Any) -> None:

@@ -53,22 +53,37 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
     raise ValueError(f"cannot save an image with {array.shape[-1]} channels (expected 1, 3 or 4)")
 
 
-def _png_metadata(prompt: Any, extra_pnginfo: Any, settings: Optional[dict]) -> Optional[PngInfo]:
+def _png_texts(prompt: Any, extra_pnginfo: Any, settings: Optional[dict]) -> Optional[dict]:
     """The workflow travels inside the PNG: `prompt` (API format) and each extra_pnginfo key (e.g. `workflow`)."""
     if settings and settings.get("disable_metadata"):
         return None
-    info = PngInfo()
+    texts = {}
     if prompt is not None:
-        info.add_text("prompt", json.dumps(prompt))
+        texts["prompt"] = json.dumps(prompt)
     if isinstance(extra_pnginfo, dict):
         for key, value in extra_pnginfo.items():
-            info.add_text(str(key), json.dumps(value))
+            texts[str(key)] = json.dumps(value)
+    return texts
+
+
+def _png_metadata(prompt: Any, extra_pnginfo: Any, settings: Optional[dict]) -> Optional[PngInfo]:
+    texts = _png_texts(prompt, extra_pnginfo, settings)
+    if texts is None:
+        return None
+    info = PngInfo()
+    for key, value in texts.items():
+        info.add_text(key, value)
     return info
 
 
+def _to_16_bit(image: torch.Tensor) -> np.ndarray:
+    values = np.nan_to_num(image.detach().to(torch.float32).cpu().numpy(), nan=0.0)
+    return np.clip(65535.0 * values, 0, 65535).astype(np.uint16)
+
+
 def save_images(ctx: Any, images: torch.Tensor, filename_prefix: str, folder_type: str, compress_level: int,
-                prompt: Any = None, extra_pnginfo: Any = None) -> dict:
-    """Write a batch as numbered PNGs and return the ui entry listing them."""
+                prompt: Any = None, extra_pnginfo: Any = None, bit_depth: int = 8) -> dict:
+    """Write a batch as numbered PNGs (8 or 16 bits a sample) and return the ui entry listing them."""
     services = ctx.services if ctx is not None else None
     paths = _paths(services)
     if images.ndim == 3:
@@ -81,13 +96,22 @@ def save_images(ctx: Any, images: torch.Tensor, filename_prefix: str, folder_typ
     except PathError as exc:
         raise ValueError(f"filename_prefix {filename_prefix!r} cannot be used: {exc}; it must name a file "
                          f"inside the {folder_type} folder") from None
-    metadata = _png_metadata(prompt, extra_pnginfo, getattr(services, "settings", None))
+    settings = getattr(services, "settings", None)
+    metadata = _png_metadata(prompt, extra_pnginfo, settings)
     results = []
     for index in range(images.shape[0]):
         if ctx is not None:
             ctx.check_interrupt()
         filename = f"{base}_{counter + index:05}_.png"
-        _to_pil(images[index]).save(os.path.join(folder, filename), pnginfo=metadata, compress_level=compress_level)
+        if bit_depth == 16:
+            from nodes.png16 import encode_png16
+            data = encode_png16(_to_16_bit(images[index]), _png_texts(prompt, extra_pnginfo, settings) or {},
+                                compress_level)
+            with open(os.path.join(folder, filename), "wb") as handle:
+                handle.write(data)
+        else:
+            _to_pil(images[index]).save(os.path.join(folder, filename), pnginfo=metadata,
+                                        compress_level=compress_level)
         results.append({"filename": filename, "subfolder": subfolder, "type": folder_type})
     return {"ui": {"images": results}, "result": ()}
 

@@ -138,3 +138,50 @@ def test_resize_matches_another_input_and_takes_masks(engine):
     assert resize(mask, "scale longer dimension", {"longer_size": 8}, "bilinear").shape == (2, 4, 8)
     with pytest.raises(ValueError, match="unknown resize_type"):
         resize(mask, "sideways", {}, "area")
+
+
+def _png_chunks(data):
+    import struct
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    at, chunks = 8, []
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        chunks.append((data[at + 4:at + 8], data[at + 8:at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+@pytest.mark.parametrize("depth", ["8-bit", "16-bit"])
+def test_save_image_advanced_writes_png_at_the_bit_depth(engine, tmp_path, depth):
+    import os
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+    prompt = {"img": {"class_type": "EmptyImage", "inputs": {"width": 6, "height": 4, "batch_size": 2,
+                                                             "color": 0x336699}},
+              "save": {"class_type": "SaveImageAdvanced", "inputs": {
+                  "images": ["img", 0], "filename_prefix": "adv", "format": "png", "format.bit_depth": depth,
+                  "format.input_color_space": "sRGB"}}}
+    outcome, checked = engine(prompt)
+    assert outcome is not None, checked.node_errors
+    assert outcome.status == "success", outcome.error
+    files = outcome.outputs["save"]["images"]
+    assert len(files) == 2 and all(f["type"] == "output" for f in files)
+    path = os.path.join(str(tmp_path), "output", files[0]["filename"])
+    data = open(path, "rb").read()
+    chunks = dict(_png_chunks(data))
+    width, height, bits, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (width, height, bits, color) == (6, 4, 8 if depth == "8-bit" else 16, 2)
+    assert Image.open(path).size == (6, 4)  # a valid PNG to other readers too
+    if depth == "16-bit":
+        raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=np.uint8).reshape(4, 1 + 6 * 3 * 2)
+        assert not raw[:, 0].any()  # filter 0
+        samples = raw[:, 1:].copy().view(">u2").reshape(4, 6, 3)
+        expected = (np.array([0x33, 0x66, 0x99]) / 255.0 * 65535).astype(np.uint16)
+        assert (np.abs(samples.astype(int) - expected).max()) <= 1
+        assert b"prompt\x00" in chunks[b"tEXt"]
+    prompt["save"]["inputs"]["format"] = "exr"
+    _, checked = engine(prompt)
+    assert not checked.ok  # formats Tessera does not write are refused before running
