@@ -60,11 +60,6 @@ class ModelFamily:
         return self.latent_format.scale_factor
 
     @property
-    def is_transformer(self) -> bool:
-        """A diffusion transformer (SD3's MMDiT, Flux) rather than a UNet."""
-        return self.name in ("sd3", "flux")
-
-    @property
     def vae_prefix(self) -> str:
         return FLUX_VAE_PREFIX if self.name == "flux" else VAE_PREFIX
 

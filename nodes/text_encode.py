@@ -20,12 +20,17 @@ def encode(ctx, clip, text: str, text_l=None) -> tuple:
     if clip is None:
         raise ValueError("the clip input is empty: the checkpoint has no text encoder; load one with Load CLIP")
     cond, pooled, warnings = clip.encode(text, text_l=text_l)
-    for warning in dict.fromkeys(warnings):  # once each, in order
+    report_warnings(ctx, warnings)
+    return cond, pooled
+
+
+def report_warnings(ctx, warnings) -> None:
+    """Each tokenizer warning once, in order, on the node (or the log without a node context)."""
+    for warning in dict.fromkeys(warnings):
         if ctx is not None:
             ctx.report_text(warning)
         else:
             log.warning(warning)
-    return cond, pooled
 
 
 @node(category="conditioning", display_name="CLIP Text Encode (Prompt)",
@@ -108,8 +113,7 @@ class CLIPTextEncodeSD3:
                 windows["clip_g"] = windows["clip_g"] + empty["clip_g"]
         windows = {role: w for role, w in windows.items() if role in stack.roles}
         cond, pooled = clip.encode_windows(windows, warnings)
-        for warning in dict.fromkeys(warnings):
-            ctx.report_text(warning) if ctx is not None else log.warning(warning)
+        report_warnings(ctx, warnings)
         return ([[cond, {"pooled_output": pooled}]],)
 
 
@@ -132,8 +136,7 @@ class CLIPTextEncodeFlux:
                    "t5xxl": stack.tokenize(t5xxl, warnings).get("t5xxl", [])}
         windows = {role: w for role, w in windows.items() if role in stack.roles}
         cond, pooled = clip.encode_windows(windows, warnings)
-        for warning in dict.fromkeys(warnings):
-            ctx.report_text(warning) if ctx is not None else log.warning(warning)
+        report_warnings(ctx, warnings)
         return ([[cond, {"pooled_output": pooled, "guidance": guidance}]],)
 
 

@@ -149,7 +149,7 @@ def _sample(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: torc
             noise: torch.Tensor, seed: int, noise_mask: Optional[torch.Tensor],
             callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]]) -> tuple:
     sampling = model.model_sampling
-    latent_format = _latent_format(model)
+    latent_format = model.latent_format
     latent_in = latent_format.process_in(latent.float())
     sigma0 = float(sigmas[0])
     max_denoise = math.isclose(sampling.sigma_max, sigma0, rel_tol=1e-5) or sigma0 > sampling.sigma_max
@@ -182,23 +182,6 @@ def _sample(model: Any, guidance: Guidance, sampler: SamplerChoice, sigmas: torc
         samples = sampling.inverse_noise_scaling(sigmas[-1], samples)
     denoised = last["denoised"] if last["denoised"] is not None else samples
     return latent_format.process_out(samples), latent_format.process_out(denoised)
-
-
-def _latent_format(model: Any) -> Any:
-    """The MODEL's latent format (process_in / process_out); a plain scale for models that only give one."""
-    fmt = getattr(model, "latent_format", None)
-    return fmt if fmt is not None else _ScaleOnly(float(model.latent_scale))
-
-
-@dataclass
-class _ScaleOnly:
-    scale: float
-
-    def process_in(self, latent: torch.Tensor) -> torch.Tensor:
-        return latent * self.scale
-
-    def process_out(self, latent: torch.Tensor) -> torch.Tensor:
-        return latent / self.scale
 
 
 @contextlib.contextmanager

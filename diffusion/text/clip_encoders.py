@@ -308,9 +308,9 @@ class ClipTextStack(nn.Module):
         pooled: Optional[torch.Tensor] = None
         for enc in chosen:
             need_pooled = enc is pooled_by
-            empty = empty_window(self.tokenizer.start_id, self.tokenizer.end_id, enc.pad_id, enc.window)
-            hidden, first_pooled = encode_weighted(enc, by_role[enc.role], clip_skip, need_pooled,
-                                                   empty if weighted else None)
+            empty = empty_window(self.tokenizer.start_id, self.tokenizer.end_id, enc.pad_id, enc.window) \
+                if weighted else None
+            hidden, first_pooled = encode_weighted(enc, by_role[enc.role], clip_skip, need_pooled, empty)
             parts.append(hidden)
             if need_pooled:
                 pooled = first_pooled

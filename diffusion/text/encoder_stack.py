@@ -78,14 +78,6 @@ class EncoderStack(nn.Module):
     def roles(self) -> List[str]:
         return [e.role for e in self.encoders]
 
-    @property
-    def pooled_encoder(self) -> Optional[nn.Module]:
-        return self.encoder("clip_g") or self.encoder("clip_l")
-
-    def load_report(self) -> Dict[str, Dict[str, object]]:
-        return {e.role: {"layout": e.layout, "ignored": list(e.ignored_keys), "unused": list(e.unused_keys)}
-                for e in self.encoders}
-
     def _check_roles(self, roles) -> None:
         unknown = [r for r in roles if self.encoder(r) is None]
         if unknown:

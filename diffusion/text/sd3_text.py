@@ -17,9 +17,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .encoder_stack import TEXT_PREFIXES, EncoderStack
+from .encoder_stack import EncoderStack
 
-SD3_TEXT_PREFIXES = TEXT_PREFIXES
 CLIP_L_WIDTH, CLIP_G_WIDTH, T5_WIDTH = 768, 1280, 4096  # what a missing encoder's zeros stand in for
 ROLE_ORDER = ("clip_l", "clip_g", "t5xxl")
 
