@@ -106,46 +106,45 @@ def _modules(param_names: Iterable[str]) -> Tuple[List[str], set]:
     return sorted({n[:-len(".weight")] for n in names if n.endswith(".weight")}), names
 
 
-def mmdit_aliases(modules: List[str]) -> Dict[str, List[str]]:
-    """Every file-side spelling of each MMDiT (SD3) module: the original names (kohya `lora_unet_joint_blocks_*`,
-    dotted under `diffusion_model.`) and diffusers' (`transformer.transformer_blocks.*`, PEFT and kohya-flattened).
-    diffusers' q/k/v layers name thirds of our fused qkv: those are spelled `module#part`."""
-    from diffusion.mmdit.diffusers_keys import diffusers_module_names
-    depth = 1 + max((int(m.split(".")[1]) for m in modules if m.startswith("joint_blocks.")), default=-1)
-    out: Dict[str, List[str]] = {m: ["lora_unet_" + _flat(m), "diffusion_model." + m, "model.diffusion_model." + m]
-                                 for m in modules}
-    known = set(modules)
-    for diffusers, (module, part) in diffusers_module_names(depth).items():
-        if module not in known:
-            continue
-        name = module if part is None else f"{module}#{part}"
-        out.setdefault(name, []).extend(["transformer." + diffusers, diffusers, "lora_transformer_" + _flat(diffusers)])
-    return out
-
-
-def flux_aliases(modules: List[str]) -> Dict[str, List[str]]:
-    """Every file-side spelling of each Flux module: the original names (kohya `lora_unet_double_blocks_*`, dotted
-    under `diffusion_model.` / `transformer.`), diffusers' (`transformer.single_transformer_blocks.N.attn.to_q`,
-    PEFT and kohya-flattened) and XLabs' (`double_blocks.N.processor.qkv_lora1`). Blocks of fused layers are
-    spelled `module#part#shares`."""
-    from diffusion.flux.diffusers_keys import diffusers_module_names
-    count = lambda prefix: 1 + max((int(m.split(".")[1]) for m in modules if m.startswith(prefix)), default=-1)  # noqa
-    ratio = 4  # every Flux.1's MLP is 4x its width: linear1's rows are q, k, v, then 4 widths of MLP input
+def dit_aliases(modules: List[str], diffusers_names: Dict[str, tuple]) -> Dict[str, List[str]]:
+    """Every file-side spelling of each diffusion-transformer (SD3, Flux) module: the original names (kohya
+    `lora_unet_joint_blocks_*` / `lora_unet_double_blocks_*`, dotted under `diffusion_model.` or `transformer.`)
+    and diffusers' (`transformer.transformer_blocks.N.attn.to_q`, PEFT and kohya-flattened), from the family's
+    `diffusers_module_names` table. A diffusers layer that is one block of our fused layer (q, k or v of a qkv;
+    Flux's MLP input of linear1) is spelled `module#part#shares`."""
     out: Dict[str, List[str]] = {m: ["lora_unet_" + _flat(m), "diffusion_model." + m, "model.diffusion_model." + m,
                                      "transformer." + m] for m in modules}
     known = set(modules)
-    for i in range(count("double_blocks.")):  # XLabs: lora1 is the image stream, lora2 the text stream
-        for stream, side in (("1", "img"), ("2", "txt")):
-            for kind, layer in (("qkv", "qkv"), ("proj", "proj")):
-                module = f"double_blocks.{i}.{side}_attn.{layer}"
-                if module in known:
-                    out[module].append(f"double_blocks.{i}.processor.{kind}_lora{stream}")
-    for diffusers, (module, part, shares) in diffusers_module_names(count("double_blocks."),
-                                                                    count("single_blocks."), ratio).items():
+    for diffusers, (module, part, shares) in diffusers_names.items():
         if module not in known:
             continue
         name = module if part is None else f"{module}#{part}#{','.join(map(str, shares))}"
         out.setdefault(name, []).extend(["transformer." + diffusers, diffusers, "lora_transformer_" + _flat(diffusers)])
+    return out
+
+
+def _blocks(modules: List[str], prefix: str) -> int:
+    return 1 + max((int(m.split(".")[1]) for m in modules if m.startswith(prefix)), default=-1)
+
+
+def mmdit_aliases(modules: List[str]) -> Dict[str, List[str]]:
+    from diffusion.mmdit.diffusers_keys import diffusers_module_names
+    return dit_aliases(modules, diffusers_module_names(_blocks(modules, "joint_blocks.")))
+
+
+def flux_aliases(modules: List[str]) -> Dict[str, List[str]]:
+    """dit_aliases for Flux (its MLP is 4x its width: linear1's rows are q, k, v, then 4 widths of MLP input), plus
+    XLabs' names of the double blocks' attention: `double_blocks.N.processor.qkv_lora1` (image stream), `..2`
+    (text stream), `proj_lora1/2`."""
+    from diffusion.flux.diffusers_keys import diffusers_module_names
+    double = _blocks(modules, "double_blocks.")
+    out = dit_aliases(modules, diffusers_module_names(double, _blocks(modules, "single_blocks."), 4))
+    for i in range(double):
+        for stream, side in (("1", "img"), ("2", "txt")):
+            for layer in ("qkv", "proj"):
+                module = f"double_blocks.{i}.{side}_attn.{layer}"
+                if module in out:
+                    out[module].append(f"double_blocks.{i}.processor.{layer}_lora{stream}")
     return out
 
 

@@ -94,21 +94,21 @@ def to_original(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def diffusers_module_names(depth: int) -> Dict[str, tuple]:
-    """diffusers module name -> (original module, part) for the linear and conv layers of a depth-`depth` SD3
-    transformer, where part is None for a whole layer or 0/1/2 for the q/k/v third of a fused qkv layer (what a
-    LoRA trained with diffusers names). The layers whose (scale, shift) halves diffusers swaps are left out: a
+    """diffusers module name -> (original module, part, shares) for the linear and conv layers of a depth-`depth`
+    SD3 transformer, where part is None for a whole layer or 0/1/2 for the q/k/v third of a fused qkv layer (shares
+    1, 1, 1: what a LoRA trained with diffusers names). The layers whose (scale, shift) halves diffusers swaps are left out: a
     low-rank change to them is not a change of the same shape in the original."""
     out: Dict[str, tuple] = {}
     for old, new in FIXED.items():
         if old.endswith(".") and old != "norm_out.linear.":
-            out[old[:-1]] = (new[:-1], None)
+            out[old[:-1]] = (new[:-1], None, None)
     for i in range(depth):
         block, target = f"transformer_blocks.{i}.", f"joint_blocks.{i}."
         for old, new in BLOCK.items():
             if ".norm_" in "." + old or (old == "norm1_context.linear." and i == depth - 1):
                 continue
-            out[block + old[:-1]] = (target + new[:-1], None)
+            out[block + old[:-1]] = (target + new[:-1], None, None)
         for parts, new in QKV.items():
             for index, part in enumerate(parts):
-                out[block + part[:-1]] = (target + new[:-1], index)
+                out[block + part[:-1]] = (target + new[:-1], index, (1, 1, 1))
     return out
