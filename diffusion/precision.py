@@ -19,7 +19,11 @@ def compute_dtype(device: torch.device, for_vae: bool = False) -> torch.dtype:
 
 def weights_dtype(module: torch.nn.Module) -> torch.dtype:
     """The dtype a network's floating weights are stored in (fp32 when it has none). On a CPU a network computes
-    in the dtype it was loaded in: the precision policy chose it when the file was read."""
+    in the dtype it was loaded in: the precision policy chose it when the file was read. A network whose layers
+    cast their weights as they run (fp8 storage, weights left in their file) names its `compute_dtype`."""
+    named = getattr(module, "compute_dtype", None)
+    if isinstance(named, torch.dtype):
+        return named
     for tensor in module.parameters():
         if tensor.is_floating_point():
             return tensor.dtype

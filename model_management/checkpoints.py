@@ -75,9 +75,11 @@ def part_dtypes(precision: PrecisionPolicy):
     return dtype_for
 
 
-def build_unet(state: Dict[str, torch.Tensor], path: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+def build_unet(state: Dict[str, torch.Tensor], path: str, dtype: torch.dtype = torch.float32,
+               keep_stored: bool = False) -> torch.nn.Module:
     """The diffusion network of `state` (prefix removed): a UNet, SD3's MMDiT (diffusion/mmdit) or Flux
-    (diffusion/flux)."""
+    (diffusion/flux). `keep_stored`: the network takes the very tensors of `state` as they are (no conversion to
+    `dtype`; views of a mapped file stay views)."""
     from diffusion.flux.config import is_flux
     from diffusion.mmdit.config import is_mmdit
     if is_mmdit(state):
@@ -98,6 +100,10 @@ def build_unet(state: Dict[str, torch.Tensor], path: str, dtype: torch.dtype = t
         raise ModelFileError(f"{os.path.basename(path)}: {exc}")
     with torch.device("meta"):
         unet = network(config)
+    if keep_stored:
+        _load_strict(unet, state, what, path)
+        state.clear()
+        return unet.eval().requires_grad_(False)
     convert_state(state, lambda key, stored: dtype)
     _load_strict(unet, state, what, path)
     state.clear()  # the module holds the tensors now
@@ -216,3 +222,25 @@ def load_unet_file(path: str, dtype: torch.dtype = torch.float32) -> DiffusionMo
     except UnsupportedModelError as exc:
         raise ModelFileError(str(exc))
     return DiffusionModel(build_unet(unet_state, path, dtype), family, path)
+
+
+def load_unet_mapped(path: str, compute: torch.dtype, window_bytes: int,
+                     storage: Optional[torch.dtype] = None) -> DiffusionModel:
+    """A bare diffusion-model file larger than the RAM budget, left in its file: the network's weights are views
+    of the mapped file in their stored dtype, each layer cast to `compute` as it runs (rounded through `storage`,
+    UNETLoader's fp8 weight_dtype, when one is asked for), and the layers beyond `window_bytes` streamed
+    (model_management/host_streaming.py)."""
+    from model_management.host_streaming import stream_from_file
+    from model_management.mapped_weights import MappedFile
+    from model_management.weight_casting import store_in
+    mapping = MappedFile(path)
+    state = mapping.state_dict()
+    try:
+        family, unet_state = detection.detect_unet_only(state, mapping.metadata, os.path.basename(path))
+    except UnsupportedModelError as exc:
+        raise ModelFileError(str(exc))
+    del state  # unet_state holds the views now (the same dict, or its renamed copy)
+    unet = build_unet(unet_state, path, compute, keep_stored=True)
+    store_in(unet, None, compute, via=storage)
+    stream_from_file(unet, mapping, window_bytes)
+    return DiffusionModel(unet, family, path)

@@ -72,7 +72,7 @@ def read_safetensors_metadata(path: str) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def _check_safetensors_complete(path: str, header: dict) -> None:
+def check_safetensors_complete(path: str, header: dict) -> None:
     """Truncated files are the common corruption (an interrupted download): compare the declared data size."""
     ends = [entry["data_offsets"][1] for key, entry in header.items()
             if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
@@ -232,7 +232,7 @@ def load_state_dict(path: str, device: str = "cpu", with_metadata: bool = False,
     metadata: Optional[dict] = None
     if lower.endswith(SAFETENSORS_EXTENSIONS):
         header = read_safetensors_header(path)
-        _check_safetensors_complete(path, header)
+        check_safetensors_complete(path, header)
         scales: Dict[str, str] = {}
         read_as = dtype_for
         if scaled_fp8.is_scaled(header):  # ComfyUI's fp8 scaled files: dequantized as read

@@ -23,6 +23,7 @@ from model_management.clip_face import CLIPFace
 from model_management.device_face import DeviceFace
 from model_management.detection import ModelFamily
 from model_management.patcher_extension import CallbacksMP, WrapperExecutor, WrappersMP, get_all_wrappers
+from model_management.host_streaming import host_stream_of
 from model_management.packed_convolutions import packed_convolutions
 from model_management.patcher_face import ModelPatcherFace, copy_options
 from model_management.precision_policy import policy_of
@@ -92,7 +93,7 @@ class DiffusionModel(ModelPatcherFace):
         loader = _loader_of(self._unet)
         with _on_device(loader, self.unet, self.dtype, _unet_keep) as unet, _patched(unet, self.patches, loader), \
                 installed(unet, self.options.get("hypernetworks", ())), self.object_patches_applied(unet), \
-                packed_convolutions(unet, channels_last=True):
+                _packed_unless_streamed(unet):
             yield unet
 
     @property
@@ -438,10 +439,25 @@ def _vae_keep(name: str, module: Any) -> bool:
     return leaf in ("q", "k", "v", "proj_out") and ".attn" in "." + parent
 
 
+def _packed_unless_streamed(unet: Any):
+    """Packed convolutions for the run, except for a network streamed from its file: packing would make a
+    second copy of weights whose point is not to be held."""
+    if host_stream_of(unet) is not None:
+        return contextlib.nullcontext(unet)
+    return packed_convolutions(unet, channels_last=True)
+
+
 @contextlib.contextmanager
 def _patched(module: Any, specs: list, loader: Any = None):
+    """`module` with `specs` applied in place for the block, or per layer call when the module is streamed from
+    its file (model_management/forward_patches.py: no patched copy of the whole network is held)."""
     if not specs:
         yield module
+        return
+    if host_stream_of(module) is not None:
+        from model_management.forward_patches import patched_per_forward
+        with patched_per_forward(module, specs):
+            yield module
         return
     from model_management.weight_patches import WeightPatcher
     patcher = WeightPatcher(module, specs)

@@ -43,9 +43,14 @@ def _tensors(part: Any) -> Iterator[torch.Tensor]:
 
 
 def parts_bytes(parts: Mapping[str, Any]) -> int:
-    """Host bytes of a file's parts, every tensor counted once however many parts share it."""
+    """Host bytes of a file's parts, every tensor counted once however many parts share it; a network streamed
+    from its file (host_streaming.py) counts what it holds at most, not the file."""
     seen, total = set(), 0
     for part in parts.values():
+        stream = getattr(part, "host_stream", None)
+        if stream is not None:
+            total += stream.resident_bytes()
+            continue
         for tensor in _tensors(part):
             if id(tensor) not in seen:
                 seen.add(id(tensor))
@@ -257,6 +262,23 @@ class ModelResidency:
         compute = self.precision.unet
         key = self._key("unet", (path,), (compute, storage))
         holder: Dict[str, Any] = {}
+        if self._too_large(path, storage or compute):
+            def load() -> Dict[str, Any]:
+                from model_management.checkpoints import load_unet_mapped
+                window = self.budget - sum(e.bytes for k, e in self.entries.items() if k != key)
+                model = load_unet_mapped(path, compute, window, storage)
+                stream = model.unet.host_stream
+                log.info("%s: %.1f GB does not fit the RAM budget of %.1f GB: streaming %.1f GB of it from the "
+                         "file, %.1f GB held", os.path.basename(path), (stream.kept_bytes + stream.streamed_bytes
+                                                                       + stream.owned_bytes) / 1e9,
+                         self.budget / 1e9, stream.streamed_bytes / 1e9, stream.resident_bytes() / 1e9)
+                holder["family"] = model.family
+                return {"unet": model.unet}
+
+            entry = self._remember(key, load)
+            if "family" in holder:
+                entry.info["family"] = holder["family"]
+            return DiffusionModel(ResidentModule(self, key, "unet"), entry.info["family"], path)
 
         def load() -> Dict[str, Any]:
             # read straight into the storage dtype: the load never holds the compute-dtype copy (every UNet
@@ -271,6 +293,14 @@ class ModelResidency:
         if "family" in holder:
             entry.info["family"] = holder["family"]
         return DiffusionModel(ResidentModule(self, key, "unet"), entry.info["family"], path)
+
+    def _too_large(self, path: str, dtype: torch.dtype) -> bool:
+        """Whether a diffusion-model file, held in `dtype`, is larger than the whole RAM budget: then it runs from
+        its memory-mapped file (a file that cannot be mapped is read as usual)."""
+        from model_management.mapped_weights import mappable, stored_bytes
+        if self.budget is None or not mappable(path):
+            return False
+        return stored_bytes(path, lambda stored: dtype) > self.budget
 
     def load_text_encoders(self, paths: list, kind: str, embeddings=None):
         from model_management.model_objects import TextEncoderModel

@@ -28,7 +28,7 @@ import torch
 
 from model_management import detection
 from model_management.model_objects import DiffusionModel, TextEncoderModel, VAEModel, release_device
-from model_management.weight_patches import PatchSpec, _group, _lookup, patched_weight
+from model_management.weight_patches import PatchSpec, _lookup, group_patches, patched_weight
 
 OPEN_CLIP_ROLES = ("clip_h", "clip_g")  # stored in OpenCLIP's layout inside checkpoints
 _HF_TOP = ("embeddings.", "encoder.", "final_layer_norm.")
@@ -52,7 +52,7 @@ def effective_state(module: torch.nn.Module, patches: Iterable[PatchSpec] = ()) 
     state = module.state_dict(keep_vars=True)
     by_tensor: Dict[int, list] = {}
     names: Dict[int, str] = {}
-    for name, items in _group(patches).items():
+    for name, items in group_patches(patches).items():
         param = _lookup(module, name)
         by_tensor.setdefault(id(param), []).extend(items)
         names.setdefault(id(param), name)

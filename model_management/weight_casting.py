@@ -8,7 +8,7 @@ layer holds between forwards.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -26,8 +26,8 @@ def _own_floating(module: torch.nn.Module) -> List[tuple]:
 class _CastHooks:
     """The pre/post forward hooks of one layer: cast in, put back."""
 
-    def __init__(self, compute: torch.dtype) -> None:
-        self.compute = compute
+    def __init__(self, compute: torch.dtype, via: Optional[torch.dtype] = None) -> None:
+        self.compute, self.via = compute, via
         self.stored: Dict[int, list] = {}
 
     def before(self, module: torch.nn.Module, args: tuple) -> None:
@@ -35,7 +35,7 @@ class _CastHooks:
         for kind, key, _ in _own_floating(module):
             value = module._parameters[key].data if kind == "p" else module._buffers[key]
             held.append((kind, key, value))
-            cast = value.to(self.compute)
+            cast = (value.to(self.via) if self.via is not None else value).to(self.compute)
             if kind == "p":
                 module._parameters[key].data = cast
             else:
@@ -51,24 +51,30 @@ class _CastHooks:
         return None
 
 
-def store_in(root: torch.nn.Module, storage: torch.dtype, compute: torch.dtype) -> torch.nn.Module:
+def store_in(root: torch.nn.Module, storage: Optional[torch.dtype], compute: torch.dtype,
+             via: Optional[torch.dtype] = None) -> torch.nn.Module:
     """Convert `root`'s layer weights to `storage` (one tensor at a time) and make every such layer compute in
     `compute` (`root.compute_dtype` tells the network which dtype its activations are in). Layers of other kinds
-    keep their weights in `compute`."""
-    hooks = _CastHooks(compute)
+    keep their weights in `compute`. `storage` None keeps each layer's tensors as they are (weights left in their
+    file, model_management/mapped_weights.py); `via`: round the weights through this dtype as they are cast (an fp8
+    `weight_dtype` asked for a model whose stored weights are kept wider)."""
+    hooks = _CastHooks(compute, via)
     for module in root.modules():
         own = _own_floating(module)
         if not own:
             continue
         castable = isinstance(module, CAST_LAYERS)
         for kind, key, value in own:
-            target = storage if castable else compute
-            if value.dtype != target:
+            target = (storage or value.dtype) if castable else compute
+            rounded = not castable and via is not None  # rounded as an fp8 load rounds every weight
+            if value.dtype != target or rounded:
+                if rounded:
+                    value = value.to(via)
                 if kind == "p":
                     module._parameters[key].data = value.data.to(target)
                 else:
                     module._buffers[key] = value.to(target)
-        if castable and storage != compute:
+        if castable and (via is not None or any(value.dtype != compute for _, _, value in _own_floating(module))):
             module.register_forward_pre_hook(hooks.before)
             module.register_forward_hook(hooks.after, always_call=True)  # also when the forward raises
     root.compute_dtype = compute

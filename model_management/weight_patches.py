@@ -294,7 +294,7 @@ class PatchedWeights:
         cached = self._index
         if cached is None or cached[0]() is not module:
             index: Dict[int, List[Tuple[Patch, float]]] = {}
-            for name, items in _group(self.patches).items():
+            for name, items in group_patches(self.patches).items():
                 index.setdefault(id(_lookup(module, name)), []).extend(items)
             cached = self._index = (weakref.ref(module), index)
         return cached[1]
@@ -310,7 +310,7 @@ Patch = Union[LoraPatch, LohaPatch, LokrPatch, DiffPatch, SlicedPatch, MergePatc
 PatchSpec = Tuple[str, Patch, float]  # (parameter name, patch, strength)
 
 
-def _group(patches: Iterable[PatchSpec]) -> Dict[str, List[Tuple[Patch, float]]]:
+def group_patches(patches: Iterable[PatchSpec]) -> Dict[str, List[Tuple[Patch, float]]]:
     """Patches per parameter name, in order, without the zero-strength ones."""
     grouped: Dict[str, List[Tuple[Patch, float]]] = {}
     for name, patch, strength in patches:
@@ -346,7 +346,7 @@ def patched_weight(weight: torch.Tensor, patches: Sequence[Tuple[Patch, float]],
 def patched_state(params: Union[torch.nn.Module, Mapping[str, torch.Tensor]],
                   patches: Iterable[PatchSpec]) -> Dict[str, torch.Tensor]:
     """The patched values of the touched parameters as new tensors; the module (or mapping) is left as it is."""
-    grouped = _group(patches)
+    grouped = group_patches(patches)
     out: Dict[str, torch.Tensor] = {}
     for name, items in grouped.items():
         weight = _lookup(params, name)
@@ -395,7 +395,7 @@ class WeightPatcher:
         if self._applied:
             raise RuntimeError("patches are already applied; restore() before applying again")
         start = time.perf_counter()
-        grouped = _group(self.patches)
+        grouped = group_patches(self.patches)
         targets: Dict[int, Tuple[str, torch.Tensor, List[Tuple[Patch, float]]]] = {}
         for name, items in grouped.items():  # two names for one tensor (module aliases) patch it once
             param = _lookup(self.module, name)

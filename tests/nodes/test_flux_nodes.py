@@ -149,3 +149,33 @@ def test_fp8_weight_storage_stays_close_to_the_default(engine):
     psnr = 10 * np.log10(255 ** 2 / mse)
     print(f"fp8 storage vs default: {psnr:.1f} dB")
     assert 0 < mse and psnr > 35
+
+
+def test_a_transformer_over_the_ram_budget_streams_from_its_file_with_the_same_image(engine, tiny_models):
+    """--ram-budget smaller than the transformer: UNETLoader leaves it in its mapped file and streams its layers
+    (model_management/host_streaming.py); the image is the one of the ordinary load."""
+    from execution.caches import NoCache
+    from execution.scheduler import Executor
+    from model_management.host_streaming import host_stream_of
+    from model_management.mapped_weights import stored_bytes
+    from model_management.residency import ModelResidency
+
+    def separate():
+        prompt = flux_prompt(["unet", 0], ["clips", 0], ["vae", 0])
+        prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
+                                                                "weight_dtype": "default"}}
+        prompt["clips"] = {"class_type": "DualCLIPLoader", "inputs": {
+            "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}
+        prompt["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}
+        return prompt
+
+    images = []
+    for budget in (1 << 40, stored_bytes(tiny_models.flux("diffusion_model")) // 2):
+        engine.services.models = ModelResidency(ram_budget_bytes=budget)
+        engine.executor = Executor(engine.catalogue, NoCache(), engine.services)
+        outcome, _ = engine.run(separate())
+        assert outcome.status == "success", outcome.error
+        images.append(image(engine, outcome))
+    streamed = [e for k, e in engine.services.models.entries.items() if k[0] == "unet"]
+    assert streamed and host_stream_of(streamed[0].parts["unet"]).forwards > 0
+    assert np.array_equal(images[0], images[1])
