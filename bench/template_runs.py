@@ -131,6 +131,10 @@ def tiny_state(folder: str, name: str, family: str) -> Dict:
             source = make_checkpoint(family)
         prefix = "first_stage_model."
         return {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
+    if folder == "clip_vision" and family == "sdxl":
+        from diffusion.synthetic_clip_vision import make_clip_vision
+        from diffusion.unet import tiny_sdxl_config
+        return make_clip_vision(tiny_sdxl_config().adm_in_channels - 6 * 256)  # the tiny SDXL's pooled width
     if folder == "controlnet" and family in ("sd1", "sdxl"):
         from model_management.synthetic_controlnets import make_controlnet
         return make_controlnet(family)

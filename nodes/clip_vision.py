@@ -40,7 +40,9 @@ class CLIPVisionEncode:
 @node(category="conditioning", display_name="unCLIPConditioning",
       outputs=[Output("CONDITIONING", tooltip="The conditioning with the image added (read by unCLIP models).")])
 class unCLIPConditioning:  # noqa: N801 - ComfyUI's node name
-    """Add an encoded image to conditioning, for unCLIP models (other models ignore it, as in ComfyUI)."""
+    """Add an encoded image to conditioning. SDXL base and refiner take its image embedding, noise-augmented, in
+    place of the pooled text embedding ("revision": diffusion/sampling/unclip.py); models without an image input
+    ignore it, as in ComfyUI."""
     conditioning = Socket("CONDITIONING", tooltip="The conditioning to extend.")
     clip_vision_output = Socket("CLIP_VISION_OUTPUT", tooltip="From CLIP Vision Encode.")
     strength = Float(1.0, min=-10.0, max=10.0, step=0.01, tooltip="How strongly the image guides; 0 leaves the "

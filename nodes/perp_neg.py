@@ -68,9 +68,9 @@ class Guider_PerpNeg(Guider):  # noqa: N801 - ComfyUI's class name
         if neg_scale is not None:
             self.neg_scale = neg_scale
 
-    def guidance(self, shape: Any) -> Guidance:
+    def guidance(self, shape: Any, seed: Optional[int] = None) -> Guidance:
         model = self.model_patcher
-        prep = lambda c: prepare_conditioning(c, shape, model) if c is not None else []  # noqa: E731
+        prep = lambda c: prepare_conditioning(c, shape, model, seed) if c is not None else []  # noqa: E731
         guidance = PerpNegGuidance(model, prep(self.positive), prep(self.negative),
                                    prep(self.conds.get("empty_negative_prompt")), self.cfg, self.neg_scale)
         return guidance

@@ -139,9 +139,9 @@ class Guider:
     def negative(self) -> Any:
         return self.conds.get("negative")
 
-    def guidance(self, shape: Any) -> Guidance:
+    def guidance(self, shape: Any, seed: Optional[int] = None) -> Guidance:
         model = self.model_patcher
-        prep = lambda c: prepare_conditioning(c, shape, model) if c is not None else None  # noqa: E731
+        prep = lambda c: prepare_conditioning(c, shape, model, seed) if c is not None else None  # noqa: E731
         if self.second is None:
             return Guidance(model, prep(self.positive) or [], prep(self.negative), self.cfg,
                             getattr(model, "options", {}).get("cfg_combine"))
@@ -174,7 +174,7 @@ class Guider:
                     sigmas: torch.Tensor, denoise_mask: Optional[torch.Tensor], callback: Optional[Callable],
                     seed: Optional[int]) -> tuple:
         """(samples, last denoised); `callback(step, total, x, denoised)` (our progress callbacks)."""
-        guidance = self._guidance = self.guidance(latent_image.shape)
+        guidance = self._guidance = self.guidance(latent_image.shape, seed)
         denoiser: Any = guidance
         if type(self).predict_noise is not Guider.predict_noise:
             denoiser = _PackDenoiser(self, guidance, seed)

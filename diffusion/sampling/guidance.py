@@ -172,8 +172,11 @@ def _to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t.repeat(math.ceil(batch / t.shape[0]), *([1] * (t.ndim - 1)))[:batch]
 
 
-def _sdxl_y(opts: dict, latent_hw: Tuple[int, int], adm: int, refiner: bool) -> torch.Tensor:
+def _sdxl_y(opts: dict, latent_hw: Tuple[int, int], adm: int, refiner: bool, seed: Optional[int]) -> torch.Tensor:
     pooled = opts.get("pooled_output")
+    if opts.get("unclip_conditioning"):  # revision: the image embedding stands in for the pooled text
+        from diffusion.sampling.unclip import unclip_pooled
+        pooled = unclip_pooled(opts["unclip_conditioning"], seed, adm - (5 if refiner else 6) * 256)  # 1280
     if pooled is None:
         raise ValueError("SDXL needs a pooled text embedding: encode the prompt with an SDXL CLIP")
     height, width = latent_hw[0] * 8, latent_hw[1] * 8
@@ -243,8 +246,10 @@ def _mask(opts: dict, latent_hw: Tuple[int, int], area: Optional[tuple]) -> tupl
     return mask, area
 
 
-def prepare_conditioning(conditioning: list, latent_shape: torch.Size, model: Any) -> List[CondEntry]:
-    """CONDITIONING -> entries fixed for a latent of `latent_shape` [B, C, H, W] and this MODEL."""
+def prepare_conditioning(conditioning: list, latent_shape: torch.Size, model: Any,
+                         seed: Optional[int] = None) -> List[CondEntry]:
+    """CONDITIONING -> entries fixed for a latent of `latent_shape` [B, C, H, W] and this MODEL; `seed` (the
+    sampler's) seeds what conditioning draws itself (unCLIP's noise augmentation)."""
     if not isinstance(conditioning, list):
         raise ValueError("expected CONDITIONING (a list of [tensor, options])")
     latent_hw = (int(latent_shape[2]), int(latent_shape[3]))
@@ -261,7 +266,7 @@ def prepare_conditioning(conditioning: list, latent_shape: torch.Size, model: An
         if pooled_width:
             y = _pooled_y(opts, pooled_width)
         elif config.adm_in_channels:
-            y = _sdxl_y(opts, latent_hw, config.adm_in_channels, model.family.name == "sdxl_refiner")
+            y = _sdxl_y(opts, latent_hw, config.adm_in_channels, model.family.name == "sdxl_refiner", seed)
         area = _area(opts, latent_hw)
         mask, area = _mask(opts, latent_hw, area)
         start = sampling.percent_to_sigma(float(opts.get("start_percent", 0.0)))

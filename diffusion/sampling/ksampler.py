@@ -203,7 +203,7 @@ def _run_callbacks(model: Any):
 def sample(model: Any, noise: torch.Tensor, positive: list, negative: Optional[list], cfg: float,
            sampler: SamplerChoice, sigmas: torch.Tensor, latent: torch.Tensor, seed: int,
            noise_mask: Optional[torch.Tensor] = None, callback: Optional[Callable] = None) -> tuple:
-    guidance = Guidance(model, prepare_conditioning(positive, latent.shape, model),
-                        prepare_conditioning(negative, latent.shape, model) if negative is not None else None,
+    guidance = Guidance(model, prepare_conditioning(positive, latent.shape, model, seed),
+                        prepare_conditioning(negative, latent.shape, model, seed) if negative is not None else None,
                         cfg, model.options.get("cfg_combine"))
     return run_sampler(model, guidance, sampler, sigmas, latent, noise, seed, noise_mask, callback)
