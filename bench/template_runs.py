@@ -135,6 +135,10 @@ def tiny_state(folder: str, name: str, family: str) -> Dict:
         from diffusion.synthetic_clip_vision import make_clip_vision
         from diffusion.unet import tiny_sdxl_config
         return make_clip_vision(tiny_sdxl_config().adm_in_channels - 6 * 256)  # the tiny SDXL's pooled width
+    if folder == "controlnet" and family == "sd3":
+        from diffusion.synthetic_sd3 import make_sd35_controlnet
+        kind = next((k for k in ("canny", "depth", "blur") if k in name.lower()), "blur")
+        return make_sd35_controlnet(kind)
     if folder == "controlnet" and family in ("sd1", "sdxl"):
         from model_management.synthetic_controlnets import make_controlnet
         return make_controlnet(family)

@@ -14,7 +14,7 @@ transformer and VAE and the real CLIP-L / bigG (T5-XXL at full size is 4.7 B par
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
@@ -119,3 +119,31 @@ def text_encoder_file_state(role: str, full: bool = False, seed: int = 0,
     offset = ALL_TEXT.index(role)
     part = t5_state(full, seed + 4, dtype) if role == "t5xxl" else sd3_clip_state(role, full, seed + 2 + offset)
     return {k: _cast(v, dtype).contiguous() for k, v in part.items()}
+
+
+def make_sd35_controlnet(control_type: str = "canny", full: bool = False, layers: Optional[int] = None,
+                         seed: int = 0, dtype: torch.dtype = torch.float32) -> Dict[str, torch.Tensor]:
+    """A random SD3.5 ControlNet in Stability's file layout (diffusion/mmdit/controlnet.py) for the (tiny or full)
+    SD3 transformer of this generator's width: image-only `transformer_blocks`, `controlnet_blocks` (random, not
+    zero, so their effect shows), `pos_embed_input`, diffusers-named `time_text_embed.*`, the file's unused
+    `pos_embed.proj` and the `control_type` scalar (0 blur, 1 canny, 2 depth)."""
+    from diffusion.mmdit.controlnet import CONTROL_TYPES, RENAMES, SD35ControlConfig, SD35ControlNet
+    main = mmdit_config(full)
+    heads = main.hidden_size // 64
+    config = SD35ControlConfig(hidden_size=main.hidden_size, num_heads=heads, layers=layers or max(1, heads // 2),
+                               main_depth=heads, double_y_emb=False, pooled_in=main.pooled_in,
+                               in_channels=main.in_channels, patch_size=main.patch_size, control_type=control_type)
+    torch.manual_seed(seed)
+    network = SD35ControlNet(config)
+    back = {new: old for old, new in RENAMES.items()}
+    state = {}
+    for key, value in network.state_dict().items():
+        for new, old in back.items():
+            if key.startswith(new):
+                key = old + key[len(new):]
+                break
+        state[key] = value.detach().to(dtype).contiguous()
+    state["pos_embed.proj.weight"] = torch.randn(main.hidden_size, main.in_channels, 2, 2).to(dtype)
+    state["pos_embed.proj.bias"] = torch.randn(main.hidden_size).to(dtype)
+    state["control_type"] = torch.tensor(next(k for k, v in CONTROL_TYPES.items() if v == control_type))
+    return state

@@ -4,7 +4,9 @@ Formats, checked in this order (the first that claims a state dict wins):
   - control-LoRA and T2I-adapter: built by diffusion/controlnet/control_lora.py and t2i_adapter.py;
   - diffusers ControlNetModel (`controlnet_cond_embedding.*`, `controlnet_down_blocks.N`, `controlnet_mid_block`):
     renamed to the LDM layout by the published key correspondence, then loaded like a single-file one;
-  - single-file LDM ControlNet (`input_hint_block.N`, `zero_convs.N.0`, ..., optionally under `control_model.`).
+  - single-file LDM ControlNet (`input_hint_block.N`, `zero_convs.N.0`, ..., optionally under `control_model.`);
+  - Stability's SD3.5 ControlNets (`transformer_blocks.N.adaLN_modulation`, `controlnet_blocks.N`,
+    `pos_embed_input`): diffusion/mmdit/controlnet.py; SD3 ControlNets in diffusers' layout are refused by name.
 A "diff" ControlNet stores its encoder weights as the difference from a base UNet and carries a `difference` marker
 key; loading it with a MODEL adds that MODEL's (unpatched) UNet weights to every key the two share.
 """
@@ -20,6 +22,7 @@ from model_management.diffusers_folder import diffusers_unet_key_to_ldm, ldm_une
 from model_management.file_loading import load_state_dict
 
 from diffusion.controlnet import control_lora, t2i_adapter
+from diffusion.mmdit import controlnet as sd3_controlnet
 from diffusion.controlnet.model import (CONTROL_PREFIX, ControlNet, ControlNetControl, detect_controlnet_config,
                                         strip_control_prefix)
 from model_management.detection import describe_other
@@ -158,6 +161,16 @@ def control_model_from_state_dict(sd: Mapping[str, torch.Tensor], source: str = 
         return controlnet_from_ldm(diffusers_to_ldm(sd), source, model)
     if is_ldm_controlnet(sd):
         return controlnet_from_ldm(sd, source, model)
+    if sd3_controlnet.is_sd35_controlnet(sd):
+        try:
+            network = sd3_controlnet.build_sd35_controlnet(dict(sd), os.path.basename(source))
+        except ValueError as exc:
+            raise ValueError(f"{os.path.basename(source) or 'this file'}: {exc}") from None
+        return sd3_controlnet.SD35ControlNetControl(network, source=source)
+    if sd3_controlnet.is_sd3_diffusers_controlnet(sd):
+        raise ValueError(f"{os.path.basename(source) or 'this file'} is an SD3 ControlNet in diffusers' layout "
+                         f"(InstantX-style joint blocks): that format is not supported yet; Stability's SD3.5 "
+                         f"ControlNets (sd3.5_large_controlnet_*) are")
     raise ValueError(f"{os.path.basename(source) or 'this file'} is not a ControlNet, T2I-adapter or control-LoRA: "
                      f"it looks like {describe_other(dict(sd))}")
 

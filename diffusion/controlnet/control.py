@@ -201,16 +201,28 @@ class ControlRuntime:
                              f"ControlNet of the model's family")
 
     def prepared_hint(self, x_in: torch.Tensor, dtype: Optional[torch.dtype] = None,
-                      device: Optional[torch.device] = None) -> torch.Tensor:
-        """The hint for a UNet batch shaped like `x_in`: [B, 3, 8h, 8w] (cached)."""
+                      device: Optional[torch.device] = None, model: Any = None) -> torch.Tensor:
+        """The hint for a UNet batch shaped like `x_in`: [B, 3, 8h, 8w] (cached). A control model that takes
+        its hint as a latent (`hint_in_latent`: SD3.5's) gets the image preprocessed its way, encoded with the
+        apply node's VAE and put in the MODEL's latent space: [B, C, h, w]."""
         batch, h, w = x_in.shape[0], x_in.shape[2], x_in.shape[3]
         device, dtype = device or x_in.device, dtype or x_in.dtype
         key = (batch, h, w, str(device), dtype)
         if self._hint_cache is None or self._hint_cache[0] != key:
             hint = common_upscale(self.hint, w * 8, h * 8, "nearest-exact", "center")
+            if getattr(self.control_model, "hint_in_latent", False):
+                hint = self._latent_hint(hint, model)
             hint = repeat_to_batch_size(hint, batch).to(device=device, dtype=dtype)
             self._hint_cache = (key, hint)
         return self._hint_cache[1]
+
+    def _latent_hint(self, image: torch.Tensor, model: Any) -> torch.Tensor:
+        if self.vae is None:
+            raise ValueError("control_net: this ControlNet needs a VAE but none was provided: connect the vae input "
+                             "of the Apply ControlNet node")
+        image = self.control_model.preprocess_hint(image)
+        latent = self.vae.encode(image.movedim(1, -1))
+        return model.latent_format.process_in(latent.float())
 
     def residuals(self, x_in: torch.Tensor, t: torch.Tensor, entries: Any, sigma: torch.Tensor, *,
                   context: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
@@ -233,6 +245,6 @@ class ControlRuntime:
             return previous
         if self.hint is None:
             raise ValueError("a control was attached without a hint (set_cond_hint was never called)")
-        hint = self.prepared_hint(x_in, dtype=torch.float32)
+        hint = self.prepared_hint(x_in, dtype=torch.float32, model=model)
         out = self.control_model.compute(x_in, t, context, y, hint, model)
         return add_residuals(scale_residuals(out, self.strength), previous)

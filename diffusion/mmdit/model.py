@@ -207,7 +207,9 @@ class MMDiT(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | float, context: torch.Tensor | None,
                 y: torch.Tensor | None = None, control: Mapping[str, Any] | None = None,
                 transformer_options: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
-        """x [B, C, H, W] latents, timesteps [B] (sigma * 1000), context [B, T, context_in], y [B, pooled_in]."""
+        """x [B, C, H, W] latents, timesteps [B] (sigma * 1000), context [B, T, context_in], y [B, pooled_in];
+        control {"output": [residual per joint block]} (diffusion/mmdit/controlnet.py) is added to the image
+        tokens after each block."""
         cfg, dtype, out_dtype = self.config, self.dtype, x.dtype
         batch, _, height, width = x.shape
         p = cfg.patch_size
@@ -229,17 +231,19 @@ class MMDiT(nn.Module):
             raise ValueError("an MMDiT needs text tokens (context)")
         ctx = self.context_embedder(context.to(dtype))
         replace = block_replacements(transformer_options)
+        residuals = list((control or {}).get("output") or [])  # SD3.5 ControlNets: one per joint block
         for index, block in enumerate(self.joint_blocks):
             patch = replace.get(("double_block", index))
             if patch is None:
                 ctx, tokens = block(ctx, tokens, c)
-                continue
-
-            def original(args, block=block):
-                txt, img = block(args["txt"], args["img"], args["vec"])
-                return {"txt": txt, "img": img}
-            out = patch({"img": tokens, "txt": ctx, "vec": c}, {"original_block": original})
-            ctx, tokens = out["txt"], out["img"]
+            else:
+                def original(args, block=block):
+                    txt, img = block(args["txt"], args["img"], args["vec"])
+                    return {"txt": txt, "img": img}
+                out = patch({"img": tokens, "txt": ctx, "vec": c}, {"original_block": original})
+                ctx, tokens = out["txt"], out["img"]
+            if index < len(residuals) and residuals[index] is not None:
+                tokens = tokens + residuals[index].to(tokens)
         out = self.final_layer(tokens, c)  # [B, gh*gw, p*p*C]
         out = out.view(batch, gh, gw, p, p, cfg.out_channels).permute(0, 5, 1, 3, 2, 4)
         out = out.reshape(batch, cfg.out_channels, gh * p, gw * p)

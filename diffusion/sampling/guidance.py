@@ -470,7 +470,8 @@ class Guidance:
             call = ControlCall(x=x, sigma=sig, x_in=self.sampling.calculate_input(sig, x),
                                timestep=self.sampling.timestep(sig).float(), context=context, y=y, concat=concat,
                                batched_number=len(group), transformer_options=transformer_options,
-                               model=self.model, num_input_blocks=self.model.unet.config.num_input_blocks)
+                               model=self.model,
+                               num_input_blocks=getattr(self.model.unet.config, "num_input_blocks", 0))
             control = _control_residuals(top, call, [job[1] for job in group])
         denoised = self._apply(x, sig, context, y, control, concat, cond_or_uncond, transformer_options, guidance)
         return list(denoised.split(batch))
