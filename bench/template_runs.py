@@ -36,7 +36,7 @@ LOADERS = {"CheckpointLoaderSimple": (("ckpt_name",), "checkpoints"),
            "TripleCLIPLoader": (("clip_name1", "clip_name2", "clip_name3"), "text_encoders"),
            "VAELoader": (("vae_name",), "vae"),
            "ControlNetLoader": (("control_net_name",), "controlnet"),
-           "CLIPVisionLoader": (("clip_name",), "clip_vision"),
+           "CLIPVisionLoader": (("clip_name",), "clip_vision"), "StyleModelLoader": (("style_model_name",), "style_models"),
            "LoraLoader": (("lora_name",), "loras"), "LoraLoaderModelOnly": (("lora_name",), "loras"),
            "UpscaleModelLoader": (("model_name",), "upscale_models")}
 
@@ -131,6 +131,12 @@ def tiny_state(folder: str, name: str, family: str) -> Dict:
             source = make_checkpoint(family)
         prefix = "first_stage_model."
         return {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
+    if folder == "clip_vision" and "sigclip" in name.lower():
+        from diffusion.synthetic_clip_vision import make_siglip_vision
+        return make_siglip_vision()
+    if folder == "style_models" and "redux" in name.lower():
+        from diffusion.synthetic_clip_vision import make_redux
+        return make_redux()
     if folder == "clip_vision" and family == "sdxl":
         from diffusion.synthetic_clip_vision import make_clip_vision
         from diffusion.unet import tiny_sdxl_config

@@ -274,10 +274,25 @@ class ClipVisionModel(DeviceFace):
     `encode_image(image, crop)` preprocesses as CLIP was trained (resize, centre crop, normalise) and encodes."""
 
     def __init__(self, encoder: Any, source: str = "") -> None:
-        from diffusion.vision.clip_vision import CLIP_MEAN, CLIP_STD  # noqa: PLC0415
         self._encoder = encoder
         self.source = source
-        self.image_mean, self.image_std = list(CLIP_MEAN), list(CLIP_STD)
+        self._mean_std: Optional[tuple] = None  # set when a pack overrides image_mean / image_std
+
+    @property
+    def image_mean(self) -> list:
+        return list(self._mean_std[0] if self._mean_std else self.encoder.mean)
+
+    @image_mean.setter
+    def image_mean(self, value: Any) -> None:
+        self._mean_std = (list(value), self.image_std)
+
+    @property
+    def image_std(self) -> list:
+        return list(self._mean_std[1] if self._mean_std else self.encoder.std)
+
+    @image_std.setter
+    def image_std(self, value: Any) -> None:
+        self._mean_std = (self.image_mean, list(value))
 
     @property
     def encoder(self) -> Any:

@@ -11,7 +11,7 @@ BUILTIN_MODULES = (
     "image_composite", "image_stitch", "masks", "preview_any", "loaders", "lora", "hypernetwork", "text_encode",
     "conditioning", "latent", "latent_ops", "latent_io", "inpaint", "sampling", "custom_sampling", "model_patches",
     "model_merging", "controlnet", "preprocessors", "upscale", "perp_neg", "gits", "clip_vision", "logic",
-    "skip_layer_guidance",
+    "skip_layer_guidance", "style_model",
 )
 
 

@@ -8,6 +8,11 @@ here by name: OpenCLIP fuses q/k/v into one `in_proj` and stores the projection 
 
 `encode(pixels)` gives what ComfyUI's CLIP_VISION_OUTPUT holds: the last hidden state (before the final norm),
 the penultimate layer's hidden state (what IPAdapter Plus uses), and the projected image embedding.
+
+SigLIP towers (Flux Redux's `sigclip_vision_patch14_384`: transformers' SiglipVisionModel layout, no class token,
+no pre-norm) load as transformers' SiglipVisionModel; their last hidden state is after the final norm (as
+ComfyUI's), normalisation is 0.5 / 0.5, and -- as ComfyUI's tower has neither projection nor pooling head -- the
+"image embedding" is that last hidden state again.
 """
 from __future__ import annotations
 
@@ -20,12 +25,13 @@ from torch import nn
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's published normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)  # SigLIP's: pixels mapped to -1..1
 
 HF_PREFIX = "vision_model."
 OPENCLIP_MARK = "visual.transformer.resblocks.0.attn.in_proj_weight"
 FILE_PREFIXES = ("embedder.model.", "conditioner.embedders.0.open_clip.model.", "clip_vision_model.", "")
 # Heads are not visible in the weights; the published towers use 16 (ViT-B/16: 12).
-HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 16, 1664: 16}
+HEADS_BY_WIDTH = {768: 12, 1024: 16, 1152: 16, 1280: 16, 1664: 16}  # 1152: SigLIP so400m (72 per head)
 _LAYER = re.compile(r"vision_model\.encoder\.layers\.(\d+)\.")
 
 
@@ -101,6 +107,37 @@ def to_transformers_layout(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, to
     return keep, "hf"
 
 
+def is_siglip(state: Dict[str, torch.Tensor]) -> bool:
+    """SigLIP towers (Flux Redux's sigclip_vision_patch14_384) have no class token and no pre-norm."""
+    return (f"{HF_PREFIX}embeddings.patch_embedding.weight" in state
+            and f"{HF_PREFIX}embeddings.class_embedding" not in state and f"{HF_PREFIX}pre_layrnorm.weight" not in state)
+
+
+def derive_siglip_config(state: Dict[str, torch.Tensor], num_heads: Optional[int] = None):
+    """A SiglipVisionConfig from the shapes (a square patch grid, no class token)."""
+    from transformers import SiglipVisionConfig
+    try:
+        patch = state["vision_model.embeddings.patch_embedding.weight"]
+        positions = state["vision_model.embeddings.position_embedding.weight"].shape[0]
+        fc1 = state["vision_model.encoder.layers.0.mlp.fc1.weight"]
+    except KeyError as exc:
+        raise ValueError(f"SigLIP vision weights lack {exc.args[0]}") from None
+    width, _, patch_size, _ = patch.shape
+    grid = round(positions ** 0.5)
+    if grid * grid != positions:
+        raise ValueError(f"SigLIP position embedding has {positions} rows: not a square grid")
+    layers = 1 + max(int(m.group(1)) for k in state for m in [_LAYER.match(k)] if m)
+    heads = num_heads or HEADS_BY_WIDTH.get(width) or (width // 64 if width % 64 == 0 else None)
+    if not heads or width % heads:
+        raise ValueError(f"cannot tell the attention heads of a width-{width} SigLIP tower; pass num_heads")
+    config = SiglipVisionConfig(hidden_size=width, intermediate_size=fc1.shape[0], num_hidden_layers=layers,
+                                num_attention_heads=heads, image_size=grid * patch_size, patch_size=patch_size,
+                                hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, attention_dropout=0.0,
+                                vision_use_head=False)  # ComfyUI's SigLIP tower has no pooling head either
+    config._attn_implementation = "sdpa"
+    return config
+
+
 def derive_config(state: Dict[str, torch.Tensor], num_heads: Optional[int] = None,
                   hidden_act: Optional[str] = None):
     """A CLIPVisionConfig from the shapes. OpenAI's ViT-L/14 (width 1024, 24 layers) uses quick_gelu, the
@@ -133,32 +170,43 @@ def derive_config(state: Dict[str, torch.Tensor], num_heads: Optional[int] = Non
     return config
 
 
+def _tower(model: nn.Module) -> nn.Module:
+    """The vision transformer itself (transformers wraps it as `vision_model`, except SigLIP in recent releases)."""
+    return getattr(model, "vision_model", model)
+
+
 class ClipVisionEncoder(nn.Module):
     """The vision tower with its projection; `encode(pixels)` -> dict of the outputs packs read."""
 
     def __init__(self, model: nn.Module, layout: str) -> None:
         super().__init__()
         self.model = model
-        self.layout = layout
+        self.layout = layout  # "hf", "openclip" or "siglip"
+        self.mean, self.std = (SIGLIP_MEAN, SIGLIP_STD) if layout == "siglip" else (CLIP_MEAN, CLIP_STD)
 
     @classmethod
     def from_state_dict(cls, state: Dict[str, torch.Tensor], *, num_heads: Optional[int] = None,
                         hidden_act: Optional[str] = None, dtype: Optional[torch.dtype] = None) -> "ClipVisionEncoder":
-        from transformers import CLIPVisionModelWithProjection
+        from transformers import CLIPVisionModelWithProjection, SiglipVisionModel
 
         converted, layout = to_transformers_layout(state)
-        config = derive_config(converted, num_heads, hidden_act)
-        if "visual_projection.weight" not in converted:  # a tower saved without its projection: identity
-            converted["visual_projection.weight"] = torch.eye(config.hidden_size)
+        if layout == "hf" and is_siglip(converted):
+            layout, config = "siglip", derive_siglip_config(converted, num_heads)
+        else:
+            config = derive_config(converted, num_heads, hidden_act)
+            if "visual_projection.weight" not in converted:  # a tower saved without its projection: identity
+                converted["visual_projection.weight"] = torch.eye(config.hidden_size)
         dtype = dtype or converted["vision_model.embeddings.patch_embedding.weight"].dtype
         with torch.device("meta"):
-            model = CLIPVisionModelWithProjection(config)
+            model = SiglipVisionModel(config) if layout == "siglip" else CLIPVisionModelWithProjection(config)
+        if not hasattr(model, "vision_model"):  # transformers releases whose SigLIP model has no wrapper level
+            converted = {k[len(HF_PREFIX):] if k.startswith(HF_PREFIX) else k: v for k, v in converted.items()}
         result = model.load_state_dict({k: v.to(dtype) for k, v in converted.items()}, strict=False, assign=True)
         missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
         if missing:
             raise ValueError(f"CLIP vision weights are incomplete; missing {', '.join(missing[:6])}"
                              f"{' ...' if len(missing) > 6 else ''}")
-        embeddings = model.vision_model.embeddings
+        embeddings = _tower(model).embeddings
         embeddings.register_buffer("position_ids", torch.arange(embeddings.num_positions)[None], persistent=False)
         model.eval().requires_grad_(False)
         return cls(model, layout)
@@ -169,13 +217,13 @@ class ClipVisionEncoder(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.vision_model.embeddings.patch_embedding.weight.dtype
+        return _tower(self.model).embeddings.patch_embedding.weight.dtype
 
     @torch.no_grad()
     def hidden(self, pixels: torch.Tensor, intermediate_output: Any = -2) -> tuple:
         """(last hidden state, the hidden state after layer `intermediate_output` -- negative from the end, "all"
         for every layer's stacked, None for none --, image_embeds) of normalised pixels [B, 3, S, S]."""
-        weight = self.model.vision_model.embeddings.patch_embedding.weight
+        weight = _tower(self.model).embeddings.patch_embedding.weight
         out = self.model(pixel_values=pixels.to(device=weight.device, dtype=weight.dtype), output_hidden_states=True)
         layers = out.hidden_states[1:]  # after each layer (the first entry is the embeddings)
         if intermediate_output == "all":
@@ -184,7 +232,9 @@ class ClipVisionEncoder(nn.Module):
             middle = None
         else:
             middle = layers[int(intermediate_output)]
-        return out.last_hidden_state, middle, out.image_embeds
+        # SigLIP: the whole normed last hidden state, as ComfyUI's tower (no projection, no pooling head) gives it
+        embeds = out.last_hidden_state if self.layout == "siglip" else out.image_embeds
+        return out.last_hidden_state, middle, embeds
 
     def encode(self, pixels: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Normalised pixels [B, 3, S, S] -> last_hidden_state, penultimate_hidden_state, image_embeds."""

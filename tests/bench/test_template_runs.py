@@ -10,7 +10,7 @@ MUST_RUN = {"image_sdxl_simple", "sdxl_simple_example", "sdxl_refiner_prompt_exa
             "sd3.5_simple_example", "flux1_krea_dev", "flux_dev_checkpoint_example", "flux_dev_full_text_to_image",
             "flux_fill_inpaint_example", "flux_fill_outpaint_example", "flux_schnell", "flux_schnell_full_text_to_image",
             "flux_canny_model_example", "image_flux.1_fill_dev_OneReward", "sdxl_revision_text_prompts",
-            "sd3.5_large_blur", "sd3.5_large_canny_controlnet_example"}
+            "sd3.5_large_blur", "sd3.5_large_canny_controlnet_example", "flux_redux_model_example"}
 
 
 def test_templates_run_or_say_why_not():
