@@ -163,14 +163,38 @@ def _ignored(key: str) -> bool:
     return key.startswith(detection.IGNORED_PREFIXES) or key.endswith(".position_ids")
 
 
+def _mapped_checkpoint_state(path: str, dtype_for) -> tuple:
+    """(state, metadata, mapping) of a checkpoint whose diffusion model stays in the mapped file: its tensors are
+    views of the map as stored, every other part's converted (read) as usual."""
+    from model_management.mapped_weights import MappedFile
+    mapping = MappedFile(path)
+    state = {}
+    for key in mapping.keys():
+        tensor = mapping.tensor(key)
+        if key.startswith(detection.UNET_PREFIX):
+            state[key] = tensor
+            continue
+        target = dtype_for(key, tensor.dtype)
+        if target == SKIP:
+            continue
+        state[key] = tensor.to(target) if target is not None and tensor.is_floating_point() else tensor.clone()
+    return state, mapping.metadata, mapping
+
+
 def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, want_vae: bool = True,
                     prediction: Optional[str] = None, embeddings=None,
-                    precision: Optional[PrecisionPolicy] = None) -> LoadedCheckpoint:
+                    precision: Optional[PrecisionPolicy] = None,
+                    stream_window: Optional[int] = None) -> LoadedCheckpoint:
     """MODEL, CLIP and VAE from one checkpoint file. `prediction` ("eps"/"v") overrides detection. `precision`:
-    the dtype of each part (default fp32 throughout); tensors are converted as they are read."""
+    the dtype of each part (default fp32 throughout); tensors are converted as they are read. `stream_window`:
+    leave the diffusion model in the memory-mapped file, streaming what does not fit these bytes
+    (model_management/host_streaming.py; for a checkpoint larger than the RAM budget)."""
     precision = precision or PrecisionPolicy.full()
     dtype_for = part_dtypes(precision)
-    if os.path.isdir(path):
+    mapping = None
+    if stream_window is not None:
+        state, metadata, mapping = _mapped_checkpoint_state(path, dtype_for)
+    elif os.path.isdir(path):
         from model_management.diffusers_folder import load_diffusers_folder
         state, metadata = load_diffusers_folder(path)
         convert_state(state, dtype_for)
@@ -188,8 +212,14 @@ def load_checkpoint(path: str, want_model: bool = True, want_clip: bool = True, 
     leftovers = [k for k in state if not k.startswith(tuple(consumed_prefixes)) and not _ignored(k)]
     model = clip = vae = None
     if want_model:
-        model = DiffusionModel(build_unet(pop_prefix(state, detection.UNET_PREFIX), path, precision.unet), family,
-                               path)
+        unet = build_unet(pop_prefix(state, detection.UNET_PREFIX), path, precision.unet,
+                          keep_stored=mapping is not None)
+        if mapping is not None:
+            from model_management.host_streaming import stream_from_file
+            from model_management.weight_casting import store_in
+            store_in(unet, None, precision.unet)
+            stream_from_file(unet, mapping, stream_window)
+        model = DiffusionModel(unet, family, path)
     if want_vae:
         vae_state = pop_prefix(state, family.vae_prefix)
         if not vae_state:

@@ -32,12 +32,12 @@ def mappable(path: str) -> bool:
     return not scaled_fp8.is_scaled(read_safetensors_header(path))
 
 
-def stored_bytes(path: str, dtype_of=None) -> int:
-    """Bytes of a safetensors file's tensors, each in `dtype_of(stored dtype)` (default: as stored), from the
-    header alone."""
+def stored_bytes(path: str, dtype_of=None, include=None) -> int:
+    """Bytes of a safetensors file's tensors (those whose key `include` accepts), each in `dtype_of(stored
+    dtype)` (default: as stored), from the header alone."""
     total = 0
     for key, entry in read_safetensors_header(path).items():
-        if key == "__metadata__" or not isinstance(entry, dict):
+        if key == "__metadata__" or not isinstance(entry, dict) or (include is not None and not include(key)):
             continue
         stored = SAFETENSORS_DTYPES.get(entry.get("dtype"))
         if stored is None:

@@ -227,8 +227,17 @@ class ModelResidency:
         key = self._key("checkpoint", (path,), (prediction, precision))
         holder: Dict[str, Any] = {}
 
+        stream = self._checkpoint_too_large(path, precision)
+
         def load() -> Dict[str, Any]:
-            loaded = load_checkpoint(path, prediction=prediction, embeddings=embeddings, precision=precision)
+            window = None
+            if stream:
+                others = sum(e.bytes for k, e in self.entries.items() if k != key)
+                window = self.budget - others - self._checkpoint_parts_bytes(path, precision)[1]
+            loaded = load_checkpoint(path, prediction=prediction, embeddings=embeddings, precision=precision,
+                                     stream_window=window)
+            if stream:
+                self._log_streaming(path, loaded.model.unet.host_stream)
             holder["loaded"] = loaded
             parts = {"unet": loaded.model.unet, "vae": loaded.vae.vae}
             if loaded.clip is not None:  # files without text encoders (SD3 ones) give no CLIP
@@ -267,11 +276,7 @@ class ModelResidency:
                 from model_management.checkpoints import load_unet_mapped
                 window = self.budget - sum(e.bytes for k, e in self.entries.items() if k != key)
                 model = load_unet_mapped(path, compute, window, storage)
-                stream = model.unet.host_stream
-                log.info("%s: %.1f GB does not fit the RAM budget of %.1f GB: streaming %.1f GB of it from the "
-                         "file, %.1f GB held", os.path.basename(path), (stream.kept_bytes + stream.streamed_bytes
-                                                                       + stream.owned_bytes) / 1e9,
-                         self.budget / 1e9, stream.streamed_bytes / 1e9, stream.resident_bytes() / 1e9)
+                self._log_streaming(path, model.unet.host_stream)
                 holder["family"] = model.family
                 return {"unet": model.unet}
 
@@ -293,6 +298,30 @@ class ModelResidency:
         if "family" in holder:
             entry.info["family"] = holder["family"]
         return DiffusionModel(ResidentModule(self, key, "unet"), entry.info["family"], path)
+
+    def _log_streaming(self, path: str, stream: Any) -> None:
+        log.info("%s: %.1f GB of diffusion model does not fit the RAM budget of %.1f GB: streaming %.1f GB of it "
+                 "from the file, %.1f GB held", os.path.basename(path),
+                 (stream.kept_bytes + stream.streamed_bytes + stream.owned_bytes) / 1e9, self.budget / 1e9,
+                 stream.streamed_bytes / 1e9, stream.resident_bytes() / 1e9)
+
+    def _checkpoint_parts_bytes(self, path: str, precision: Any) -> tuple:
+        """(diffusion model bytes, every other part's bytes) of a single-file checkpoint in their dtypes, from the
+        header alone (EMA copies are never read)."""
+        from model_management.mapped_weights import stored_bytes
+        unet_prefix = "model.diffusion_model."
+        unet = stored_bytes(path, lambda d: precision.unet, include=lambda k: k.startswith(unet_prefix))
+        rest = stored_bytes(path, lambda d: precision.text_encoder,
+                            include=lambda k: not k.startswith((unet_prefix, "model_ema.")))
+        return unet, rest
+
+    def _checkpoint_too_large(self, path: str, precision: Any) -> bool:
+        """Whether a single-file checkpoint is larger than the whole RAM budget: then its diffusion model runs from
+        the memory-mapped file (text encoders and VAE are read as usual)."""
+        from model_management.mapped_weights import mappable
+        if self.budget is None or os.path.isdir(path) or not mappable(path):
+            return False
+        return sum(self._checkpoint_parts_bytes(path, precision)) > self.budget
 
     def _too_large(self, path: str, dtype: torch.dtype) -> bool:
         """Whether a diffusion-model file, held in `dtype`, is larger than the whole RAM budget: then it runs from

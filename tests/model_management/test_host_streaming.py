@@ -134,3 +134,21 @@ def test_a_file_with_unaligned_tensors_still_maps(tmp_path):
     for key, value in load_state_dict(path).items():
         assert torch.equal(mapping.tensor(key), value), key
     assert mapping.span(mapping.tensor("c")) is not None and os.path.getsize(path) == mapping.size
+
+
+def test_a_checkpoint_over_budget_streams_its_diffusion_model_and_reads_the_rest(tiny_models):
+    from model_management.residency import ModelResidency as Residency
+    path = tiny_models.flux("checkpoint")
+    regular = Residency(ram_budget_bytes=1 << 40).load_checkpoint(path)
+    probe = Residency(ram_budget_bytes=1)
+    unet_bytes, rest_bytes = probe._checkpoint_parts_bytes(path, probe.precision)
+    models = Residency(ram_budget_bytes=rest_bytes + unet_bytes // 3)  # the encoders fit, the transformer not
+    loaded = models.load_checkpoint(path)
+    stream = host_stream_of(loaded.model.unet)
+    assert stream is not None and stream.streamed
+    assert host_stream_of(loaded.vae.vae) is None and loaded.clip is not None
+    torch.testing.assert_close(_run(loaded.model), _run(regular.model), rtol=0, atol=0)
+    text, _, _ = loaded.clip.encode("a lighthouse")
+    expected, _, _ = regular.clip.encode("a lighthouse")
+    assert torch.equal(text, expected)
+    assert models.resident_bytes() <= models.budget
