@@ -316,12 +316,12 @@ class ModelResidency:
         return unet, rest
 
     def _checkpoint_too_large(self, path: str, precision: Any) -> bool:
-        """Whether a single-file checkpoint is larger than the whole RAM budget: then its diffusion model runs from
-        the memory-mapped file (text encoders and VAE are read as usual)."""
+        """Whether a single-file checkpoint's diffusion model alone is larger than the whole RAM budget (the rule
+        of bare files): then it runs from the memory-mapped file, and the text encoders and VAE are read as usual."""
         from model_management.mapped_weights import mappable
         if self.budget is None or os.path.isdir(path) or not mappable(path):
             return False
-        return sum(self._checkpoint_parts_bytes(path, precision)) > self.budget
+        return self._checkpoint_parts_bytes(path, precision)[0] > self.budget
 
     def _too_large(self, path: str, dtype: torch.dtype) -> bool:
         """Whether a diffusion-model file, held in `dtype`, is larger than the whole RAM budget: then it runs from
