@@ -271,19 +271,13 @@ class ModelResidency:
         compute = self.precision.unet
         key = self._key("unet", (path,), (compute, storage))
         holder: Dict[str, Any] = {}
-        if self._too_large(path, storage or compute):
-            def load() -> Dict[str, Any]:
-                from model_management.checkpoints import load_unet_mapped
-                window = self.budget - sum(e.bytes for k, e in self.entries.items() if k != key)
-                model = load_unet_mapped(path, compute, window, storage)
-                self._log_streaming(path, model.unet.host_stream)
-                holder["family"] = model.family
-                return {"unet": model.unet}
-
-            entry = self._remember(key, load)
-            if "family" in holder:
-                entry.info["family"] = holder["family"]
-            return DiffusionModel(ResidentModule(self, key, "unet"), entry.info["family"], path)
+        def load_mapped() -> Dict[str, Any]:
+            from model_management.checkpoints import load_unet_mapped
+            window = self.budget - sum(e.bytes for k, e in self.entries.items() if k != key)
+            model = load_unet_mapped(path, compute, window, storage)
+            self._log_streaming(path, model.unet.host_stream)
+            holder["family"] = model.family
+            return {"unet": model.unet}
 
         def load() -> Dict[str, Any]:
             # read straight into the storage dtype: the load never holds the compute-dtype copy (every UNet
@@ -294,7 +288,7 @@ class ModelResidency:
             holder["family"] = model.family
             return {"unet": model.unet}
 
-        entry = self._remember(key, load)
+        entry = self._remember(key, load_mapped if self._too_large(path, storage or compute) else load)
         if "family" in holder:
             entry.info["family"] = holder["family"]
         return DiffusionModel(ResidentModule(self, key, "unet"), entry.info["family"], path)

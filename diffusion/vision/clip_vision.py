@@ -107,6 +107,24 @@ def to_transformers_layout(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, to
     return keep, "hf"
 
 
+def _tower_shapes(state: Dict[str, torch.Tensor], num_heads: Optional[int], what: str) -> tuple:
+    """(width, patch size, position rows, MLP width, layers, heads) of a vision tower in transformers' names."""
+    try:
+        patch = state["vision_model.embeddings.patch_embedding.weight"]
+        positions = state["vision_model.embeddings.position_embedding.weight"].shape[0]
+        fc1 = state["vision_model.encoder.layers.0.mlp.fc1.weight"]
+    except KeyError as exc:
+        raise ValueError(f"{what} weights lack {exc.args[0]}") from None
+    layers = sorted({int(m.group(1)) for k in state for m in [_LAYER.match(k)] if m})
+    if layers != list(range(len(layers))):
+        raise ValueError(f"{what} layers are not numbered 0..n-1 (found {layers[:8]}...)")
+    width, _, patch_size, _ = patch.shape
+    heads = num_heads or HEADS_BY_WIDTH.get(width) or (width // 64 if width % 64 == 0 else None)
+    if not heads or width % heads:
+        raise ValueError(f"cannot tell the attention heads of a width-{width} {what} tower; pass num_heads")
+    return width, patch_size, positions, fc1.shape[0], len(layers), heads
+
+
 def is_siglip(state: Dict[str, torch.Tensor]) -> bool:
     """SigLIP towers (Flux Redux's sigclip_vision_patch14_384) have no class token and no pre-norm."""
     return (f"{HF_PREFIX}embeddings.patch_embedding.weight" in state
@@ -116,21 +134,11 @@ def is_siglip(state: Dict[str, torch.Tensor]) -> bool:
 def derive_siglip_config(state: Dict[str, torch.Tensor], num_heads: Optional[int] = None):
     """A SiglipVisionConfig from the shapes (a square patch grid, no class token)."""
     from transformers import SiglipVisionConfig
-    try:
-        patch = state["vision_model.embeddings.patch_embedding.weight"]
-        positions = state["vision_model.embeddings.position_embedding.weight"].shape[0]
-        fc1 = state["vision_model.encoder.layers.0.mlp.fc1.weight"]
-    except KeyError as exc:
-        raise ValueError(f"SigLIP vision weights lack {exc.args[0]}") from None
-    width, _, patch_size, _ = patch.shape
+    width, patch_size, positions, mlp, layers, heads = _tower_shapes(state, num_heads, "SigLIP")
     grid = round(positions ** 0.5)
     if grid * grid != positions:
         raise ValueError(f"SigLIP position embedding has {positions} rows: not a square grid")
-    layers = 1 + max(int(m.group(1)) for k in state for m in [_LAYER.match(k)] if m)
-    heads = num_heads or HEADS_BY_WIDTH.get(width) or (width // 64 if width % 64 == 0 else None)
-    if not heads or width % heads:
-        raise ValueError(f"cannot tell the attention heads of a width-{width} SigLIP tower; pass num_heads")
-    config = SiglipVisionConfig(hidden_size=width, intermediate_size=fc1.shape[0], num_hidden_layers=layers,
+    config = SiglipVisionConfig(hidden_size=width, intermediate_size=mlp, num_hidden_layers=layers,
                                 num_attention_heads=heads, image_size=grid * patch_size, patch_size=patch_size,
                                 hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, attention_dropout=0.0,
                                 vision_use_head=False)  # ComfyUI's SigLIP tower has no pooling head either
@@ -144,25 +152,13 @@ def derive_config(state: Dict[str, torch.Tensor], num_heads: Optional[int] = Non
     OpenCLIP-trained towers gelu."""
     from transformers import CLIPVisionConfig
 
-    try:
-        patch = state["vision_model.embeddings.patch_embedding.weight"]
-        positions = state["vision_model.embeddings.position_embedding.weight"].shape[0]
-        fc1 = state["vision_model.encoder.layers.0.mlp.fc1.weight"]
-    except KeyError as exc:
-        raise ValueError(f"CLIP vision weights lack {exc.args[0]}") from None
-    layers = sorted({int(m.group(1)) for k in state for m in [_LAYER.match(k)] if m})
-    if layers != list(range(len(layers))):
-        raise ValueError(f"CLIP vision layers are not numbered 0..n-1 (found {layers[:8]}...)")
-    width, _, patch_size, _ = patch.shape
+    width, patch_size, positions, mlp, depth, heads = _tower_shapes(state, num_heads, "CLIP vision")
     grid = round((positions - 1) ** 0.5)
     if grid * grid != positions - 1:
         raise ValueError(f"CLIP vision position embedding has {positions} rows: not a square grid plus a class token")
-    heads = num_heads or HEADS_BY_WIDTH.get(width) or (width // 64 if width % 64 == 0 else None)
-    if not heads or width % heads:
-        raise ValueError(f"cannot tell the attention heads of a width-{width} CLIP vision tower; pass num_heads")
     projection = state.get("visual_projection.weight")
-    act = hidden_act or ("quick_gelu" if (width, len(layers)) == (1024, 24) else "gelu")
-    config = CLIPVisionConfig(hidden_size=width, intermediate_size=fc1.shape[0], num_hidden_layers=len(layers),
+    act = hidden_act or ("quick_gelu" if (width, depth) == (1024, 24) else "gelu")
+    config = CLIPVisionConfig(hidden_size=width, intermediate_size=mlp, num_hidden_layers=depth,
                               num_attention_heads=heads, image_size=grid * patch_size, patch_size=patch_size,
                               projection_dim=projection.shape[0] if projection is not None else width,
                               hidden_act=act, layer_norm_eps=1e-5, attention_dropout=0.0)

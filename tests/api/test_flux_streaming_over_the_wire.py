@@ -3,7 +3,7 @@ runs from its memory-mapped file (host streaming), the job succeeds with its ima
 streamed."""
 import os
 
-from tests.nodes.test_flux_nodes import flux_prompt
+from tests.nodes.test_flux_nodes import separate_files_prompt
 from tests.server_harness import ServerProcess
 
 
@@ -19,12 +19,7 @@ def test_a_flux_job_under_a_small_ram_budget_streams_the_transformer(tmp_path, t
     budget_gb = os.path.getsize(tiny_models.flux("diffusion_model")) / 5 / (1 << 30)  # under its bf16 size too
     server = ServerProcess(tmp_path, packs=(), extra_args=["--ram-budget", f"{budget_gb:.6f}"]).start()
     try:
-        prompt = flux_prompt(["unet", 0], ["clips", 0], ["vae", 0], steps=2)
-        prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
-                                                                "weight_dtype": "default"}}
-        prompt["clips"] = {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}
-        prompt["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}
+        prompt = separate_files_prompt(steps=2)
         status, body = server.post_prompt(prompt)
         assert status == 200, body
         history = server.wait_history(body["prompt_id"], timeout=120)

@@ -43,6 +43,17 @@ def flux_prompt(model, clip, vae, guidance=3.5, steps=3, seed=11):
     }
 
 
+def separate_files_prompt(weight_dtype="default", **kwargs):
+    """flux_prompt from the separate files: UNETLoader, DualCLIPLoader (type flux), VAELoader."""
+    prompt = flux_prompt(["unet", 0], ["clips", 0], ["vae", 0], **kwargs)
+    prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
+                                                            "weight_dtype": weight_dtype}}
+    prompt["clips"] = {"class_type": "DualCLIPLoader", "inputs": {
+        "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}
+    prompt["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}
+    return prompt
+
+
 def checkpoint_prompt(name="flux1-dev-fp8.safetensors", **kwargs):
     prompt = flux_prompt(["ckpt", 0], ["ckpt", 1], ["ckpt", 2], **kwargs)
     prompt["ckpt"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}}
@@ -62,13 +73,7 @@ def test_checkpoint_workflow_is_deterministic_and_guidance_matters(engine):
 
 def test_separate_files_give_the_checkpoints_image(engine):
     bundled, _ = engine.run(checkpoint_prompt())
-    prompt = flux_prompt(["unet", 0], ["clips", 0], ["vae", 0])
-    prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
-                                                            "weight_dtype": "default"}}
-    prompt["clips"] = {"class_type": "DualCLIPLoader", "inputs": {
-        "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}
-    prompt["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}
-    separate, _ = engine.run(prompt)
+    separate, _ = engine.run(separate_files_prompt())
     assert separate.status == "success", separate.error
     assert np.array_equal(image(engine, separate), image(engine, bundled))
 
@@ -136,13 +141,7 @@ def test_fp8_weight_storage_stays_close_to_the_default(engine):
     """UNETLoader weight_dtype fp8_e4m3fn on a Flux transformer: weights kept in fp8, each layer cast as it runs."""
     images = {}
     for weight_dtype in ("default", "fp8_e4m3fn"):
-        prompt = flux_prompt(["unet", 0], ["clips", 0], ["vae", 0])
-        prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
-                                                                "weight_dtype": weight_dtype}}
-        prompt["clips"] = {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}
-        prompt["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}
-        outcome, _ = engine.run(prompt)
+        outcome, _ = engine.run(separate_files_prompt(weight_dtype))
         assert outcome.status == "success", outcome.error
         images[weight_dtype] = image(engine, outcome).astype(np.float64)
     mse = ((images["default"] - images["fp8_e4m3fn"]) ** 2).mean()
@@ -160,20 +159,11 @@ def test_a_transformer_over_the_ram_budget_streams_from_its_file_with_the_same_i
     from model_management.mapped_weights import stored_bytes
     from model_management.residency import ModelResidency
 
-    def separate():
-        prompt = flux_prompt(["unet", 0], ["clips", 0], ["vae", 0])
-        prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
-                                                                "weight_dtype": "default"}}
-        prompt["clips"] = {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}
-        prompt["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}
-        return prompt
-
     images = []
     for budget in (1 << 40, stored_bytes(tiny_models.flux("diffusion_model")) // 2):
         engine.services.models = ModelResidency(ram_budget_bytes=budget)
         engine.executor = Executor(engine.catalogue, NoCache(), engine.services)
-        outcome, _ = engine.run(separate())
+        outcome, _ = engine.run(separate_files_prompt())
         assert outcome.status == "success", outcome.error
         images.append(image(engine, outcome))
     streamed = [e for k, e in engine.services.models.entries.items() if k[0] == "unet"]

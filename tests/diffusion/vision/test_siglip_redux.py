@@ -79,7 +79,7 @@ def test_style_model_apply_appends_the_scaled_tokens():
 
 
 def test_the_redux_workflow_runs_and_the_image_follows_the_reference(tmp_path, tiny_models):
-    from tests.nodes.test_flux_nodes import flux_prompt
+    from tests.nodes.test_flux_nodes import separate_files_prompt
     from tests.nodes.test_model_nodes import ModelEngine
     from tests.nodes.test_sd3_nodes import image
     eng = ModelEngine(tmp_path)
@@ -102,12 +102,7 @@ def test_the_redux_workflow_runs_and_the_image_follows_the_reference(tmp_path, t
             os.path.join(eng.services.paths.input_dir, f"ref{i}.png"))
 
     def prompt(reference=None):
-        p = flux_prompt(["unet", 0], ["clips", 0], ["vae", 0], steps=2)
-        p["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
-                                                           "weight_dtype": "default"}}
-        p["clips"] = {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}}
-        p["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}
+        p = separate_files_prompt(steps=2)
         if reference is not None:
             p["cv"] = {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "sigclip_vision_patch14_384.safetensors"}}
             p["sm"] = {"class_type": "StyleModelLoader", "inputs": {"style_model_name": "flux1-redux-dev.safetensors"}}
