@@ -32,6 +32,10 @@ def mappable(path: str) -> bool:
     return not scaled_fp8.is_scaled(read_safetensors_header(path))
 
 
+def header_keys(path: str) -> list:
+    return [k for k in read_safetensors_header(path) if k != "__metadata__"]
+
+
 def stored_bytes(path: str, dtype_of=None, include=None) -> int:
     """Bytes of a safetensors file's tensors (those whose key `include` accepts), each in `dtype_of(stored
     dtype)` (default: as stored), from the header alone."""

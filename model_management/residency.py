@@ -47,10 +47,11 @@ def parts_bytes(parts: Mapping[str, Any]) -> int:
     from its file (host_streaming.py) counts what it holds at most, not the file."""
     seen, total = set(), 0
     for part in parts.values():
-        stream = getattr(part, "host_stream", None)
-        if stream is not None:
-            total += stream.resident_bytes()
-            continue
+        streamed = [m for m in part.modules() if getattr(m, "host_stream", None) is not None] \
+            if isinstance(part, torch.nn.Module) else []
+        for module in streamed:  # counted by what they hold, their tensors not one by one
+            total += module.host_stream.resident_bytes()
+            seen.update(id(t) for t in _tensors(module))
         for tensor in _tensors(part):
             if id(tensor) not in seen:
                 seen.add(id(tensor))
@@ -293,10 +294,22 @@ class ModelResidency:
             entry.info["family"] = holder["family"]
         return DiffusionModel(ResidentModule(self, key, "unet"), entry.info["family"], path)
 
-    def _log_streaming(self, path: str, stream: Any) -> None:
-        log.info("%s: %.1f GB of diffusion model does not fit the RAM budget of %.1f GB: streaming %.1f GB of it "
-                 "from the file, %.1f GB held", os.path.basename(path),
-                 (stream.kept_bytes + stream.streamed_bytes + stream.owned_bytes) / 1e9, self.budget / 1e9,
+    def _t5_too_large(self, paths: list, kind: str, dtype: torch.dtype) -> Optional[str]:
+        """The T5-XXL file of an SD3 / Flux encoder set that is larger than the whole RAM budget, if any: it runs
+        from its memory-mapped file."""
+        from model_management.mapped_weights import header_keys, mappable, stored_bytes
+        if self.budget is None or kind not in ("sd3", "flux"):
+            return None
+        for path in paths:
+            if mappable(path) and stored_bytes(path, lambda d: dtype) > self.budget and \
+                    any("encoder.block." in k for k in header_keys(path)):
+                return path
+        return None
+
+    def _log_streaming(self, path: str, stream: Any, what: str = "diffusion model") -> None:
+        log.info("%s: %.1f GB of %s does not fit the RAM budget of %.1f GB: streaming %.1f GB of it "
+                 "from the file, %.1f GB held", os.path.basename(path), 
+                 (stream.kept_bytes + stream.streamed_bytes + stream.owned_bytes) / 1e9, what, self.budget / 1e9,
                  stream.streamed_bytes / 1e9, stream.resident_bytes() / 1e9)
 
     def _checkpoint_parts_bytes(self, path: str, precision: Any) -> tuple:
@@ -332,8 +345,18 @@ class ModelResidency:
         key = self._key("clip", tuple(paths), (kind, dtype))
         holder: Dict[str, Any] = {}
 
+        streamed = self._t5_too_large(paths, kind, dtype)
+
         def load() -> Dict[str, Any]:
-            model = load_text_encoder_files(paths, kind, embeddings, dtype)
+            stream = None
+            if streamed is not None:
+                from model_management.mapped_weights import stored_bytes
+                others = sum(e.bytes for k, e in self.entries.items() if k != key)
+                rest = sum(stored_bytes(p, lambda d: dtype) for p in paths if p != streamed)
+                stream = (streamed, self.budget - others - rest)
+            model = load_text_encoder_files(paths, kind, embeddings, dtype, stream_t5=stream)
+            if streamed is not None:
+                self._log_streaming(streamed, model.stack.encoder("t5xxl").model.host_stream, "text encoder")
             holder["family"] = model.family_name
             return {"clip": model.stack}
 

@@ -9,7 +9,7 @@ wider (then deeper) one is bigG; a lone CLIP is bigG when it has bigG's size (32
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -43,12 +43,28 @@ def _is_open_clip(state: dict) -> bool:
 
 
 def load_text_encoder_files(paths: List[str], kind: str, embeddings=None,
-                            dtype: torch.dtype = torch.float32) -> TextEncoderModel:
-    """`dtype`: what the encoders compute in (each tensor converted as it is read)."""
+                            dtype: torch.dtype = torch.float32,
+                            stream_t5: Optional[Tuple[str, int]] = None) -> TextEncoderModel:
+    """`dtype`: what the encoders compute in (each tensor converted as it is read). `stream_t5`: (path, window
+    bytes) of a T5-XXL file larger than the RAM budget, left in its memory-mapped file and streamed
+    (model_management/host_streaming.py; SD3 / Flux only)."""
     from diffusion.text import ClipTextStack
-    states = [_strip(load_state_dict(p, dtype_for=lambda key, stored: dtype)) for p in paths]
+    mapping = None
+    states = []
+    for p in paths:
+        if stream_t5 is not None and p == stream_t5[0]:
+            from model_management.mapped_weights import MappedFile
+            mapping = MappedFile(p)
+            states.append(_strip(mapping.state_dict()))
+        else:
+            states.append(_strip(load_state_dict(p, dtype_for=lambda key, stored: dtype)))
     if kind in ("sd3", "flux"):
-        return _dit_stack(states, paths, embeddings, dtype, kind)
+        model = _dit_stack(states, paths, embeddings, dtype, kind, stored_t5=mapping is not None)
+        if mapping is not None:
+            _stream_t5(model.stack, mapping, stream_t5[1], dtype)
+        return model
+    if mapping is not None:
+        raise ModelFileError(f"{os.path.basename(stream_t5[0])}: only SD3 / Flux T5-XXL files are streamed")
     widths = [_width(s, p) for s, p in zip(states, paths)]
     if kind == "sdxl":
         if len(states) != 2:
@@ -77,7 +93,20 @@ def _layers(state: dict) -> int:
     return sum(1 for k in state if k.endswith(("layer_norm1.weight", "ln_1.weight")))
 
 
-def _dit_stack(states: List[dict], paths: List[str], embeddings, dtype: torch.dtype, kind: str) -> TextEncoderModel:
+def _stream_t5(stack, mapping, window: int, dtype: torch.dtype) -> None:
+    """T5's blocks cast to the compute dtype block by block (its code reads weight dtypes inside a block), its
+    layers beyond `window` streamed from the mapped file."""
+    from model_management.host_streaming import stream_from_file
+    from model_management.weight_casting import store_blockwise
+    t5 = stack.encoder("t5xxl")
+    if t5 is None:
+        raise ModelFileError(f"{os.path.basename(mapping.path)}: not a T5-XXL text encoder")
+    store_blockwise(t5.model, t5.model.encoder.block, dtype)
+    stream_from_file(t5.model, mapping, window)
+
+
+def _dit_stack(states: List[dict], paths: List[str], embeddings, dtype: torch.dtype, kind: str,
+               stored_t5: bool = False) -> TextEncoderModel:
     """SD3's encoders (up to three files) or Flux's (CLIP-L and T5-XXL), each placed in its role by what it
     holds."""
     from diffusion.text.flux_text import FluxTextStack
@@ -101,7 +130,8 @@ def _dit_stack(states: List[dict], paths: List[str], embeddings, dtype: torch.dt
         roles["clip_g" if big else "clip_l"] = clips[0][0]
     stack_kind = SD3TextStack if kind == "sd3" else FluxTextStack
     try:
-        stack = stack_kind.from_role_weights(roles, dtype=dtype, embeddings=embedding_library(embeddings))
+        stack = stack_kind.from_role_weights(roles, dtype=dtype, embeddings=embedding_library(embeddings),
+                                             stored_t5=stored_t5)
     except ValueError as exc:
         raise ModelFileError(f"{names}: {exc}")
     return TextEncoderModel(stack, kind, ";".join(paths))

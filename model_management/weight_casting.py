@@ -79,3 +79,58 @@ def store_in(root: torch.nn.Module, storage: Optional[torch.dtype], compute: tor
             module.register_forward_hook(hooks.after, always_call=True)  # also when the forward raises
     root.compute_dtype = compute
     return root
+
+
+class _BlockCastHooks:
+    """Cast a whole block's tensors on entry and put them back on exit, for networks whose code reads a layer's
+    weight dtype before calling it (transformers' T5 casts its hidden states to `wo.weight.dtype`): inside the
+    block every weight is already in the compute dtype."""
+
+    def __init__(self, compute: torch.dtype) -> None:
+        self.compute = compute
+        self.stored: Dict[int, list] = {}
+
+    def before(self, block: torch.nn.Module, args: tuple) -> None:
+        held = []
+        for module in block.modules():
+            for kind, key, value in _own_floating(module):
+                if value.dtype == self.compute:
+                    continue
+                current = module._parameters[key].data if kind == "p" else value
+                held.append((module, kind, key, current))
+                cast = current.to(self.compute)
+                if kind == "p":
+                    module._parameters[key].data = cast
+                else:
+                    module._buffers[key] = cast
+        self.stored.setdefault(id(block), []).append(held)
+
+    def after(self, block: torch.nn.Module, args: tuple, output) -> None:
+        for module, kind, key, value in self.stored[id(block)].pop():
+            if kind == "p":
+                module._parameters[key].data = value
+            else:
+                module._buffers[key] = value
+        return None
+
+
+def store_blockwise(root: torch.nn.Module, blocks, compute: torch.dtype) -> torch.nn.Module:
+    """Keep the tensors of `blocks` (submodules of `root`) as they are, cast block by block to `compute` as each
+    runs; every other floating tensor of `root` is converted to `compute` now."""
+    blocks = list(blocks)
+    inside = {id(m) for block in blocks for m in block.modules()}
+    for module in root.modules():
+        if id(module) in inside:
+            continue
+        for kind, key, value in _own_floating(module):
+            if value.dtype != compute:
+                if kind == "p":
+                    module._parameters[key].data = value.data.to(compute)
+                else:
+                    module._buffers[key] = value.to(compute)
+    hooks = _BlockCastHooks(compute)
+    for block in blocks:
+        block.register_forward_pre_hook(hooks.before)
+        block.register_forward_hook(hooks.after, always_call=True)
+    root.compute_dtype = compute
+    return root

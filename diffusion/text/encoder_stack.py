@@ -45,8 +45,10 @@ class EncoderStack(nn.Module):
     # -- construction ----------------------------------------------------------------------------------------------
     @classmethod
     def from_role_weights(cls, states: Dict[str, Dict[str, torch.Tensor]], dtype: Optional[torch.dtype] = None,
-                          device=None, embeddings: Optional[Any] = None) -> "EncoderStack":
-        """From each present encoder's weights by role (transformers layout, prefix removed)."""
+                          device=None, embeddings: Optional[Any] = None,
+                          stored_t5: bool = False) -> "EncoderStack":
+        """From each present encoder's weights by role (transformers layout, prefix removed). `stored_t5`: T5
+        takes its tensors as they are (a memory-mapped file's views; cast as it runs, host_streaming.py)."""
         tokenizer = default_tokenizer()
         settings = {s.role: s for s in FAMILIES[cls.family]}
         encoders: List[nn.Module] = []
@@ -55,7 +57,7 @@ class EncoderStack(nn.Module):
             if not state:
                 continue
             if role == "t5xxl":
-                encoders.append(T5TextEncoder.from_weights(state, dtype=dtype, device=device))
+                encoders.append(T5TextEncoder.from_weights(state, dtype=None if stored_t5 else dtype, device=device))
             else:
                 encoders.append(ClipTextEncoder.from_weights(state, settings[role], dtype=dtype, device=device,
                                                              end_id=tokenizer.end_id))

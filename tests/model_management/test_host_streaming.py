@@ -154,3 +154,26 @@ def test_a_checkpoint_over_budget_streams_its_diffusion_model_and_reads_the_rest
     if rest_bytes >= models.budget:  # the encoders took the budget: nothing of the transformer is kept
         assert not stream.kept
     assert Residency(ram_budget_bytes=unet_bytes + 1)._checkpoint_too_large(path, probe.precision) is False
+
+
+def test_a_t5_over_budget_streams_from_its_file_with_the_same_encoding(tiny_models, tmp_path):
+    """An fp16 T5-XXL file computed in fp32: left in the mapped file, each block cast as it runs (transformers'
+    T5 reads its weights' dtype inside a block), the prompt's encoding equal to the ordinary load's."""
+    from model_management.file_loading import load_state_dict as read
+    t5 = str(tmp_path / "t5xxl_fp16.safetensors")
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in read(tiny_models.sd3("t5xxl")).items()}, t5)
+    clip_l = tiny_models.sd3("clip_l")
+    regular = ModelResidency(ram_budget_bytes=1 << 40).load_text_encoders([t5, clip_l], "flux")
+    models = ModelResidency(ram_budget_bytes=stored_bytes(t5, lambda d: torch.float32) // 2)
+    streamed = models.load_text_encoders([t5, clip_l], "flux")
+    module = streamed.stack.encoder("t5xxl").model
+    stream = host_stream_of(module)
+    assert stream is not None and stream.streamed
+    assert module.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16  # kept as stored
+    expected = regular.encode("a lighthouse at dusk")
+    got = streamed.encode("a lighthouse at dusk")
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    from model_management.residency import module_bytes
+    clip_bytes = module_bytes(streamed.stack.encoder("clip_l"))
+    assert stream.forwards > 0 and models.resident_bytes() == clip_bytes + stream.resident_bytes()
+    assert stream.resident_bytes() < stream.owned_bytes + stream.kept_bytes + stream.streamed_bytes
