@@ -118,26 +118,32 @@ def extra_channels(in_channels: Optional[int], latent_channels: int) -> int:
 
 def _flux_concat(opts: dict, latent_shape: torch.Size, model: Any, extra: int) -> torch.Tensor:
     """Flux's extra input channels: the conditioning image's latent (zeros without one) in the model's latent
-    format, and for Fill models the mask at pixel resolution folded into 64 channels (8 x 8 pixels per latent cell;
-    ones without a mask) after it."""
+    format, and for Fill models the mask at pixel resolution folded into 64 channels (8 x 8 pixels per latent cell)
+    after it. Without a concat_mask the Fill channels are left off here: the sampler completes them with its noise
+    mask (ones without one), as the reference falls back to the denoise mask (`Guidance._concat_for`)."""
     b, c, h, w = (int(n) for n in latent_shape)
     image = opts.get("concat_latent_image")
     image = torch.zeros(1, c, h, w) if image is None else _resize(image.float(), (h, w))
     image = model.latent_format.process_in(image)
-    if extra == FLUX_IMAGE_EXTRA:
-        return image
     mask = opts.get("concat_mask")
-    if mask is None:
-        mask = torch.ones(1, 1, h * 8, w * 8)
-    else:
-        mask = mask.float()
-        mask = mask[None, None] if mask.ndim == 2 else (mask[:, None] if mask.ndim == 3 else mask.mean(1, True))
-        mask = _resize(mask, (h * 8, w * 8))
-    mask = F.pixel_unshuffle(mask, 8)  # [B, 64, h, w]: channel 8i + j is pixel (i, j) of each cell
+    if extra == FLUX_IMAGE_EXTRA or mask is None:
+        return image
+    mask = mask.float()
+    mask = mask[None, None] if mask.ndim == 2 else (mask[:, None] if mask.ndim == 3 else mask.mean(1, True))
+    return with_fill_mask(image, mask)
+
+
+def with_fill_mask(image: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """A Flux Fill model's extra channels: the image latent [B, 16, h, w] and the mask ([B, 1, *, *] at any
+    resolution, None: ones) resized to the pixels (bilinear) and folded into 64 channels (channel 8i + j is pixel
+    (i, j) of each latent cell), batched alike."""
+    h, w = image.shape[-2:]
+    mask = torch.ones(1, 1, h * 8, w * 8) if mask is None else _resize(mask.float(), (h * 8, w * 8))
+    mask = F.pixel_unshuffle(mask, 8)
     if mask.shape[0] != image.shape[0]:
         batch = max(mask.shape[0], image.shape[0])
         mask, image = _to_batch(mask, batch), _to_batch(image, batch)
-    return torch.cat([image, mask], dim=1)
+    return torch.cat([image, mask.to(image)], dim=1)
 
 
 def _concat(opts: dict, latent_shape: torch.Size, model: Any) -> Optional[torch.Tensor]:
@@ -521,6 +527,10 @@ class Guidance:
                 if self.full_shape is None:
                     raise ValueError("inpainting model: the latent shape is unknown (call predict first)")
                 source = self.default_concat(self.full_shape, crop)
+            elif source.shape[1] == FLUX_IMAGE_EXTRA and crop.shape[1] == 16 and \
+                    self.in_channels == 16 + FLUX_FILL_EXTRA:  # Flux Fill without a concat_mask
+                noise_mask = self.inpaint_source[1] if self.inpaint_source is not None else None
+                source = with_fill_mask(source, None if noise_mask is None else noise_mask.float().mean(1, True))
             parts.append(_to_batch(source[:, :, top:top + h, left:left + w], batch).to(crop))
         return torch.cat(parts)
 

@@ -41,3 +41,31 @@ def test_previews_use_all_sixteen_channels(family):
     expected = ((expected + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8)
     assert torch.equal(latent_to_rgb(latent, family), expected)
     assert not torch.equal(latent_to_rgb(latent, family), project_to_rgb(latent, *RGB_FACTORS["sd"]))
+
+
+def test_flux_fill_without_a_concat_mask_takes_the_noise_mask(tmp_path):
+    """A Flux Fill model given no concat_mask sees the sampler's noise mask in its 64 mask channels (pixel
+    resolution, bilinear, folded 8 x 8), ones without a noise mask -- the reference's fallback to the denoise
+    mask."""
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    from diffusion.sampling.ksampler import SamplerChoice, calculate_sigmas, sample
+    from diffusion.synthetic_flux import make_flux_checkpoint
+    path = str(tmp_path / "flux1-fill-dev.safetensors")
+    save_file(make_flux_checkpoint(text=(), extra_channels=80), path)
+    model = load_checkpoint(path, want_clip=False, want_vae=False).model
+    seen = []
+    model.unet.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, 32:].clone()))
+    latent = torch.zeros(1, 16, 8, 8)
+    positive = [[torch.zeros(1, 4, 256), {"pooled_output": torch.zeros(1, 64)}]]
+    sigmas = calculate_sigmas(model, "simple", 2, 1.0, "euler")
+    noise_mask = torch.zeros(1, 1, 8, 8)
+    noise_mask[..., 2:6, 3:7] = 1.0
+    for mask in (noise_mask, None):
+        seen.clear()
+        sample(model, torch.randn(1, 16, 8, 8), positive, None, 1.0, SamplerChoice("euler"), sigmas, latent, 0,
+               mask)
+        expected = torch.ones(1, 1, 64, 64) if mask is None else \
+            F.interpolate(noise_mask, size=(64, 64), mode="bilinear", align_corners=False)
+        assert seen and torch.allclose(seen[0], F.pixel_unshuffle(expected, 8))
