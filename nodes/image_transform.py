@@ -99,6 +99,29 @@ class ImageScaleToTotalPixels:
                                "disabled").movedim(1, -1),)
 
 
+@node(category="image/upscaling", display_name="Scale Image to Max Dimension",
+      outputs=[Output("IMAGE", tooltip="The images with their longer side at largest_size.")])
+class ImageScaleToMaxDimension:
+    """Resize images, keeping their aspect ratio, so that the longer side is `largest_size` pixels."""
+    image = Socket("IMAGE", tooltip="The images to resize.")
+    upscale_method = Combo(["area", "lanczos", "bilinear", "nearest-exact", "bicubic"], tooltip=_METHOD_TIP)
+    largest_size = Int(512, min=0, max=MAX_RESOLUTION, step=1, tooltip="The longer side in pixels (the shorter "
+                       "is scaled alike and rounded).")
+
+    def run(self, ctx, image, upscale_method, largest_size):
+        h, w = image.shape[1], image.shape[2]
+        if h > w:
+            width, height = round(w / h * largest_size), largest_size
+        elif w > h:
+            width, height = largest_size, round(h / w * largest_size)
+        else:
+            width = height = largest_size
+        if width < 1 or height < 1:
+            raise ValueError(f"largest_size: {largest_size} leaves a {width}x{height} image from {w}x{h}")
+        return (common_upscale(image.movedim(-1, 1), int(width), int(height), upscale_method,
+                               "disabled").movedim(1, -1),)
+
+
 @node(category="image/transform", display_name="Resize And Pad Image",
       outputs=[Output("IMAGE", tooltip="The images fitted into the target size, padded around.")])
 class ResizeAndPadImage:
@@ -137,5 +160,5 @@ class GetImageSize:
         return (width, height, batch)
 
 
-NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, GetImageSize, ResolutionSelector,
+NODES = [ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageScaleToMaxDimension, GetImageSize, ResolutionSelector,
          ResizeAndPadImage]

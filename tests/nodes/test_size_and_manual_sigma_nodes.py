@@ -114,3 +114,17 @@ def test_total_pixels_resamples_as_common_upscale_does_without_clamping_bicubic(
     expected = common_upscale(image.movedim(-1, 1), 32, 32, "bicubic", "disabled").movedim(1, -1)
     assert out.shape == (1, 32, 32, 3) and torch.equal(out, expected)
     assert out.max() > 1.0 and out.min() < 0.0
+
+
+def test_image_scale_to_max_dimension_keeps_the_aspect_ratio():
+    import torch.nn.functional as F
+    from nodes.image_transform import ImageScaleToMaxDimension
+    node = ImageScaleToMaxDimension()
+    tall, wide, square = torch.rand(1, 30, 20, 3), torch.rand(2, 20, 30, 3), torch.rand(1, 8, 8, 3)
+    assert node.run(None, tall, "bilinear", 45)[0].shape == (1, 45, 30, 3)
+    assert node.run(None, wide, "area", 45)[0].shape == (2, 30, 45, 3)
+    out = node.run(None, square, "nearest-exact", 16)[0]
+    assert out.shape == (1, 16, 16, 3)
+    assert torch.equal(out, F.interpolate(square.movedim(-1, 1), size=(16, 16), mode="nearest-exact").movedim(1, -1))
+    with pytest.raises(ValueError, match="largest_size: 0"):
+        node.run(None, tall, "bilinear", 0)
