@@ -4,7 +4,7 @@ import ast
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("graph", "execution", "diffusion", "model_management", "nodes", "compat", "api")
+PACKAGES = ("graph", "execution", "diffusion", "model_management", "nodes", "compat", "scaleout", "api")
 # What each layer may import besides itself.
 ALLOWED = {
     "graph": set(),
@@ -13,6 +13,7 @@ ALLOWED = {
     "model_management": {"diffusion"},
     "nodes": {"graph", "execution", "diffusion", "model_management"},
     "compat": {"graph", "execution", "diffusion", "model_management", "nodes"},
+    "scaleout": {"graph", "execution", "diffusion", "model_management", "nodes", "compat"},
     "api": {"graph", "execution", "diffusion", "model_management", "nodes", "compat"},
 }
 

@@ -1,0 +1,116 @@
+"""Which pending job an idle worker takes: model and cache affinity first, spreading only when a queue backs up.
+
+The front keeps the queue; a worker that falls idle asks for work (pull), so "the least-loaded worker" is always the
+one asking. What a job needs is read from its prompt: the model files its inputs name, and the cache keys of its
+nodes (the same keys the scheduler computes, without IS_CHANGED fingerprints, so nodes that define one simply match
+less). A worker holds files (its residency reports them after each job) and cached outputs (their keys).
+
+The rule, for the idle worker W and the pending jobs in queue order:
+- a job that W holds at least as well as every other worker does is W's (holds its models / its cached outputs);
+- a job nobody holds goes to W (least loaded);
+- a job that a busy worker holds better waits for it, unless `spread_after` or more pending jobs are already
+  waiting for that worker: then W takes it and loads its models too (a long queue is worth a second copy);
+- a job that another idle worker holds better is left for that worker.
+Everything here is pure (no Ray, no I/O), so the policy is tested on its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, FrozenSet, Optional, Sequence, Tuple
+
+from execution.cache_keys import KeyComputer
+from graph.prompt import link_parts
+
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+
+
+def job_files(prompt: Dict[str, dict]) -> FrozenSet[str]:
+    """The model files a prompt names: every literal string input that ends in a model file extension, with
+    forward slashes (a file in a subfolder is named `sub/name.safetensors`, as the loaders' choices list it)."""
+    names = set()
+    for node in prompt.values():
+        for value in (node.get("inputs") or {}).values():
+            if isinstance(value, str) and value.lower().endswith(MODEL_EXTENSIONS):
+                names.add(value.replace("\\", "/"))
+    return frozenset(names)
+
+
+class _PromptGraph:
+    """The two questions KeyComputer asks of a graph, answered by a bare API-format prompt."""
+
+    def __init__(self, prompt: Dict[str, dict]) -> None:
+        self.prompt = prompt
+
+    def get_node(self, node_id: str) -> dict:
+        node = self.prompt[node_id]
+        return {"class_type": node.get("class_type"), "inputs": node.get("inputs") or {}}
+
+    def has_node(self, node_id: str) -> bool:
+        return node_id in self.prompt
+
+
+def job_keys(prompt: Dict[str, dict], catalogue: Any) -> FrozenSet[str]:
+    """The cache keys of a prompt's nodes (links to missing nodes just stay literal text)."""
+    computer = KeyComputer(_PromptGraph(prompt), catalogue)
+    keys = set()
+    for node_id, node in prompt.items():
+        if isinstance(node, dict) and isinstance(node.get("class_type"), str):
+            keys.add(computer.key(node_id))
+    return frozenset(keys)
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    prompt_id: str
+    files: FrozenSet[str] = frozenset()
+    keys: FrozenSet[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    name: str
+    busy: bool = False
+    files: FrozenSet[str] = frozenset()  # model files it holds (or is loading for its running job)
+    keys: FrozenSet[str] = frozenset()  # cache keys of the outputs it holds
+
+
+@dataclass(frozen=True)
+class Route:
+    """A decision, as the job's history entry records it."""
+    prompt_id: str
+    worker: str
+    reason: str
+    detail: Dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict:
+        return {"worker": self.worker, "reason": self.reason, **self.detail}
+
+
+def affinity(worker: WorkerView, job: PendingJob) -> Tuple[int, int]:
+    """(model files of the job it holds, cached node outputs of the job it holds): compared as a pair."""
+    return len(job.files & worker.files), len(job.keys & worker.keys)
+
+
+def pick_job(idle: WorkerView, pending: Sequence[PendingJob], workers: Sequence[WorkerView],
+             spread_after: int = 3) -> Optional[Route]:
+    """The job `idle` should take now, with why; None when every pending job is better left for another worker."""
+    others = [w for w in workers if w.name != idle.name]
+    waiting_for: Dict[str, int] = {}  # pending jobs seen so far that wait for a busy worker holding them
+    for job in pending:
+        mine = affinity(idle, job)
+        scored = [(affinity(w, job), w) for w in others]
+        best = max((score for score, _ in scored), default=(0, 0))
+        if mine >= best:
+            if mine == (0, 0):
+                return Route(job.prompt_id, idle.name, "least loaded")
+            return Route(job.prompt_id, idle.name, "holds models" if mine[0] else "holds cached outputs",
+                         {"files": sorted(job.files & idle.files), "cached_nodes": mine[1]})
+        leaders = [w for score, w in scored if score == best]
+        if any(not w.busy for w in leaders):
+            continue  # an idle worker that holds it better will take it
+        holder = leaders[0]
+        waiting_for[holder.name] = waiting_for.get(holder.name, 0) + 1
+        if waiting_for[holder.name] > spread_after:
+            return Route(job.prompt_id, idle.name, "spread",
+                         {"held_by": holder.name, "waiting": waiting_for[holder.name] - 1})
+    return None

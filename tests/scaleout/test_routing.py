@@ -1,0 +1,72 @@
+"""The scale-out routing policy (scaleout/routing.py), on its own: what a job needs, and which job an idle worker
+takes."""
+from scaleout.routing import PendingJob, WorkerView, job_files, job_keys, pick_job
+from nodes import builtin_catalogue
+
+TXT2IMG = {
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15/tiny.safetensors"}},
+    "10": {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": "style.pt",
+                                                 "strength_model": 1.0, "strength_clip": 1.0}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo.png of a cat", "clip": ["10", 1]}},
+}
+
+
+def test_job_files_are_the_model_names_its_inputs_give():
+    assert job_files(TXT2IMG) == {"sd15/tiny.safetensors", "style.pt"}
+    assert job_files({"1": {"class_type": "X", "inputs": {"path": "sub\\a.SAFETENSORS", "n": 3}}}) == \
+        {"sub/a.SAFETENSORS"}
+
+
+def test_job_keys_follow_the_graph_not_the_node_ids():
+    catalogue = builtin_catalogue()
+    renamed = {str(int(k) + 100): {"class_type": v["class_type"],
+                                   "inputs": {n: ([str(int(x[0]) + 100), x[1]] if isinstance(x, list) else x)
+                                              for n, x in v["inputs"].items()}} for k, v in TXT2IMG.items()}
+    assert job_keys(TXT2IMG, catalogue) == job_keys(renamed, catalogue)
+    changed = {**TXT2IMG, "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a dog", "clip": ["10", 1]}}}
+    shared = job_keys(TXT2IMG, catalogue) & job_keys(changed, catalogue)
+    assert len(shared) == 2  # the loader and the LoRA; the encoder's text differs
+
+
+def jobs(*files):
+    return [PendingJob(f"j{i}", frozenset({f}) if f else frozenset()) for i, f in enumerate(files)]
+
+
+def test_a_worker_takes_the_first_job_whose_models_it_holds():
+    a = WorkerView("a", files=frozenset({"one.safetensors"}))
+    b = WorkerView("b", busy=True, files=frozenset({"two.safetensors"}))
+    route = pick_job(a, jobs("two.safetensors", "one.safetensors"), [a, b])
+    assert (route.prompt_id, route.reason, route.detail["files"]) == ("j1", "holds models", ["one.safetensors"])
+
+
+def test_a_job_nobody_holds_goes_to_the_idle_worker():
+    a, b = WorkerView("a"), WorkerView("b", busy=True, files=frozenset({"two.safetensors"}))
+    route = pick_job(a, jobs("two.safetensors", "three.safetensors"), [a, b])
+    assert (route.prompt_id, route.reason) == ("j1", "least loaded")
+    assert pick_job(a, jobs(None), [a, b]).reason == "least loaded"
+
+
+def test_a_job_held_by_another_idle_worker_is_left_to_it():
+    a, b = WorkerView("a"), WorkerView("b", files=frozenset({"two.safetensors"}))
+    assert pick_job(a, jobs("two.safetensors"), [a, b]) is None
+    assert pick_job(b, jobs("two.safetensors"), [a, b]).worker == "b"
+
+
+def test_jobs_wait_for_their_busy_holder_until_the_queue_backs_up():
+    a, b = WorkerView("a"), WorkerView("b", busy=True, files=frozenset({"two.safetensors"}))
+    assert pick_job(a, jobs(*["two.safetensors"] * 3), [a, b], spread_after=3) is None
+    route = pick_job(a, jobs(*["two.safetensors"] * 4), [a, b], spread_after=3)
+    assert (route.prompt_id, route.reason, route.detail) == ("j3", "spread", {"held_by": "b", "waiting": 3})
+    assert pick_job(a, jobs("two.safetensors"), [a, b], spread_after=0).reason == "spread"
+
+
+def test_cached_outputs_count_after_model_files():
+    keys = frozenset({"k1", "k2"})
+    a = WorkerView("a", files=frozenset({"m.safetensors"}))
+    b = WorkerView("b", busy=True, files=frozenset({"m.safetensors"}), keys=keys)
+    job = [PendingJob("j", frozenset({"m.safetensors"}), keys)]
+    assert pick_job(a, job, [a, b]) is None  # b holds the model and the cached nodes
+    route = pick_job(b.__class__("b", files=b.files, keys=keys), job, [a, b])
+    assert (route.reason, route.detail["cached_nodes"]) == ("holds models", 2)
+    c = WorkerView("c", keys=keys)
+    assert pick_job(c, [PendingJob("j", frozenset(), keys)], [c, a]).reason == "holds cached outputs"
