@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_seq INTEGER,
     outputs TEXT,
     messages TEXT,
-    meta TEXT
+    meta TEXT,
+    route TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, number);
 CREATE INDEX IF NOT EXISTS jobs_history ON jobs (finished_seq);
@@ -79,6 +80,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9)
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "route" not in columns:  # a database from before scale-out
+            self._db.execute("ALTER TABLE jobs ADD COLUMN route TEXT")
         self.recovered: List[str] = self._recover(requeue_running)
         top = self._db.execute("SELECT MAX(ABS(number)) FROM jobs").fetchone()[0] or 0
         self._number = int(top) + 1  # in memory: numbers only order the queue, the rows hold them durably
@@ -155,17 +159,51 @@ class JobStore:
                     return None
                 self._changed.wait(remaining)
 
+    def pending(self) -> List[QueuedJob]:
+        """The pending jobs in queue order (a scale-out front chooses among them)."""
+        with self._lock:
+            return self._items(PENDING)
+
+    def claim(self, prompt_id: str) -> Optional[QueuedJob]:
+        """That pending job, marked running; None if it is no longer pending (deleted, or taken)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT number, prompt_id, prompt, extra_data, outputs_to_execute, client_id FROM jobs "
+                "WHERE status=? AND prompt_id=?", (PENDING, prompt_id)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("UPDATE jobs SET status=?, started_at=? WHERE prompt_id=?",
+                             (RUNNING, time.time(), prompt_id))
+            return QueuedJob(row[0], row[1], json.loads(row[2]), json.loads(row[3]), json.loads(row[4]), row[5])
+
+    def requeue(self, prompt_id: str, route: Optional[dict] = None) -> bool:
+        """Put a running job back in the queue at its old place (its worker died under it), keeping `route`
+        (the attempts so far) for its history entry. False if it was not running."""
+        with self._lock:
+            changed = self._db.execute("UPDATE jobs SET status=?, started_at=NULL, route=? WHERE prompt_id=? AND "
+                                       "status=?", (PENDING, json.dumps(route) if route is not None else None,
+                                                    prompt_id, RUNNING)).rowcount
+            self._changed.notify_all()
+            return bool(changed)
+
+    def route_of(self, prompt_id: str) -> Optional[dict]:
+        with self._lock:
+            row = self._db.execute("SELECT route FROM jobs WHERE prompt_id=?", (prompt_id,)).fetchone()
+            return json.loads(row[0]) if row and row[0] else None
+
     def wake(self) -> None:
         with self._lock:
             self._changed.notify_all()
 
     def finish(self, prompt_id: str, status: str, outputs: dict, messages: list,
-               meta: Optional[dict] = None) -> None:
+               meta: Optional[dict] = None, route: Optional[dict] = None) -> None:
+        """Record a finished job; `route` (scale-out: the worker and why, the attempts) joins its history entry."""
         with self._lock:
             self._db.execute("UPDATE jobs SET status=?, finished_at=?, finished_seq=?, outputs=?, messages=?, "
-                             "meta=? WHERE prompt_id=?",
+                             "meta=?, route=COALESCE(?, route) WHERE prompt_id=?",
                              (status, time.time(), self._seq, json.dumps(outputs, default=repr),
-                              json.dumps(messages, default=repr), json.dumps(meta or {}), prompt_id))
+                              json.dumps(messages, default=repr), json.dumps(meta or {}),
+                              json.dumps(route) if route is not None else None, prompt_id))
             self._seq += 1
             self._history_count += 1
             self._enforce_retention()
@@ -211,18 +249,21 @@ class JobStore:
 
     # -- history ---------------------------------------------------------------------------------------------------
     _HISTORY_COLUMNS = ("number, prompt_id, prompt, extra_data, outputs_to_execute, status, outputs, messages, meta, "
-                        "created_at, started_at, finished_at, client_id")
+                        "created_at, started_at, finished_at, client_id, route")
 
     def _history_entry(self, row: tuple) -> Tuple[str, dict]:
         number, prompt_id, prompt, extra, outs, status, outputs, messages, meta = row[:9]
         item = QueuedJob(number, prompt_id, json.loads(prompt), json.loads(extra), json.loads(outs), None).item()
-        return prompt_id, {
+        entry = {
             "prompt": item,
             "outputs": json.loads(outputs or "{}"),
             "status": {"status_str": "success" if status == SUCCESS else "error",
                        "completed": status == SUCCESS, "messages": json.loads(messages or "[]")},
             "meta": json.loads(meta or "{}"),
         }
+        if row[13]:  # run by a scale-out worker: which one, why, and any earlier attempt
+            entry["worker"] = json.loads(row[13])
+        return prompt_id, entry
 
     def history(self, max_items: Optional[int] = None, offset: Optional[int] = None) -> Dict[str, dict]:
         """Finished jobs, oldest first. No offset with max_items: the newest `max_items`."""

@@ -83,3 +83,40 @@ def test_jobs_listing(tmp_path):
     assert total == 2 and [j["id"] for j in jobs] == ["c"]
     assert store.job("b")["status"] == "pending" and store.job("nope") is None
     assert store.delete_pending(["b"]) == 1 and store.clear_pending() == 1
+
+
+def test_a_front_claims_any_pending_job_and_requeues_one_whose_worker_died(tmp_path):
+    store = store_at(tmp_path)
+    for name in "abc":
+        store.enqueue(name, {"n": name}, {}, ["1"])
+    assert [j.prompt_id for j in store.pending()] == ["a", "b", "c"]
+    assert store.claim("b").prompt_id == "b" and store.claim("b") is None  # taken once only
+    assert store.status_of("b") == "running" and [j.prompt_id for j in store.pending()] == ["a", "c"]
+    attempts = {"attempts": [{"worker": "w0", "error": "ActorDiedError"}]}
+    assert store.requeue("b", attempts) and not store.requeue("b")  # only a running job goes back
+    assert [j.prompt_id for j in store.pending()] == ["a", "b", "c"]  # at its old place
+    assert store.route_of("b") == attempts
+    store.claim("b")
+    store.finish("b", SUCCESS, {}, [], route={**attempts, "worker": "w1", "reason": "least loaded"})
+    entry = store.history_entry("b")
+    assert entry["worker"] == {"attempts": [{"worker": "w0", "error": "ActorDiedError"}], "worker": "w1",
+                               "reason": "least loaded"}
+    store.claim("a")
+    store.finish("a", SUCCESS, {}, [])
+    assert "worker" not in store.history_entry("a")  # the single-process server adds nothing
+
+
+def test_a_database_from_before_scale_out_gains_the_route_column(tmp_path):
+    import sqlite3
+    path = str(tmp_path / "jobs.db")
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE jobs (prompt_id TEXT PRIMARY KEY, number REAL NOT NULL, status TEXT NOT NULL, "
+                "prompt TEXT NOT NULL, extra_data TEXT NOT NULL, outputs_to_execute TEXT NOT NULL, client_id TEXT, "
+                "created_at REAL NOT NULL, started_at REAL, finished_at REAL, finished_seq INTEGER, outputs TEXT, "
+                "messages TEXT, meta TEXT)")
+    old.execute("INSERT INTO jobs VALUES ('old', 1, 'success', '{}', '{}', '[]', NULL, 0, 0, 0, 1, '{}', '[]', "
+                "'{}')")
+    old.commit()
+    old.close()
+    store = JobStore(path)
+    assert store.history_entry("old")["outputs"] == {} and "worker" not in store.history_entry("old")
