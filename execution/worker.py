@@ -131,12 +131,7 @@ class Worker:
         except Exception as exc:  # a bug in the engine: the job fails, the worker lives on
             log.error("job %s failed inside the engine:\n%s", queued.prompt_id, traceback.format_exc())
             status, outputs, meta = ERROR, {}, {}
-            messages = [["execution_error", {"prompt_id": queued.prompt_id, "node_id": None, "node_type": None,
-                                             "exception_type": type(exc).__name__,
-                                             "exception_message": f"internal error: {exc}",
-                                             "traceback": client_traceback(exc), "executed": [],
-                                             "current_inputs": {}, "current_outputs": [],
-                                             "timestamp": int(time.time() * 1000)}]]
+            messages = [["execution_error", internal_error(queued.prompt_id, exc)]]
             sink.send("execution_error", dict(messages[0][1]))
         _log_outcome(queued.prompt_id, status, messages, time.monotonic() - started)
         self.store.finish(queued.prompt_id, status, outputs, messages, meta)
@@ -149,17 +144,30 @@ class Worker:
 
     def _execute(self, loop: asyncio.AbstractEventLoop, queued: QueuedJob, control: JobControl,
                  sink: EventSink) -> tuple:
-        checked = validate_prompt(queued.prompt, self.executor.catalogue, queued.outputs_to_execute or None,
-                                  self.services)
-        if not checked.ok:
-            data = {"prompt_id": queued.prompt_id, "node_id": None, "node_type": None,
-                    "exception_type": "ValidationError",
-                    "exception_message": f"{checked.error['message']}: {checked.error['details']}",
-                    "traceback": [], "executed": [], "current_inputs": {}, "current_outputs": [],
-                    "node_errors": checked.node_errors, "timestamp": int(time.time() * 1000)}
-            sink.send("execution_start", {"prompt_id": queued.prompt_id, "timestamp": data["timestamp"]})
-            sink.send("execution_error", data)
-            return ERROR, {}, [["execution_error", data]], {}
-        job = Job(queued.prompt_id, checked.prompt, checked.outputs, queued.extra_data, checked.order, control)
-        outcome = loop.run_until_complete(self.executor.execute(job, sink))
-        return _STATUS[outcome.status], outcome.outputs, outcome.messages, outcome.meta
+        return execute_queued(self.executor, self.services, loop, queued, control, sink)
+
+
+def internal_error(prompt_id: str, exc: BaseException) -> dict:
+    """The execution_error of a job that failed inside the engine (a bug, not a node's error)."""
+    return {"prompt_id": prompt_id, "node_id": None, "node_type": None, "exception_type": type(exc).__name__,
+            "exception_message": f"internal error: {exc}", "traceback": client_traceback(exc), "executed": [],
+            "current_inputs": {}, "current_outputs": [], "timestamp": int(time.time() * 1000)}
+
+
+def execute_queued(executor: Executor, services: Any, loop: asyncio.AbstractEventLoop, queued: QueuedJob,
+                   control: JobControl, sink: EventSink) -> tuple:
+    """Re-validate a queued job against this engine's catalogue, then run it: (status, outputs, messages, meta).
+    The local worker and each scale-out worker run jobs through this one function."""
+    checked = validate_prompt(queued.prompt, executor.catalogue, queued.outputs_to_execute or None, services)
+    if not checked.ok:
+        data = {"prompt_id": queued.prompt_id, "node_id": None, "node_type": None,
+                "exception_type": "ValidationError",
+                "exception_message": f"{checked.error['message']}: {checked.error['details']}",
+                "traceback": [], "executed": [], "current_inputs": {}, "current_outputs": [],
+                "node_errors": checked.node_errors, "timestamp": int(time.time() * 1000)}
+        sink.send("execution_start", {"prompt_id": queued.prompt_id, "timestamp": data["timestamp"]})
+        sink.send("execution_error", data)
+        return ERROR, {}, [["execution_error", data]], {}
+    job = Job(queued.prompt_id, checked.prompt, checked.outputs, queued.extra_data, checked.order, control)
+    outcome = loop.run_until_complete(executor.execute(job, sink))
+    return _STATUS[outcome.status], outcome.outputs, outcome.messages, outcome.meta

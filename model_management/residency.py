@@ -115,6 +115,11 @@ class ModelResidency:
         """The compute device (what `comfy.model_management.get_torch_device()` answers)."""
         return self.devices.device
 
+    def resident_paths(self) -> list:
+        """The real paths of the model files loaded now (a scale-out worker reports them for routing)."""
+        with self._lock:
+            return sorted({str(stamp[0]) for key in self.entries for stamp in key[1]})
+
     def resident_bytes(self) -> int:
         return sum(entry.bytes for entry in self.entries.values())
 

@@ -1,0 +1,176 @@
+"""A scale-out worker: one whole engine in its own process, run by Ray as an actor.
+
+The class is plain Python (the pool wraps it with `ray.remote`), built from the front's command line with private
+output and temp folders. `run` is a generator: Ray streams what it yields back to the front in order — every event
+the scheduler sends (an `executed` event with the bytes of the files it names, for the front to land), every
+preview, and last the outcome with the worker's state (the model files it holds, the cache keys of its outputs).
+`interrupt` and `free` arrive on other threads while a job runs (the actor is threaded).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import os
+import queue
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from execution.context import JobControl
+from execution.events import EventSink
+from execution.job_store import ERROR, QueuedJob
+from execution.scheduler import Executor
+from execution.worker import execute_queued, internal_error
+from scaleout.engine import cache_from, load_catalogue, services_from
+
+_DONE = object()
+FILE_TYPES = ("output", "temp")
+
+
+def file_refs(value: Any) -> Iterator[dict]:
+    """The {filename, subfolder, type} entries anywhere in a ui output (images, gifs, audio, 3D files...)."""
+    if isinstance(value, dict):
+        if isinstance(value.get("filename"), str) and value.get("type") in FILE_TYPES:
+            yield value
+        else:
+            for inner in value.values():
+                yield from file_refs(inner)
+    elif isinstance(value, (list, tuple)):
+        for inner in value:
+            yield from file_refs(inner)
+
+
+def path_suffixes(path: str, depth: int = 3) -> List[str]:
+    """`a/b/c/d.safetensors` -> d.safetensors, c/d.safetensors, b/c/d.safetensors: the names a prompt may use."""
+    parts = path.replace("\\", "/").split("/")
+    return ["/".join(parts[-n:]) for n in range(1, min(depth, len(parts)) + 1)]
+
+
+class _StreamSink(EventSink):
+    """Puts the engine's events on the generator's queue, with the bytes of the files an `executed` names."""
+
+    def __init__(self, out: "queue.Queue", folders: Dict[str, str]) -> None:
+        self.out = out
+        self.folders = folders
+        self.files: List[str] = []  # what this job wrote and shipped (removed from the staging folders after it)
+
+    def _read(self, ref: dict) -> Optional[bytes]:
+        root = os.path.realpath(self.folders[ref["type"]])
+        full = os.path.realpath(os.path.join(root, ref.get("subfolder") or "", ref["filename"]))
+        if not full.startswith(root + os.sep) or not os.path.isfile(full):
+            return None
+        with open(full, "rb") as handle:
+            data = handle.read()
+        self.files.append(full)
+        return data
+
+    def send(self, event: str, data: dict) -> None:
+        files = {}
+        if event == "executed":
+            for ref in file_refs(data.get("output")):
+                content = self._read(ref)
+                if content is not None:
+                    files[(ref["type"], ref.get("subfolder") or "", ref["filename"])] = content
+        self.out.put(("event", event, data, files))
+
+    def preview(self, prompt_id: str, node_id: str, image: Any, image_format: str = "JPEG",
+                max_size: Optional[int] = None) -> None:
+        self.out.put(("preview", prompt_id, node_id, image, image_format, max_size))
+
+
+class EngineWorker:
+    def __init__(self, args: argparse.Namespace, name: str, staging_dir: Optional[str] = None) -> None:
+        from aiohttp import web
+        from compat.prompt_server import PromptServer
+        self.name = name
+        args = copy.copy(args)
+        if staging_dir is not None:  # outputs go to the front, which lands them in its own folders
+            args.output_directory = os.path.join(staging_dir, "output")
+            args.temp_directory = os.path.join(staging_dir, "temp")
+        self.services = services_from(args)
+        PromptServer(None, web.Application())  # packs register routes and messages on PromptServer.instance
+        self.catalogue, self.packs = load_catalogue(args, self.services)
+        self.executor = Executor(self.catalogue, cache_from(args), self.services)
+        self.folders = {"output": self.services.paths.output_dir, "temp": self.services.paths.temp_dir}
+        self._lock = threading.Lock()
+        self._running: Optional[Tuple[str, JobControl]] = None
+        self._free_request: Optional[tuple] = None
+
+    def ping(self) -> dict:
+        return {"name": self.name, "pid": os.getpid(), "nodes": len(self.catalogue),
+                "packs": [pack.name for pack in self.packs if pack.ok]}
+
+    def state(self) -> dict:
+        """What routing asks of a worker: the model file names it holds and the cache keys of its outputs."""
+        models = getattr(self.services, "models", None)
+        paths = models.resident_paths() if models is not None and hasattr(models, "resident_paths") else []
+        return {"files": sorted({name for path in paths for name in path_suffixes(path)}),
+                "keys": sorted(self.executor.cache.entries)}
+
+    def interrupt(self, prompt_id: Optional[str] = None) -> bool:
+        with self._lock:
+            if self._running is None or (prompt_id is not None and prompt_id != self._running[0]):
+                return False
+            self._running[1].interrupt()
+            return True
+
+    def free(self, unload_models: bool, free_memory: bool) -> None:
+        """As the local worker does: now when idle, else once the running job ends."""
+        with self._lock:
+            self._free_request = (unload_models, free_memory)
+            idle = self._running is None
+        if idle:
+            self._apply_free()
+
+    def _apply_free(self) -> None:
+        with self._lock:
+            request, self._free_request = self._free_request, None
+        if not request:
+            return
+        unload_models, free_memory = request
+        if free_memory:
+            self.executor.free()
+        models = getattr(self.services, "models", None)
+        if unload_models and models is not None and hasattr(models, "unload_all"):
+            models.unload_all()
+
+    def run(self, prompt_id: str, prompt: dict, extra_data: dict, outputs_to_execute: list) -> Iterator[tuple]:
+        queued = QueuedJob(0, prompt_id, prompt, extra_data, outputs_to_execute, extra_data.get("client_id"))
+        control = JobControl()
+        out: "queue.Queue" = queue.Queue()
+        sink = _StreamSink(out, self.folders)
+        result: Dict[str, tuple] = {}
+
+        def work() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                result["outcome"] = execute_queued(self.executor, self.services, loop, queued, control, sink)
+            except Exception as exc:  # a bug in the engine: the job fails, the worker lives on
+                data = internal_error(prompt_id, exc)
+                sink.send("execution_error", dict(data))
+                result["outcome"] = (ERROR, {}, [["execution_error", data]], {})
+            finally:
+                loop.close()
+                out.put(_DONE)
+
+        with self._lock:
+            self._running = (prompt_id, control)
+        thread = threading.Thread(target=work, name=f"{self.name}-job", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = out.get()
+                if item is _DONE:
+                    break
+                yield item
+            thread.join()
+        finally:
+            with self._lock:
+                self._running = None
+            for path in sink.files:  # shipped to the front: the staging folders stay empty
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+        self._apply_free()
+        yield ("outcome", *result["outcome"], self.state())
