@@ -95,6 +95,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="allow --listen on a non-loopback address without --auth-token (not recommended)")
     p.add_argument("--requeue-running", action="store_true",
                    help="after a crash, put the job that was running back in the queue instead of failing it")
+    add_scaleout_flags(p)
     p.add_argument("--max-history", type=int, default=10000, help="finished jobs kept in history")
     p.add_argument("--verbose", action="store_true", help="log debug messages")
     p.add_argument("--run", metavar="WORKFLOW", help="run this API- or UI-format workflow file and exit")
@@ -114,6 +115,38 @@ def add_precision_flags(p: argparse.ArgumentParser) -> None:
         group = p.add_mutually_exclusive_group()
         for name in ("fp32", "bf16", "fp16"):
             group.add_argument(f"--{name}-{kind}", action="store_true", help=f"store and run {what} in {name}")
+
+
+def add_scaleout_flags(p: argparse.ArgumentParser) -> None:
+    """Scale-out on Ray (docs/scaleout.md): the server becomes a front, jobs run on worker actors."""
+    p.add_argument("--workers", metavar="ray[:ADDRESS]",
+                   help="run jobs on Ray workers: `ray` starts a local Ray instance, `ray:ADDRESS` joins a cluster "
+                        "(`ray:auto`, `ray:HOST:6379`, `ray:ray://HOST:10001`); pip install -e \".[ray]\"")
+    p.add_argument("--worker-count", type=int, metavar="N",
+                   help="with --workers: how many workers (default one per GPU, else one per --cpus-per-worker)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="N",
+                   help="with --workers: CPU cores each worker reserves (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, metavar="N",
+                   help="with --workers: GPUs each worker reserves (default 1 when the cluster has GPUs)")
+    p.add_argument("--spread-after", type=int, default=3, metavar="N",
+                   help="with --workers: a job waits for the busy worker that holds its models unless N jobs "
+                        "already wait for it; then an idle worker loads them too (default 3)")
+
+
+def scaleout_problem(args: argparse.Namespace) -> Optional[str]:
+    """What is wrong with --workers and its flags, said before anything loads; None when nothing."""
+    from scaleout.pool import PoolSettings
+    try:
+        PoolSettings.from_args(args)
+    except ValueError as exc:
+        return str(exc)
+    if args.worker_count is not None and args.worker_count < 1:
+        return f"--worker-count {args.worker_count}: need at least 1"
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "--workers ray: Ray is not installed; pip install -e \".[ray]\" (or pip install ray)"
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -148,15 +181,19 @@ def create_app(args: argparse.Namespace) -> web.Application:
     state.executor = Executor(catalogue, cache_from(args), services)
 
     def observe(event: str, data: dict) -> None:
-        if event == "executing":
-            state.worker.current_node = data.get("node")
         compat_server.observe(event, data)
 
     def sink_for(job):
         compat_server.client_id = job.client_id  # packs read PromptServer.instance.client_id while a job runs
         return ServerSink(hub, job.client_id, on_event=observe)
 
-    state.worker = Worker(store, state.executor, sink_for, state.broadcast_status, services)
+    if args.workers:
+        from scaleout.pool import PoolSettings, RayPool
+        folders = {"output": services.paths.output_dir, "temp": services.paths.temp_dir}
+        state.worker = RayPool(store, catalogue, hub, sink_for, args, folders, PoolSettings.from_args(args),
+                               state.broadcast_status)
+    else:
+        state.worker = Worker(store, state.executor, sink_for, state.broadcast_status, services)
 
     for method, path, handler in (routes_queue.ROUTES + routes_info.ROUTES + routes_files.ROUTES
                                   + routes_userdata.ROUTES + routes_model_library.ROUTES + routes_frontend.ROUTES):
@@ -211,10 +248,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     state = state_of(request)
 
     def resend_current(sid: str) -> None:
-        current = state.worker.current
-        if current is not None and current.client_id == sid and state.worker.current_node is not None:
-            state.hub.send_threadsafe("executing", {"node": state.worker.current_node,
-                                                    "prompt_id": current.prompt_id}, sid)
+        for job, node in state.worker.running_nodes():
+            if job.client_id == sid:
+                state.hub.send_threadsafe("executing", {"node": node, "prompt_id": job.prompt_id}, sid)
 
     return await state.hub.handle(request, state.status_payload, resend_current)
 
@@ -295,6 +331,11 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 2
     front_end_root(args)  # a missing frontend is said before anything loads
+    if args.workers:
+        problem = scaleout_problem(args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     app = create_app(args)
     print(f"Tessera listening on http://{args.listen}:{args.port}", flush=True)
     no_checkpoint_hint(app[STATE].services.paths)

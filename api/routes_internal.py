@@ -1,5 +1,6 @@
 """ComfyUI's /internal routes, which its frontend uses (served without the /api prefix, as ComfyUI serves them):
-logs (text, raw entries, subscribe), model folder paths, and the files of input / output / temp."""
+logs (text, raw entries, subscribe), model folder paths, and the files of input / output / temp; and Tessera's own
+/internal/workers (the execution workers: the in-process one, or the Ray pool's with what each holds)."""
 from __future__ import annotations
 
 import os
@@ -41,8 +42,12 @@ async def get_files(request: web.Request) -> web.Response:
     return web.json_response([e.name for e in entries])
 
 
+async def get_workers(request: web.Request) -> web.Response:
+    return web.json_response(state_of(request).worker.describe())
+
+
 ROUTES = [
     ("GET", "/internal/logs", get_logs), ("GET", "/internal/logs/raw", get_raw_logs),
     ("PATCH", "/internal/logs/subscribe", subscribe_logs), ("GET", "/internal/folder_paths", get_folder_paths),
-    ("GET", "/internal/files/{directory_type}", get_files),
+    ("GET", "/internal/files/{directory_type}", get_files), ("GET", "/internal/workers", get_workers),
 ]

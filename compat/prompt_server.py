@@ -69,7 +69,7 @@ class PromptServer:
         self._state = state
         self.app = app
         self.routes = web.RouteTableDef()
-        self.prompt_queue = _QueueView(state) if state is not None else None
+        self.prompt_queue = _QueueView(state) if getattr(state, "store", None) is not None else None
         self.client_id: Optional[str] = None
         self.last_node_id: Optional[str] = None
         self.last_prompt_id: Optional[str] = None

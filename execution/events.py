@@ -85,3 +85,20 @@ class HoldFinalEvents(EventSink):
         held, self.held = self.held, []
         for event, data in held:
             self.inner.send(event, data)
+
+
+class NodeTracker(EventSink):
+    """Passes events through and remembers the node a job is executing now, so a client that connects mid-job
+    can be told where it is."""
+
+    def __init__(self, inner: EventSink) -> None:
+        self.inner = inner
+        self.node: Optional[str] = None
+
+    def send(self, event: str, data: dict) -> None:
+        if event == "executing":
+            self.node = data.get("node")
+        self.inner.send(event, data)
+
+    def preview(self, *args: Any, **kwargs: Any) -> None:
+        self.inner.preview(*args, **kwargs)

@@ -76,6 +76,7 @@ class JobStore:
         self.max_history = max_history
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
+        self._version = 0  # counts the notifications, so a waiter never misses one that came before it waited
         self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9)
@@ -138,7 +139,7 @@ class JobStore:
                      extra_data.get("client_id"), time.time()))
             except sqlite3.IntegrityError:
                 raise DuplicatePromptId(f"prompt_id {prompt_id!r} is already in use")
-            self._changed.notify_all()
+            self._notify()
             return number
 
     def claim_next(self, timeout: Optional[float] = None) -> Optional[QueuedJob]:
@@ -183,7 +184,7 @@ class JobStore:
             changed = self._db.execute("UPDATE jobs SET status=?, started_at=NULL, route=? WHERE prompt_id=? AND "
                                        "status=?", (PENDING, json.dumps(route) if route is not None else None,
                                                     prompt_id, RUNNING)).rowcount
-            self._changed.notify_all()
+            self._notify()
             return bool(changed)
 
     def route_of(self, prompt_id: str) -> Optional[dict]:
@@ -193,7 +194,20 @@ class JobStore:
 
     def wake(self) -> None:
         with self._lock:
-            self._changed.notify_all()
+            self._notify()
+
+    def _notify(self) -> None:
+        self._version += 1
+        self._changed.notify_all()
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def wait_for_change(self, since: int, timeout: float) -> bool:
+        """Wait until something was queued, requeued or woken after `version` was `since`; False on timeout."""
+        with self._lock:
+            return self._changed.wait_for(lambda: self._version != since, timeout)
 
     def finish(self, prompt_id: str, status: str, outputs: dict, messages: list,
                meta: Optional[dict] = None, route: Optional[dict] = None) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import traceback
 from typing import Any, Callable, Optional
 
 from execution.context import JobControl
-from execution.events import EventSink, HoldFinalEvents
+from execution.events import EventSink, HoldFinalEvents, NodeTracker
 from execution.job_store import ERROR, INTERRUPTED, SUCCESS, JobStore, QueuedJob
 from execution.scheduler import Executor, Job
 from execution.tracebacks import client_traceback
@@ -26,7 +27,7 @@ log = logging.getLogger("tessera.worker")
 _STATUS = {"success": SUCCESS, "error": ERROR, "interrupted": INTERRUPTED}
 
 
-def _log_outcome(prompt_id: str, status: str, messages: list, seconds: float) -> None:
+def log_outcome(prompt_id: str, status: str, messages: list, seconds: float) -> None:
     """One console line per finished job, as ComfyUI prints: done in N s, or where and why it failed."""
     if status == SUCCESS:
         log.info("job %s done in %.2f s", prompt_id, seconds)
@@ -51,7 +52,7 @@ class Worker:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.current: Optional[QueuedJob] = None
-        self.current_node: Optional[str] = None
+        self._tracker: Optional[NodeTracker] = None
         self._control: Optional[JobControl] = None
         self._free_request: Optional[tuple] = None
         self.jobs_done = 0
@@ -77,6 +78,22 @@ class Worker:
                 return False
             self._control.interrupt()
             return True
+
+    def running_nodes(self) -> list:
+        """[(the running job, the node it executes now)]: one pair at most here, one per busy worker on a pool."""
+        with self._lock:
+            job, tracker = self.current, self._tracker
+        return [(job, tracker.node)] if job is not None and tracker is not None and tracker.node is not None else []
+
+    def describe(self) -> list:
+        """What /internal/workers shows: this one in-process worker."""
+        with self._lock:
+            job = self.current
+        models = getattr(self.services, "models", None) if self.services is not None else None
+        files = models.resident_paths() if models is not None and hasattr(models, "resident_paths") else []
+        return [{"name": "local", "ready": True, "busy": job is not None,
+                 "prompt_id": job.prompt_id if job is not None else None, "jobs_done": self.jobs_done,
+                 "files": sorted(os.path.basename(path) for path in files)}]
 
     def request_free(self, unload_models: bool, free_memory: bool) -> None:
         with self._lock:
@@ -120,10 +137,11 @@ class Worker:
 
     def _run_job(self, loop: asyncio.AbstractEventLoop, queued: QueuedJob) -> None:
         control = JobControl()
+        tracker = NodeTracker(self.sink_for(queued))
         with self._lock:
-            self.current, self._control = queued, control
+            self.current, self._control, self._tracker = queued, control, tracker
         self.on_queue_change()
-        sink = HoldFinalEvents(self.sink_for(queued))
+        sink = HoldFinalEvents(tracker)
         started = time.monotonic()
         log.info("job %s started", queued.prompt_id)
         try:
@@ -133,10 +151,10 @@ class Worker:
             status, outputs, meta = ERROR, {}, {}
             messages = [["execution_error", internal_error(queued.prompt_id, exc)]]
             sink.send("execution_error", dict(messages[0][1]))
-        _log_outcome(queued.prompt_id, status, messages, time.monotonic() - started)
+        log_outcome(queued.prompt_id, status, messages, time.monotonic() - started)
         self.store.finish(queued.prompt_id, status, outputs, messages, meta)
         with self._lock:
-            self.current, self._control = None, None
+            self.current, self._control, self._tracker = None, None, None
         self.jobs_done += 1
         sink.release()  # the history is written: now the final event may go out
         sink.send("executing", {"node": None, "display_node": None, "prompt_id": queued.prompt_id})

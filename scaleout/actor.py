@@ -46,12 +46,35 @@ def path_suffixes(path: str, depth: int = 3) -> List[str]:
     return ["/".join(parts[-n:]) for n in range(1, min(depth, len(parts)) + 1)]
 
 
+class _PackRelay:
+    """The `state` a worker's PromptServer wraps: what packs send (`PromptServer.instance.send_sync`) during a job
+    goes onto that job's stream, for the front to send to its clients; outside a job there is nobody to tell."""
+
+    def __init__(self) -> None:
+        self.hub = self
+        self.store = None
+        self.prompt_handlers: list = []
+        self.out: Optional["queue.Queue"] = None  # the running job's stream
+
+    def send_threadsafe(self, event: str, data: Any, sid: Optional[str] = None) -> None:
+        out = self.out
+        if out is not None:
+            out.put(("message", event, data, sid))
+
+    def send_image(self, image: Any, image_format: str, max_size: Optional[int], metadata: dict,
+                   sid: Optional[str] = None) -> None:
+        out = self.out
+        if out is not None:
+            out.put(("image", image, image_format, max_size, metadata, sid))
+
+
 class _StreamSink(EventSink):
     """Puts the engine's events on the generator's queue, with the bytes of the files an `executed` names."""
 
-    def __init__(self, out: "queue.Queue", folders: Dict[str, str]) -> None:
+    def __init__(self, out: "queue.Queue", folders: Dict[str, str], observe: Any = None) -> None:
         self.out = out
         self.folders = folders
+        self.observe = observe  # the worker's PromptServer keeps last_node_id / last_prompt_id, as packs expect
         self.files: List[str] = []  # what this job wrote and shipped (removed from the staging folders after it)
 
     def _read(self, ref: dict) -> Optional[bytes]:
@@ -65,6 +88,8 @@ class _StreamSink(EventSink):
         return data
 
     def send(self, event: str, data: dict) -> None:
+        if self.observe is not None:
+            self.observe(event, data)
         files = {}
         if event == "executed":
             for ref in file_refs(data.get("output")):
@@ -88,7 +113,9 @@ class EngineWorker:
             args.output_directory = os.path.join(staging_dir, "output")
             args.temp_directory = os.path.join(staging_dir, "temp")
         self.services = services_from(args)
-        PromptServer(None, web.Application())  # packs register routes and messages on PromptServer.instance
+        self.relay = _PackRelay()
+        # packs register routes (nobody serves them here) and send messages through PromptServer.instance
+        self.prompt_server = PromptServer(self.relay, web.Application())
         self.catalogue, self.packs = load_catalogue(args, self.services)
         self.executor = Executor(self.catalogue, cache_from(args), self.services)
         self.folders = {"output": self.services.paths.output_dir, "temp": self.services.paths.temp_dir}
@@ -138,7 +165,8 @@ class EngineWorker:
         queued = QueuedJob(0, prompt_id, prompt, extra_data, outputs_to_execute, extra_data.get("client_id"))
         control = JobControl()
         out: "queue.Queue" = queue.Queue()
-        sink = _StreamSink(out, self.folders)
+        sink = _StreamSink(out, self.folders, self.prompt_server.observe)
+        self.prompt_server.client_id = queued.client_id
         result: Dict[str, tuple] = {}
 
         def work() -> None:
@@ -155,6 +183,7 @@ class EngineWorker:
 
         with self._lock:
             self._running = (prompt_id, control)
+            self.relay.out = out
         thread = threading.Thread(target=work, name=f"{self.name}-job", daemon=True)
         thread.start()
         try:
@@ -167,6 +196,7 @@ class EngineWorker:
         finally:
             with self._lock:
                 self._running = None
+                self.relay.out = None
             for path in sink.files:  # shipped to the front: the staging folders stay empty
                 try:
                     os.remove(path)

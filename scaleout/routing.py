@@ -8,8 +8,10 @@ less). A worker holds files (its residency reports them after each job) and cach
 The rule, for the idle worker W and the pending jobs in queue order:
 - a job that W holds at least as well as every other worker does is W's (holds its models / its cached outputs);
 - a job nobody holds goes to W (least loaded);
-- a job that a busy worker holds better waits for it, unless `spread_after` or more pending jobs are already
-  waiting for that worker: then W takes it and loads its models too (a long queue is worth a second copy);
+- a job whose models a busy worker holds (more of them than W) waits for it, unless `spread_after` or more pending
+  jobs are already waiting for that worker: then W takes it and loads its models too (a long queue is worth a
+  second copy); cached outputs alone are never worth a wait (a busy worker holding only more of them loses the job
+  to W: an empty latent cached everywhere must not pull every job to one worker);
 - a job that another idle worker holds better is left for that worker.
 Everything here is pure (no Ray, no I/O), so the policy is tested on its own.
 """
@@ -91,6 +93,13 @@ def affinity(worker: WorkerView, job: PendingJob) -> Tuple[int, int]:
     return len(job.files & worker.files), len(job.keys & worker.keys)
 
 
+def _route_here(idle: WorkerView, job: PendingJob, mine: Tuple[int, int]) -> Route:
+    if mine == (0, 0):
+        return Route(job.prompt_id, idle.name, "least loaded")
+    return Route(job.prompt_id, idle.name, "holds models" if mine[0] else "holds cached outputs",
+                 {"files": sorted(job.files & idle.files), "cached_nodes": mine[1]})
+
+
 def pick_job(idle: WorkerView, pending: Sequence[PendingJob], workers: Sequence[WorkerView],
              spread_after: int = 3) -> Optional[Route]:
     """The job `idle` should take now, with why; None when every pending job is better left for another worker."""
@@ -101,13 +110,12 @@ def pick_job(idle: WorkerView, pending: Sequence[PendingJob], workers: Sequence[
         scored = [(affinity(w, job), w) for w in others]
         best = max((score for score, _ in scored), default=(0, 0))
         if mine >= best:
-            if mine == (0, 0):
-                return Route(job.prompt_id, idle.name, "least loaded")
-            return Route(job.prompt_id, idle.name, "holds models" if mine[0] else "holds cached outputs",
-                         {"files": sorted(job.files & idle.files), "cached_nodes": mine[1]})
+            return _route_here(idle, job, mine)
         leaders = [w for score, w in scored if score == best]
         if any(not w.busy for w in leaders):
             continue  # an idle worker that holds it better will take it
+        if best[0] == mine[0]:  # the busy holders have only more cached outputs, no more models: not worth a wait
+            return _route_here(idle, job, mine)
         holder = leaders[0]
         waiting_for[holder.name] = waiting_for.get(holder.name, 0) + 1
         if waiting_for[holder.name] > spread_after:

@@ -65,8 +65,19 @@ def test_cached_outputs_count_after_model_files():
     a = WorkerView("a", files=frozenset({"m.safetensors"}))
     b = WorkerView("b", busy=True, files=frozenset({"m.safetensors"}), keys=keys)
     job = [PendingJob("j", frozenset({"m.safetensors"}), keys)]
-    assert pick_job(a, job, [a, b]) is None  # b holds the model and the cached nodes
+    # b holds the model and the cached nodes, but a holds the model too: cached outputs alone are not worth a wait
+    assert pick_job(a, job, [a, b]).reason == "holds models"
+    assert pick_job(a, job, [a, WorkerView("b", files=b.files, keys=keys)]) is None  # an idle b takes it
     route = pick_job(b.__class__("b", files=b.files, keys=keys), job, [a, b])
     assert (route.reason, route.detail["cached_nodes"]) == ("holds models", 2)
     c = WorkerView("c", keys=keys)
     assert pick_job(c, [PendingJob("j", frozenset(), keys)], [c, a]).reason == "holds cached outputs"
+
+
+def test_cached_outputs_alone_never_make_a_job_wait_for_a_busy_worker():
+    job = PendingJob("j", frozenset({"b.safetensors"}), frozenset({"empty-latent"}))
+    a = WorkerView("a", keys=frozenset())
+    busy = WorkerView("b", busy=True, files=frozenset({"a.safetensors"}), keys=frozenset({"empty-latent"}))
+    assert pick_job(a, [job], [a, busy]).reason == "least loaded"
+    idle_holder = WorkerView("b", keys=frozenset({"empty-latent"}))
+    assert pick_job(a, [job], [a, idle_holder]) is None  # an idle worker with the cached outputs takes it
