@@ -105,14 +105,8 @@ class Worker:
     def _apply_free(self) -> None:
         with self._lock:
             request, self._free_request = self._free_request, None
-        if not request:
-            return
-        unload_models, free_memory = request
-        if free_memory:
-            self.executor.free()
-        models = getattr(self.services, "models", None) if self.services is not None else None
-        if unload_models and models is not None and hasattr(models, "unload_all"):
-            models.unload_all()
+        if request:
+            apply_free(self.executor, self.services, *request)
 
     def _expire_idle_models(self) -> None:
         """Between jobs: let the model manager unload what outlived its keep-alive."""
@@ -163,6 +157,15 @@ class Worker:
     def _execute(self, loop: asyncio.AbstractEventLoop, queued: QueuedJob, control: JobControl,
                  sink: EventSink) -> tuple:
         return execute_queued(self.executor, self.services, loop, queued, control, sink)
+
+
+def apply_free(executor: Executor, services: Any, unload_models: bool, free_memory: bool) -> None:
+    """A /free request, between jobs: drop cached outputs, and unload the models (the local and Ray workers)."""
+    if free_memory:
+        executor.free()
+    models = getattr(services, "models", None) if services is not None else None
+    if unload_models and models is not None and hasattr(models, "unload_all"):
+        models.unload_all()
 
 
 def internal_error(prompt_id: str, exc: BaseException) -> dict:

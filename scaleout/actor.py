@@ -20,7 +20,7 @@ from execution.context import JobControl
 from execution.events import EventSink
 from execution.job_store import ERROR, QueuedJob
 from execution.scheduler import Executor
-from execution.worker import execute_queued, internal_error
+from execution.worker import apply_free, execute_queued, internal_error
 from scaleout.engine import cache_from, load_catalogue, services_from
 
 _DONE = object()
@@ -152,14 +152,8 @@ class EngineWorker:
     def _apply_free(self) -> None:
         with self._lock:
             request, self._free_request = self._free_request, None
-        if not request:
-            return
-        unload_models, free_memory = request
-        if free_memory:
-            self.executor.free()
-        models = getattr(self.services, "models", None)
-        if unload_models and models is not None and hasattr(models, "unload_all"):
-            models.unload_all()
+        if request:
+            apply_free(self.executor, self.services, *request)
 
     def run(self, prompt_id: str, prompt: dict, extra_data: dict, outputs_to_execute: list) -> Iterator[tuple]:
         queued = QueuedJob(0, prompt_id, prompt, extra_data, outputs_to_execute, extra_data.get("client_id"))

@@ -63,7 +63,11 @@ def wait_until(check, timeout=120, what="condition"):
 @pytest.fixture(scope="module")
 def front(tmp_path_factory, tiny_models):
     base = models_base(tmp_path_factory, "front", tiny_models)
-    srv = ServerProcess(base, ["--cpu", "--workers", "ray", "--worker-count", "2"], packs=("server_pack",)).start()
+    # --spread-after 20: on two shared cores one worker may run ahead, and with the default 3 a backlog of 4 jobs
+    # for a busy holder rightly loads its model on the other worker too (tests/scaleout/test_routing.py covers
+    # spreading); here the affinity itself is under test
+    srv = ServerProcess(base, ["--cpu", "--workers", "ray", "--worker-count", "2", "--spread-after", "20"],
+                        packs=("server_pack",)).start()
     try:
         wait_until(lambda: len(workers(srv)) == 2 and all(w["ready"] for w in workers(srv)), 180, "workers")
         yield srv
