@@ -54,7 +54,7 @@ class Worker:
         self.current: Optional[QueuedJob] = None
         self._tracker: Optional[NodeTracker] = None
         self._control: Optional[JobControl] = None
-        self._free_request: Optional[tuple] = None
+        self._free = DeferredFree(executor, services)
         self.jobs_done = 0
 
     # -- control from other threads ----------------------------------------------------------------------------
@@ -96,18 +96,9 @@ class Worker:
                  "files": sorted(os.path.basename(path) for path in files)}]
 
     def request_free(self, unload_models: bool, free_memory: bool) -> None:
-        with self._lock:
-            self._free_request = (unload_models, free_memory)
-        if self.current is None:
-            self._apply_free()
+        self._free.request(unload_models, free_memory, idle=self.current is None)
 
     # -- the thread ----------------------------------------------------------------------------------------------
-    def _apply_free(self) -> None:
-        with self._lock:
-            request, self._free_request = self._free_request, None
-        if request:
-            apply_free(self.executor, self.services, *request)
-
     def _expire_idle_models(self) -> None:
         """Between jobs: let the model manager unload what outlived its keep-alive."""
         models = getattr(self.services, "models", None) if self.services is not None else None
@@ -118,7 +109,7 @@ class Worker:
         loop = asyncio.new_event_loop()
         try:
             while not self._stop.is_set():
-                self._apply_free()
+                self._free.apply()
                 self._expire_idle_models()
                 job = self.store.claim_next(timeout=0.5)
                 if job is None:
@@ -159,13 +150,33 @@ class Worker:
         return execute_queued(self.executor, self.services, loop, queued, control, sink)
 
 
-def apply_free(executor: Executor, services: Any, unload_models: bool, free_memory: bool) -> None:
-    """A /free request, between jobs: drop cached outputs, and unload the models (the local and Ray workers)."""
-    if free_memory:
-        executor.free()
-    models = getattr(services, "models", None) if services is not None else None
-    if unload_models and models is not None and hasattr(models, "unload_all"):
-        models.unload_all()
+class DeferredFree:
+    """A /free request, applied between jobs and never under a running one (the local and the Ray workers): kept
+    until `apply()`, which drops the cached outputs and unloads the models as asked."""
+
+    def __init__(self, executor: Executor, services: Any) -> None:
+        self.executor = executor
+        self.services = services
+        self._lock = threading.Lock()
+        self._request: Optional[tuple] = None
+
+    def request(self, unload_models: bool, free_memory: bool, idle: bool) -> None:
+        with self._lock:
+            self._request = (unload_models, free_memory)
+        if idle:
+            self.apply()
+
+    def apply(self) -> None:
+        with self._lock:
+            request, self._request = self._request, None
+        if not request:
+            return
+        unload_models, free_memory = request
+        if free_memory:
+            self.executor.free()
+        models = getattr(self.services, "models", None) if self.services is not None else None
+        if unload_models and models is not None and hasattr(models, "unload_all"):
+            models.unload_all()
 
 
 def internal_error(prompt_id: str, exc: BaseException) -> dict:

@@ -20,7 +20,7 @@ from execution.context import JobControl
 from execution.events import EventSink
 from execution.job_store import ERROR, QueuedJob
 from execution.scheduler import Executor
-from execution.worker import apply_free, execute_queued, internal_error
+from execution.worker import DeferredFree, execute_queued, internal_error
 from scaleout.engine import cache_from, load_catalogue, services_from
 
 _DONE = object()
@@ -121,7 +121,7 @@ class EngineWorker:
         self.folders = {"output": self.services.paths.output_dir, "temp": self.services.paths.temp_dir}
         self._lock = threading.Lock()
         self._running: Optional[Tuple[str, JobControl]] = None
-        self._free_request: Optional[tuple] = None
+        self._free = DeferredFree(self.executor, self.services)
 
     def ping(self) -> dict:
         return {"name": self.name, "pid": os.getpid(), "nodes": len(self.catalogue),
@@ -144,16 +144,8 @@ class EngineWorker:
     def free(self, unload_models: bool, free_memory: bool) -> None:
         """As the local worker does: now when idle, else once the running job ends."""
         with self._lock:
-            self._free_request = (unload_models, free_memory)
             idle = self._running is None
-        if idle:
-            self._apply_free()
-
-    def _apply_free(self) -> None:
-        with self._lock:
-            request, self._free_request = self._free_request, None
-        if request:
-            apply_free(self.executor, self.services, *request)
+        self._free.request(unload_models, free_memory, idle)
 
     def run(self, prompt_id: str, prompt: dict, extra_data: dict, outputs_to_execute: list) -> Iterator[tuple]:
         queued = QueuedJob(0, prompt_id, prompt, extra_data, outputs_to_execute, extra_data.get("client_id"))
@@ -196,5 +188,5 @@ class EngineWorker:
                     os.remove(path)
                 except OSError:
                     pass
-        self._apply_free()
+        self._free.apply()
         yield ("outcome", *result["outcome"], self.state())

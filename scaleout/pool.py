@@ -30,6 +30,7 @@ from scaleout.routing import PendingJob, Route, WorkerView, job_files, job_keys,
 log = logging.getLogger("tessera.scaleout")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OBJECT_STORE_BYTES = 256 * 2 ** 20  # a local instance's store: job results pass through it (spilled to disk past it)
 RESTART_TIMEOUT = 300.0  # seconds a slot waits for its actor to come back before it gives up on it
 
 
@@ -39,7 +40,7 @@ class PoolSettings:
     address: Optional[str] = None  # None: start a local Ray instance; else join this cluster ("auto", "ray://...")
     count: Optional[int] = None  # workers; default: one per GPU, else one per `cpus` cores
     cpus: float = 1.0  # CPU cores per worker
-    gpus: float = 0.0  # GPUs per worker (default 1 when the cluster has GPUs)
+    gpus: Optional[float] = None  # GPUs per worker; None: 1 when the cluster has GPUs, else 0
     spread_after: int = 3
     max_attempts: int = 2  # a job whose worker died runs once more, then fails
 
@@ -48,9 +49,8 @@ class PoolSettings:
         spec = args.workers or ""
         if spec != "ray" and not spec.startswith("ray:"):
             raise ValueError(f"--workers {spec!r}: expected ray or ray:ADDRESS")
-        gpus = args.gpus_per_worker
         return cls(address=spec[4:] or None, count=args.worker_count, cpus=args.cpus_per_worker,
-                   gpus=gpus if gpus is not None else -1.0, spread_after=args.spread_after)
+                   gpus=args.gpus_per_worker, spread_after=args.spread_after)
 
 
 def ray_died_errors() -> tuple:
@@ -110,8 +110,6 @@ class RayPool:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._needs: Dict[str, PendingJob] = {}  # per pending prompt: its files and cache keys, computed once
-        self.started = threading.Event()
-        self.start_error: Optional[BaseException] = None
 
     # -- the interface the server's routes use (as on execution.worker.Worker) ---------------------------------
     def start(self) -> None:
@@ -163,13 +161,15 @@ class RayPool:
         else:
             cpus = self.settings.count * self.settings.cpus if self.settings.count else None
             ray.init(num_cpus=cpus, include_dashboard=False, job_config=job_config, log_to_driver=False,
-                     object_store_memory=max(78643200, 256 * 2 ** 20))
+                     object_store_memory=OBJECT_STORE_BYTES)
 
     def _plan(self) -> tuple:
         """(worker count, GPUs per worker): one per GPU when the cluster has GPUs, else one per `cpus` cores."""
         import ray
         resources = ray.cluster_resources()
-        gpus = self.settings.gpus if self.settings.gpus >= 0 else (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
+        gpus = self.settings.gpus
+        if gpus is None:
+            gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
         if self.settings.count:
             return self.settings.count, gpus
         if gpus > 0:
@@ -195,12 +195,9 @@ class RayPool:
                 self._wait_ready(slot)
             log.info("scale-out: %d Ray workers ready (%s)", len(self.slots),
                      self.settings.address or "local instance")
-        except BaseException as exc:  # the front keeps serving its API; jobs wait, and the log says why
-            self.start_error = exc
+        except Exception as exc:  # the front keeps serving its API; jobs wait, and the log says why
             log.error("scale-out: the Ray workers did not start: %s", exc)
             return
-        finally:
-            self.started.set()
         self._dispatch_loop()
 
     def _wait_ready(self, slot: _Slot) -> bool:

@@ -443,3 +443,26 @@ def test_jobs_carry_the_clients_workflow_id_and_create_time(server):
     assert job["workflow_id"] == "wf-7f2" and job["create_time"] == 1234567
     _, one = server.json("GET", f"/api/jobs/{body['prompt_id']}")
     assert one["workflow_id"] == "wf-7f2" and one["extra_data"]["create_time"] == 1234567
+
+
+def test_a_client_that_connects_mid_job_is_told_the_running_node(server):
+    status, body = server.post_prompt(slow_prompt(steps=60, delay=0.05), client_id="late")
+    assert status == 200
+    deadline = time.time() + 30
+    while time.time() < deadline and server.json("GET", "/internal/workers")[1][0]["prompt_id"] != body["prompt_id"]:
+        time.sleep(0.05)
+    workers = server.json("GET", "/internal/workers")[1]
+    assert [(w["name"], w["busy"]) for w in workers] == [("local", True)]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{server.url}/ws?clientId=late") as ws:
+                messages, _ = await collect_until_done(ws, body["prompt_id"])
+                return messages
+
+    messages = run(scenario())
+    assert messages[0]["type"] == "status"
+    # node 1 started before this client connected: only the resend on connect can tell it so
+    executing = [m["data"] for m in messages if m["type"] == "executing"]
+    assert executing[0] == {"node": "1", "prompt_id": body["prompt_id"]}
+    assert server.json("GET", "/internal/workers")[1][0]["busy"] is False

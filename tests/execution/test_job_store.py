@@ -120,3 +120,15 @@ def test_a_database_from_before_scale_out_gains_the_route_column(tmp_path):
     old.close()
     store = JobStore(path)
     assert store.history_entry("old")["outputs"] == {} and "worker" not in store.history_entry("old")
+
+
+def test_wait_for_change_never_misses_a_change_made_before_the_wait(tmp_path):
+    store = store_at(tmp_path)
+    seen = store.version
+    store.enqueue("a", {}, {}, [])
+    assert store.wait_for_change(seen, timeout=0.01)  # it came before the wait, and still counts
+    assert not store.wait_for_change(store.version, timeout=0.05)
+    waiter = threading.Timer(0.05, store.wake)
+    waiter.start()
+    assert store.wait_for_change(store.version, timeout=5)
+    waiter.join()
