@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Optional, Sequence, Tuple
 
 from execution.cache_keys import KeyComputer
-from graph.prompt import link_parts
 
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 
