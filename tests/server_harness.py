@@ -120,6 +120,27 @@ async def collect_until_done(ws, prompt_id, timeout=30):
             raise RuntimeError(f"websocket closed: {msg}")
 
 
+async def collect_until_all_done(ws, prompt_ids, timeout=30):
+    """Messages until every job in `prompt_ids` has sent `executing {node: null}`, in any order.
+
+    With several workers jobs finish out of queue order, so waiting for them one by one could
+    consume a later job's final message while waiting for an earlier one."""
+    messages, binary, pending = [], [], set(prompt_ids)
+    deadline = time.time() + timeout
+    while pending:
+        msg = await asyncio.wait_for(ws.receive(), max(0.1, deadline - time.time()))
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            data = json.loads(msg.data)
+            messages.append(data)
+            if data["type"] == "executing" and data["data"].get("node") is None:
+                pending.discard(data["data"].get("prompt_id"))
+        elif msg.type == aiohttp.WSMsgType.BINARY:
+            binary.append(msg.data)
+        else:
+            raise RuntimeError(f"websocket closed: {msg}")
+    return messages, binary
+
+
 def simple_prompt(value=5):
     return {"1": {"class_type": "PrimitiveInt", "inputs": {"value": value}},
             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
