@@ -131,6 +131,14 @@ def add_scaleout_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spread-after", type=int, default=3, metavar="N",
                    help="with --workers: a job waits for the busy worker that holds its models unless N jobs "
                         "already wait for it; then an idle worker loads them too (default 3)")
+    p.add_argument("--shared-output", action="store_true",
+                   help="with --workers: the temp folder is on storage every worker host mounts at the same path; "
+                        "workers stage output files there and the front moves them into its output folder "
+                        "instead of receiving their bytes through Ray")
+    p.add_argument("--keep-client-order", action="store_true",
+                   help="with --workers: each client's jobs start in queue order (`front` first, numbering as "
+                        "without workers); routing then reorders jobs only across clients. Jobs on different "
+                        "workers may still finish out of order")
 
 
 def scaleout_problem(args: argparse.Namespace) -> Optional[str]:

@@ -1,7 +1,8 @@
 """A scale-out worker: one whole engine in its own process, run by Ray as an actor.
 
 The class is plain Python (the pool wraps it with `ray.remote`), built from the front's command line with private
-output and temp folders. `run` is a generator: Ray streams what it yields back to the front in order — every event
+output and temp folders (staging; on a shared filesystem with --shared-output, so the front moves files instead of
+receiving their bytes). `run` is a generator: Ray streams what it yields back to the front in order — every event
 the scheduler sends (an `executed` event with the bytes of the files it names, for the front to land), every
 preview, and last the outcome with the worker's state (the model files it holds, the cache keys of its outputs).
 `interrupt` and `free` arrive on other threads while a job runs (the actor is threaded).
@@ -69,19 +70,24 @@ class _PackRelay:
 
 
 class _StreamSink(EventSink):
-    """Puts the engine's events on the generator's queue, with the bytes of the files an `executed` names."""
+    """Puts the engine's events on the generator's queue, with the files an `executed` names: their bytes, or with
+    a shared output folder their paths (the front moves them into place; nothing large crosses Ray)."""
 
-    def __init__(self, out: "queue.Queue", folders: Dict[str, str], observe: Any = None) -> None:
+    def __init__(self, out: "queue.Queue", folders: Dict[str, str], observe: Any = None,
+                 ship_paths: bool = False) -> None:
         self.out = out
         self.folders = folders
         self.observe = observe  # the worker's PromptServer keeps last_node_id / last_prompt_id, as packs expect
-        self.files: List[str] = []  # what this job wrote and shipped (removed from the staging folders after it)
+        self.ship_paths = ship_paths
+        self.files: List[str] = []  # what this job wrote and shipped as bytes (removed from staging after it)
 
-    def _read(self, ref: dict) -> Optional[bytes]:
+    def _read(self, ref: dict) -> Optional[Any]:
         root = os.path.realpath(self.folders[ref["type"]])
         full = os.path.realpath(os.path.join(root, ref.get("subfolder") or "", ref["filename"]))
         if not full.startswith(root + os.sep) or not os.path.isfile(full):
             return None
+        if self.ship_paths:
+            return full
         with open(full, "rb") as handle:
             data = handle.read()
         self.files.append(full)
@@ -104,10 +110,12 @@ class _StreamSink(EventSink):
 
 
 class EngineWorker:
-    def __init__(self, args: argparse.Namespace, name: str, staging_dir: Optional[str] = None) -> None:
+    def __init__(self, args: argparse.Namespace, name: str, staging_dir: Optional[str] = None,
+                 shared_output: bool = False) -> None:
         from aiohttp import web
         from compat.prompt_server import PromptServer
         self.name = name
+        self.shared_output = shared_output  # staging is on storage the front sees at the same path
         args = copy.copy(args)
         if staging_dir is not None:  # outputs go to the front, which lands them in its own folders
             args.output_directory = os.path.join(staging_dir, "output")
@@ -151,7 +159,7 @@ class EngineWorker:
         queued = QueuedJob(0, prompt_id, prompt, extra_data, outputs_to_execute, extra_data.get("client_id"))
         control = JobControl()
         out: "queue.Queue" = queue.Queue()
-        sink = _StreamSink(out, self.folders, self.prompt_server.observe)
+        sink = _StreamSink(out, self.folders, self.prompt_server.observe, ship_paths=self.shared_output)
         self.prompt_server.client_id = queued.client_id
         result: Dict[str, tuple] = {}
 

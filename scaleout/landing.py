@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 from scaleout.actor import file_refs
 
@@ -23,12 +24,30 @@ class UnsafeFileName(ValueError):
     """A worker named a file outside the front's folder (a path that climbs out, or an absolute one)."""
 
 
-class OutputLanding:
-    """Writes files into {type: folder}; one lock for all slots, so two jobs never take the same name."""
+class StagedFileMissing(FileNotFoundError):
+    """--shared-output, but a worker's staged file is not where the front looks for it."""
 
-    def __init__(self, folders: Dict[str, str]) -> None:
+
+class OutputLanding:
+    """Writes files into {type: folder}; one lock for all slots, so two jobs never take the same name.
+
+    A file comes as its bytes, or (--shared-output) as the path of a worker's staged copy, which must lie under
+    `staging_root`; that copy is moved into place."""
+
+    def __init__(self, folders: Dict[str, str], staging_root: Optional[str] = None) -> None:
         self.folders = folders
+        self.staging_root = os.path.realpath(staging_root) if staging_root else None
         self._lock = threading.Lock()
+
+    def _staged(self, path: str) -> str:
+        full = os.path.realpath(path)
+        if self.staging_root is None or not full.startswith(self.staging_root + os.sep):
+            raise UnsafeFileName(f"staged file {path!r} is outside the workers' staging folder")
+        if not os.path.isfile(full):
+            raise StagedFileMissing(
+                f"--shared-output: the front cannot see the worker's file {full}; the temp folder must be on "
+                "storage every host mounts at the same path")
+        return full
 
     def _target_dir(self, kind: str, subfolder: str) -> str:
         root = os.path.realpath(self.folders[kind])
@@ -59,8 +78,9 @@ class OutputLanding:
             n += 1
         return f"{stem}_{n}{ext}"
 
-    def land(self, files: Dict[FileKey, bytes]) -> Dict[FileKey, str]:
-        """Write each file; returns {key: the name it got} for those whose name changed."""
+    def land(self, files: Dict[FileKey, Union[bytes, str]]) -> Dict[FileKey, str]:
+        """Write (bytes) or move (a staged path) each file; returns {key: the name it got} for those whose name
+        changed."""
         renames: Dict[FileKey, str] = {}
         with self._lock:
             for (kind, subfolder, filename), content in files.items():
@@ -69,8 +89,11 @@ class OutputLanding:
                 folder = self._target_dir(kind, subfolder)
                 os.makedirs(folder, exist_ok=True)
                 name = self._free_name(folder, filename)
-                with open(os.path.join(folder, name), "xb") as handle:
-                    handle.write(content)
+                if isinstance(content, str):
+                    shutil.move(self._staged(content), os.path.join(folder, name))  # a rename on one filesystem
+                else:
+                    with open(os.path.join(folder, name), "xb") as handle:
+                        handle.write(content)
                 if name != filename:
                     renames[(kind, subfolder, filename)] = name
         return renames

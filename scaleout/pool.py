@@ -42,6 +42,8 @@ class PoolSettings:
     cpus: float = 1.0  # CPU cores per worker
     gpus: Optional[float] = None  # GPUs per worker; None: 1 when the cluster has GPUs, else 0
     spread_after: int = 3
+    shared_output: bool = False  # staging on storage every host mounts at the same path: files move, no bytes
+    keep_client_order: bool = False  # a client's jobs start in queue order (routing reorders only across clients)
     max_attempts: int = 2  # a job whose worker died runs once more, then fails
 
     @classmethod
@@ -50,7 +52,8 @@ class PoolSettings:
         if spec != "ray" and not spec.startswith("ray:"):
             raise ValueError(f"--workers {spec!r}: expected ray or ray:ADDRESS")
         return cls(address=spec[4:] or None, count=args.worker_count, cpus=args.cpus_per_worker,
-                   gpus=args.gpus_per_worker, spread_after=args.spread_after)
+                   gpus=args.gpus_per_worker, spread_after=args.spread_after,
+                   keep_client_order=args.keep_client_order, shared_output=args.shared_output)
 
 
 def ray_died_errors() -> tuple:
@@ -104,7 +107,8 @@ class RayPool:
         self.args = args
         self.settings = settings
         self.on_queue_change = on_queue_change
-        self.landing = OutputLanding(folders)
+        self.staging = os.path.join(args.temp_directory or os.path.join(args.base_directory, "temp"), "workers")
+        self.landing = OutputLanding(folders, self.staging if settings.shared_output else None)
         self.slots: List[_Slot] = []
         self._lock = threading.RLock()  # guards the slots' busy/job/holdings between dispatcher and slot threads
         self._stop = threading.Event()
@@ -182,14 +186,13 @@ class RayPool:
             from scaleout.actor import EngineWorker
             self._connect()
             count, gpus = self._plan()
-            staging = os.path.join(self.args.temp_directory or os.path.join(self.args.base_directory, "temp"),
-                                   "workers")
             remote = ray.remote(EngineWorker)
             for index in range(count):
                 name = f"worker-{index}"
                 actor = remote.options(num_cpus=self.settings.cpus, num_gpus=gpus, max_restarts=-1,
                                        max_task_retries=0, max_concurrency=4, name=f"tessera-{os.getpid()}-{name}"
-                                       ).remote(self.args, name, os.path.join(staging, name))
+                                       ).remote(self.args, name, os.path.join(self.staging, name),
+                                                self.settings.shared_output)
                 self.slots.append(_Slot(self, name, actor))
             for slot in self.slots:
                 self._wait_ready(slot)
@@ -229,7 +232,8 @@ class RayPool:
                 keys = job_keys(job.prompt, self.catalogue)
             except Exception:  # a prompt routing cannot read still runs; it just matches no cached outputs
                 keys = frozenset()
-            needs = self._needs[job.prompt_id] = PendingJob(job.prompt_id, job_files(job.prompt), keys)
+            needs = self._needs[job.prompt_id] = PendingJob(job.prompt_id, job_files(job.prompt), keys,
+                                                                  job.client_id)
         return needs
 
     def _dispatch(self) -> None:
@@ -245,7 +249,7 @@ class RayPool:
                     del self._needs[prompt_id]
             for slot in idle:
                 route = pick_job(slot.view(), needs, [s.view() for s in self.slots if s.ready],
-                                 self.settings.spread_after)
+                                 self.settings.spread_after, self.settings.keep_client_order)
                 if route is None:
                     continue
                 job = self.store.claim(route.prompt_id)

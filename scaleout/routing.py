@@ -9,10 +9,12 @@ The rule, for the idle worker W and the pending jobs in queue order:
 - a job that W holds at least as well as every other worker does is W's (holds its models / its cached outputs);
 - a job nobody holds goes to W (least loaded);
 - a job whose models a busy worker holds (more of them than W) waits for it, unless `spread_after` or more pending
-  jobs are already waiting for that worker: then W takes it and loads its models too (a long queue is worth a
-  second copy); cached outputs alone are never worth a wait (a busy worker holding only more of them loses the job
-  to W: an empty latent cached everywhere must not pull every job to one worker);
-- a job that another idle worker holds better is left for that worker.
+  jobs are already waiting for that worker: then W takes the earliest of them and loads its models too (a long
+  queue is worth a second copy); cached outputs alone are never worth a wait (a busy worker holding only more
+  of them loses the job to W: an empty latent cached everywhere must not pull every job to one worker);
+- a job that another idle worker holds better is left for that worker;
+- with `keep_client_order` (--keep-client-order), a client's jobs start in queue order (numbering as the store
+  gives it, `front` jobs first): a job never starts while an earlier pending job of its client waits.
 Everything here is pure (no Ray, no I/O), so the policy is tested on its own.
 """
 from __future__ import annotations
@@ -65,6 +67,7 @@ class PendingJob:
     prompt_id: str
     files: FrozenSet[str] = frozenset()
     keys: FrozenSet[str] = frozenset()
+    client: Optional[str] = None  # the client_id it was posted with
 
 
 @dataclass(frozen=True)
@@ -100,24 +103,37 @@ def _route_here(idle: WorkerView, job: PendingJob, mine: Tuple[int, int]) -> Rou
 
 
 def pick_job(idle: WorkerView, pending: Sequence[PendingJob], workers: Sequence[WorkerView],
-             spread_after: int = 3) -> Optional[Route]:
-    """The job `idle` should take now, with why; None when every pending job is better left for another worker."""
+             spread_after: int = 3, keep_client_order: bool = False) -> Optional[Route]:
+    """The job `idle` should take now, with why; None when every pending job is better left for another worker.
+
+    With `keep_client_order`, a job never starts before an earlier pending job of the same client (`client` None
+    counts as one client): routing then reorders only across clients."""
     others = [w for w in workers if w.name != idle.name]
-    waiting_for: Dict[str, int] = {}  # pending jobs seen so far that wait for a busy worker holding them
+    waiting_for: Dict[str, list] = {}  # holder -> pending jobs so far that wait for it, (job, startable)
+    held_back = set()  # clients with an earlier pending job that is not starting now
     for job in pending:
+        startable = not (keep_client_order and job.client in held_back)
+        held_back.add(job.client)  # whatever happens below, a later job of this client is not first any more
         mine = affinity(idle, job)
         scored = [(affinity(w, job), w) for w in others]
         best = max((score for score, _ in scored), default=(0, 0))
         if mine >= best:
-            return _route_here(idle, job, mine)
+            if startable:
+                return _route_here(idle, job, mine)
+            continue
         leaders = [w for score, w in scored if score == best]
         if any(not w.busy for w in leaders):
             continue  # an idle worker that holds it better will take it
         if best[0] == mine[0]:  # the busy holders have only more cached outputs, no more models: not worth a wait
-            return _route_here(idle, job, mine)
+            if startable:
+                return _route_here(idle, job, mine)
+            continue
         holder = leaders[0]
-        waiting_for[holder.name] = waiting_for.get(holder.name, 0) + 1
-        if waiting_for[holder.name] > spread_after:
-            return Route(job.prompt_id, idle.name, "spread",
-                         {"held_by": holder.name, "waiting": waiting_for[holder.name] - 1})
+        queue = waiting_for.setdefault(holder.name, [])
+        queue.append((job, startable))
+        if len(queue) > spread_after:
+            first = next((j for j, ok in queue if ok), None)  # the earliest waiting job that may start
+            if first is not None:
+                return Route(first.prompt_id, idle.name, "spread",
+                             {"held_by": holder.name, "waiting": len(queue) - 1})
     return None

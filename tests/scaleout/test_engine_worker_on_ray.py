@@ -99,3 +99,29 @@ def test_a_killed_worker_is_detected_and_restarted(worker):
             time.sleep(0.5)
     assert info["pid"] != pid
     assert run(actor, "after", image_job(8))[-1][1] == "success"
+
+
+def test_with_a_shared_output_folder_a_job_ships_paths_and_the_front_moves_the_files(local_ray, tmp_path):
+    import server
+    from scaleout.actor import EngineWorker
+    from scaleout.landing import OutputLanding
+    args = server.parse_args(["--cpu", "--base-directory", str(tmp_path / "front"), "--disable-all-custom-nodes"])
+    staging = tmp_path / "workers"
+    actor = ray.remote(EngineWorker).options(num_cpus=1, max_concurrency=4).remote(
+        args, "w1", str(staging / "w1"), True)
+    items = run(actor, "shared", image_job(16, batch=2))
+    executed = next(item for item in items if item[0] == "event" and item[1] == "executed")
+    files = executed[3]
+    assert len(files) == 2 and all(isinstance(path, str) and os.path.isfile(path) for path in files.values())
+    # the worker left its staged files for the front (no bytes crossed Ray); the front moves them into place
+    out = tmp_path / "front" / "output"
+    out.mkdir(parents=True)
+    (out / "ray_00001_.png").write_bytes(b"taken")
+    renames = OutputLanding({"output": str(out), "temp": str(tmp_path / "front" / "temp")},
+                            str(staging)).land(files)
+    assert sorted(os.listdir(out)) == ["ray_00001_.png", "ray_00002_.png", "ray_00003_.png"]
+    assert renames == {("output", "", "ray_00001_.png"): "ray_00002_.png",
+                       ("output", "", "ray_00002_.png"): "ray_00003_.png"}
+    assert (out / "ray_00003_.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not os.listdir(staging / "w1" / "output")
+    ray.kill(actor)

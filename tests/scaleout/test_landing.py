@@ -42,3 +42,33 @@ def test_renames_reach_every_file_entry_of_the_outputs():
                                 {"filename": "img_00001_.png", "subfolder": "", "type": "input"}]}}
     apply_renames(outputs, {("output", "", "img_00001_.png"): "img_00007_.png"})
     assert [i["filename"] for i in outputs["9"]["images"]] == ["img_00007_.png", "img_00001_.png"]
+
+
+def test_a_staged_file_is_moved_into_place_under_a_free_name(tmp_path):
+    staging = tmp_path / "staging" / "worker-0" / "output"
+    staging.mkdir(parents=True)
+    land = OutputLanding({"output": str(tmp_path / "out"), "temp": str(tmp_path / "tmp")},
+                         staging_root=str(tmp_path / "staging"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "img_00001_.png").write_bytes(b"old")
+    (staging / "img_00001_.png").write_bytes(b"new")
+    renames = land.land({("output", "", "img_00001_.png"): str(staging / "img_00001_.png")})
+    assert renames == {("output", "", "img_00001_.png"): "img_00002_.png"}
+    assert (tmp_path / "out" / "img_00002_.png").read_bytes() == b"new"
+    assert (tmp_path / "out" / "img_00001_.png").read_bytes() == b"old"
+    assert not (staging / "img_00001_.png").exists()  # moved, not copied
+
+
+def test_a_staged_path_outside_staging_or_missing_is_refused_clearly(tmp_path):
+    from scaleout.landing import StagedFileMissing
+    (tmp_path / "staging").mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"s")
+    land = OutputLanding({"output": str(tmp_path / "out")}, staging_root=str(tmp_path / "staging"))
+    with pytest.raises(UnsafeFileName):
+        land.land({("output", "", "a.txt"): str(secret)})
+    assert secret.exists()
+    with pytest.raises(StagedFileMissing, match="mounts at the same path"):
+        land.land({("output", "", "a.txt"): str(tmp_path / "staging" / "gone.txt")})
+    with pytest.raises(UnsafeFileName):  # without --shared-output no path is accepted at all
+        OutputLanding({"output": str(tmp_path / "out")}).land({("output", "", "a.txt"): str(secret)})

@@ -56,7 +56,8 @@ def test_jobs_wait_for_their_busy_holder_until_the_queue_backs_up():
     a, b = WorkerView("a"), WorkerView("b", busy=True, files=frozenset({"two.safetensors"}))
     assert pick_job(a, jobs(*["two.safetensors"] * 3), [a, b], spread_after=3) is None
     route = pick_job(a, jobs(*["two.safetensors"] * 4), [a, b], spread_after=3)
-    assert (route.prompt_id, route.reason, route.detail) == ("j3", "spread", {"held_by": "b", "waiting": 3})
+    # the earliest of the waiting jobs moves, so the queue keeps its order
+    assert (route.prompt_id, route.reason, route.detail) == ("j0", "spread", {"held_by": "b", "waiting": 3})
     assert pick_job(a, jobs("two.safetensors"), [a, b], spread_after=0).reason == "spread"
 
 
@@ -81,3 +82,31 @@ def test_cached_outputs_alone_never_make_a_job_wait_for_a_busy_worker():
     assert pick_job(a, [job], [a, busy]).reason == "least loaded"
     idle_holder = WorkerView("b", keys=frozenset({"empty-latent"}))
     assert pick_job(a, [job], [a, idle_holder]) is None  # an idle worker with the cached outputs takes it
+
+
+def client_jobs(*pairs):
+    return [PendingJob(f"j{i}", frozenset({f}) if f else frozenset(), client=c) for i, (c, f) in enumerate(pairs)]
+
+
+def test_keeping_client_order_a_job_does_not_start_before_an_earlier_one_of_its_client():
+    a, b = WorkerView("a"), WorkerView("b", busy=True, files=frozenset({"two.safetensors"}))
+    queue = client_jobs(("alice", "two.safetensors"), ("alice", None), ("bob", None))
+    # without the rule a's job is the free one behind alice's waiting job
+    assert pick_job(a, queue, [a, b]).prompt_id == "j1"
+    # with it alice's second job waits behind her first; bob's job is the one a can start
+    route = pick_job(a, queue, [a, b], keep_client_order=True)
+    assert (route.prompt_id, route.reason) == ("j2", "least loaded")
+    assert pick_job(a, queue[:2], [a, b], keep_client_order=True) is None
+    # a job of her own that a holds also waits behind her earlier one
+    mine = WorkerView("a", files=frozenset({"one.safetensors"}))
+    held = client_jobs(("alice", "two.safetensors"), ("alice", "one.safetensors"))
+    assert pick_job(mine, held, [mine, b]).prompt_id == "j1"
+    assert pick_job(mine, held, [mine, b], keep_client_order=True) is None
+
+
+def test_keeping_client_order_still_spreads_a_long_queue_from_its_head():
+    a, b = WorkerView("a"), WorkerView("b", busy=True, files=frozenset({"two.safetensors"}))
+    queue = client_jobs(*[("alice", "two.safetensors")] * 4)
+    route = pick_job(a, queue, [a, b], spread_after=3, keep_client_order=True)
+    assert (route.prompt_id, route.reason) == ("j0", "spread")
+    assert pick_job(a, queue[:3], [a, b], spread_after=3, keep_client_order=True) is None
