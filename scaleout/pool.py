@@ -96,6 +96,18 @@ class _Slot:
                          daemon=True).start()
 
 
+def connection_hint(exc: BaseException, address: Optional[str]) -> str:
+    """What to try when joining a cluster fails: Ray's own error names only the address, while the cause is most
+    often the token authentication that `ray start` turns on (the reason shows only in Ray's gcs_client lines)."""
+    if not address or not isinstance(exc, ConnectionError):
+        return ""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return (" (RAY_AUTH_MODE=token is set: check that the token in RAY_AUTH_TOKEN or ~/.ray/auth_token is the "
+                "head's)")
+    return (" (a cluster started with `ray start` may require token authentication: start the front with "
+            "RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+
+
 class RayPool:
     def __init__(self, store: JobStore, catalogue: Any, hub: Any, sink_for: Callable[[QueuedJob], EventSink],
                  args: argparse.Namespace, folders: Dict[str, str], settings: PoolSettings,
@@ -199,7 +211,8 @@ class RayPool:
             log.info("scale-out: %d Ray workers ready (%s)", len(self.slots),
                      self.settings.address or "local instance")
         except Exception as exc:  # the front keeps serving its API; jobs wait, and the log says why
-            log.error("scale-out: the Ray workers did not start: %s", exc)
+            log.error("scale-out: the Ray workers did not start: %s%s", exc,
+                      connection_hint(exc, self.settings.address))
             return
         self._dispatch_loop()
 

@@ -91,3 +91,15 @@ def test_a_front_joins_the_cluster_and_survives_its_own_restart(cluster, tmp_pat
         assert second.json("GET", "/queue")[1] == {"queue_running": [], "queue_pending": []}
     finally:
         second.stop()
+
+
+def test_a_refused_connection_names_token_authentication(monkeypatch):
+    """Ray's ConnectionError names only the address; the front's log adds the usual cause and its fix."""
+    from scaleout.pool import connection_hint
+    refused = ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert "RAY_AUTH_MODE=token" in connection_hint(refused, "10.0.0.5:6379")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert "is the head's" in connection_hint(refused, "10.0.0.5:6379")
+    assert connection_hint(refused, None) == ""  # a local instance: no cluster token involved
+    assert connection_hint(RuntimeError("no GPUs"), "10.0.0.5:6379") == ""
