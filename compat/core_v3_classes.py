@@ -9,7 +9,7 @@ from typing import Any
 from comfy_api.latest import io
 
 from nodes.image_batch import batch_images, check_image
-from nodes.image_io import save_images
+from nodes.advanced_save import save_advanced
 from nodes.math_expression import evaluate
 from nodes.resize_modes import CROP_METHODS, RESIZE_TYPES, SCALE_METHODS, resize
 
@@ -130,16 +130,41 @@ class SaveImageAdvanced(io.ComfyNode):
             io.Combo.Input("input_color_space", options=["sRGB"], default="sRGB", advanced=True,
                            tooltip="The images' colour space (written as is)."),
         ])
+        exr = io.DynamicCombo.Option("exr", [
+            io.Combo.Input("bit_depth", options=["32-bit float"], default="32-bit float", advanced=True,
+                           tooltip="EXR is written as 32-bit float."),
+            io.Combo.Input("input_color_space", options=["sRGB", "HDR", "linear"], default="sRGB", advanced=True,
+                           tooltip="What the images hold; the EXR is always scene-linear. sRGB: sRGB-encoded "
+                                   "Rec.709 (the sRGB curve is undone); HDR: HLG-encoded Rec.2020 (BT.2100's "
+                                   "inverse HLG OETF); linear: already linear Rec.709, written unchanged."),
+        ])
+        avif = io.DynamicCombo.Option("avif", [
+            io.Combo.Input("bit_depth", options=["auto", "8-bit YUV420", "10-bit YUV420"], default="auto",
+                           advanced=True, tooltip="auto: 8-bit YUV420 for sRGB, 10-bit YUV420 for HDR."),
+            io.Combo.Input("input_color_space", options=["sRGB", "HDR", "HDR PQ"], default="sRGB", advanced=True,
+                           tooltip="The images' colour space: sRGB, HDR (BT.2020 HLG) or HDR PQ (BT.2020 PQ)."),
+            io.Int.Input("crf", default=18, min=1, max=63, advanced=True,
+                         tooltip="AV1 constant rate factor: lower is higher quality and a larger file."),
+            io.DynamicCombo.Input("save_mode", display_name="save mode", options=[
+                io.DynamicCombo.Option("still images", []),
+                io.DynamicCombo.Option("animated", [
+                    io.Float.Input("fps", default=6.0, min=0.01, max=1000.0, step=0.01,
+                                   tooltip="Frames per second of the animation."),
+                    io.Int.Input("loop_count", default=0, min=0, max=1000, advanced=True,
+                                 tooltip="How many times the animation loops; 0 loops forever."),
+                ]),
+            ], tooltip="One file per image, or the whole batch as one animated file."),
+        ])
         return io.Schema(
             node_id="SaveImageAdvanced", display_name="Save Image (Advanced)", category="image",
             search_aliases=["save", "save image", "export image", "output image", "write image"],
-            description="Save images in the output folder with a choice of format and bit depth (PNG 8 or 16 bits, "
-                        "the workflow embedded). EXR and AVIF are not written by Tessera.",
+            description="Save images in the output folder as PNG (8 or 16 bits), EXR (32-bit float, scene-linear) "
+                        "or AVIF (AV1, 8 or 10 bits, stills or an animation), with the workflow embedded.",
             inputs=[io.Image.Input("images", tooltip="The images to save."),
                     io.String.Input("filename_prefix", default="ComfyUI",
-                                    tooltip="File name prefix; may contain subfolders and %width%, %date%-style "
-                                            "tokens."),
-                    io.DynamicCombo.Input("format", options=[png], tooltip="The file format.")],
+                                    tooltip="File name prefix; may contain subfolders, %batch_num% and "
+                                            "%width%, %date%-style tokens."),
+                    io.DynamicCombo.Input("format", options=[png, exr, avif], tooltip="The file format.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
             outputs=[io.Image.Output(display_name="images", tooltip="The images, passed on.")],
@@ -148,18 +173,6 @@ class SaveImageAdvanced(io.ComfyNode):
     @classmethod
     def execute(cls, images: Any, filename_prefix: str, format: dict) -> io.NodeOutput:
         from compat import _runtime
-        depth = 16 if format.get("bit_depth") == "16-bit" else 8
-        ctx = _SaveContext(_runtime.state.services)
-        saved = save_images(ctx, images, filename_prefix, "output", 4, cls.hidden.prompt, cls.hidden.extra_pnginfo,
-                            bit_depth=depth)
-        return io.NodeOutput(images, ui=saved["ui"])
-
-
-class _SaveContext:
-    """What save_images needs of a node context: the services (folders, settings); no interrupt between files."""
-
-    def __init__(self, services: Any):
-        self.services = services
-
-    def check_interrupt(self) -> None:
-        return None
+        ui = save_advanced(_runtime.state.services, images, filename_prefix, dict(format), cls.hidden.prompt,
+                           cls.hidden.extra_pnginfo)
+        return io.NodeOutput(images, ui=ui)

@@ -6,8 +6,8 @@ module names (`comfy_extras.nodes_math`, `comfy_extras.nodes_post_processing`), 
   an INT), evaluated safely (nodes/math_expression.py), returned as a FLOAT and an INT.
 - BatchImagesNode: any number of image batches joined into one at the first's size (nodes/image_batch.py).
 - ResizeImageMaskNode: an image or a mask resized by one of nine modes (a DynamicCombo; nodes/resize_modes.py).
-- SaveImageAdvanced: PNG at 8 or 16 bits (nodes/png16.py); ComfyUI's EXR and AVIF options are not offered, so a
-  workflow asking for them is refused at validation, naming the input.
+- SaveImageAdvanced: PNG at 8 or 16 bits (nodes/png16.py), 32-bit float EXR (nodes/exr_format.py) and AVIF
+  stills or animations (nodes/avif_format.py), written by nodes/advanced_save.py.
 """
 from __future__ import annotations
 

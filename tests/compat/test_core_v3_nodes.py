@@ -182,6 +182,59 @@ def test_save_image_advanced_writes_png_at_the_bit_depth(engine, tmp_path, depth
         expected = (np.array([0x33, 0x66, 0x99]) / 255.0 * 65535).astype(np.uint16)
         assert (np.abs(samples.astype(int) - expected).max()) <= 1
         assert b"prompt\x00" in chunks[b"tEXt"]
-    prompt["save"]["inputs"]["format"] = "exr"
+    assert files[0]["filename"] == "adv_00001.png"  # ComfyUI's naming for this node: no trailing underscore
+    prompt["save"]["inputs"]["format"] = "tiff"
     _, checked = engine(prompt)
-    assert not checked.ok  # formats Tessera does not write are refused before running
+    assert not checked.ok  # a format the node does not offer is refused before running
+
+
+def test_save_image_advanced_writes_exr_and_avif(engine, tmp_path):
+    import json
+    import os
+
+    import numpy as np
+    import OpenEXR
+    from PIL import Image
+    from nodes.exr_format import srgb_to_linear
+    workflow = {"nodes": [{"id": 1}], "links": []}
+    prompt = {"img": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 3,
+                                                             "color": 0x336699}},
+              "save": {"class_type": "SaveImageAdvanced", "inputs": {
+                  "images": ["img", 0], "filename_prefix": "hdr/shot", "format": "exr",
+                  "format.bit_depth": "32-bit float", "format.input_color_space": "sRGB"}}}
+    outcome, checked = engine(prompt)
+    assert outcome is not None, checked.node_errors
+    assert outcome.status == "success", outcome.error
+    files = outcome.outputs["save"]["images"]
+    assert [f["filename"] for f in files] == ["shot_00001.exr", "shot_00002.exr", "shot_00003.exr"]
+    assert {f["subfolder"] for f in files} == {"hdr"}
+    exr = OpenEXR.File(os.path.join(str(tmp_path), "output", "hdr", files[2]["filename"]))
+    expected = srgb_to_linear(np.array([0x33, 0x66, 0x99], dtype=np.float32) / 255)
+    assert np.allclose(exr.channels()["RGB"].pixels, expected, rtol=1e-6)
+    assert json.loads(exr.header()["prompt"])["save"]["class_type"] == "SaveImageAdvanced"
+
+    prompt["save"]["inputs"] = {"images": ["img", 0], "filename_prefix": "anim", "format": "avif",
+                                "format.bit_depth": "auto", "format.input_color_space": "sRGB", "format.crf": 18,
+                                "format.save_mode": "animated", "format.save_mode.fps": 6.0,
+                                "format.save_mode.loop_count": 0}
+    outcome, checked = engine(prompt)
+    assert outcome is not None, checked.node_errors
+    assert outcome.status == "success", outcome.error
+    ui = outcome.outputs["save"]
+    assert [f["filename"] for f in ui["images"]] == ["anim_00001.avif"] and list(ui["animated"]) == [True]
+    assert Image.open(os.path.join(str(tmp_path), "output", "anim_00001.avif")).n_frames == 3
+
+    prompt["save"]["inputs"]["format.save_mode"] = "still images"
+    del prompt["save"]["inputs"]["format.save_mode.fps"], prompt["save"]["inputs"]["format.save_mode.loop_count"]
+    prompt["save"]["inputs"]["filename_prefix"] = "still_%batch_num%"
+    outcome, checked = engine(prompt)
+    assert outcome is not None, checked.node_errors
+    names = [f["filename"] for f in outcome.outputs["save"]["images"]]
+    assert names == ["still_0_00001.avif", "still_1_00002.avif", "still_2_00003.avif"]
+    decoded = Image.open(os.path.join(str(tmp_path), "output", names[0]))
+    assert decoded.getexif()[0x0110].startswith("prompt:")
+    assert np.abs(np.asarray(decoded.convert("RGB"), dtype=float).mean((0, 1)) - (0x33, 0x66, 0x99)).max() < 6  # YUV 4:2:0, limited range
+
+    prompt["save"]["inputs"]["format.crf"] = 99
+    _, checked = engine(prompt)
+    assert not checked.ok  # crf is 1..63
